@@ -1,0 +1,34 @@
+"""Shared pytest configuration: hypothesis profiles and seeds that reproduce."""
+
+from __future__ import annotations
+
+import os
+import random
+
+import numpy as np
+import pytest
+from hypothesis import settings
+
+# 'dev' explores; 'ci' is derandomised so CI runs are reproducible. Select with
+# HYPOTHESIS_PROFILE=dev|ci (CI sets ci).
+settings.register_profile("ci", derandomize=True, deadline=None, max_examples=25, print_blob=True)
+settings.register_profile("dev", deadline=None, max_examples=25, print_blob=True)
+settings.register_profile("thorough", deadline=None, max_examples=300, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
+
+
+@pytest.fixture(autouse=True)
+def _seed_everything(request):
+    """Seed numpy/random/torch per test from the test's name, and print it so failures reproduce."""
+    seed = abs(hash(request.node.nodeid)) % (2**31) if os.environ.get("PRIVKIT_RANDOM_SEEDS") else 1234
+    random.seed(seed)
+    np.random.seed(seed)
+    try:
+        import torch
+
+        torch.manual_seed(seed)
+        torch.set_num_threads(1)
+    except ImportError:  # pragma: no cover
+        pass
+    print(f"[seed {seed}]")
+    yield
