@@ -1,0 +1,249 @@
+"""SealBackend: real CKKS encryption through TenSEAL's low-level ``sealapi`` (Microsoft SEAL).
+
+This is the only module in privkit that imports TenSEAL. SEAL's own exceptions are wrapped in
+:class:`privkit.errors.BackendError` (or a more specific privkit error) so that a message such
+as "scale out of bounds" never reaches a user unexplained.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import tempfile
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import tenseal.sealapi as sealapi
+
+from ..errors import BackendError, EnvelopeError, ParameterError
+from .backend import Backend
+from .params import CKKSParams
+
+__all__ = ["SealBackend", "SealContext", "seal_save", "seal_load"]
+
+_TMPDIR = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+
+
+@contextlib.contextmanager
+def _tmpfile() -> Iterator[str]:
+    fd, path = tempfile.mkstemp(prefix="privkit-", dir=_TMPDIR)
+    os.close(fd)
+    try:
+        yield path
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+
+
+def seal_save(obj: Any) -> bytes:
+    """Serialise a SEAL object (ciphertext, key, ...) to bytes (sealapi only saves to files)."""
+    with _tmpfile() as path:
+        obj.save(path)
+        with open(path, "rb") as fh:
+            return fh.read()
+
+
+def seal_load(cls: type, context: Any, blob: bytes) -> Any:
+    """Inverse of :func:`seal_save`; SEAL validates the data against ``context``."""
+    obj = cls()
+    with _tmpfile() as path:
+        with open(path, "wb") as fh:
+            fh.write(blob)
+        try:
+            obj.load(context, path)
+        except (ValueError, RuntimeError, TypeError) as e:
+            raise EnvelopeError(f"SEAL refused the serialised {cls.__name__}: {e}") from e
+    return obj
+
+
+class SealContext:
+    """A SEAL context for one parameter set, with the per-level parms ids and an encoder."""
+
+    def __init__(self, params: CKKSParams) -> None:
+        self.params = params
+        parms = sealapi.EncryptionParameters(sealapi.SCHEME_TYPE.CKKS)
+        parms.set_poly_modulus_degree(params.poly_degree)
+        parms.set_coeff_modulus([sealapi.Modulus(q) for q in params.primes])
+        level = sealapi.SEC_LEVEL_TYPE.TC128 if params.secure else sealapi.SEC_LEVEL_TYPE.NONE
+        self.context = sealapi.SEALContext(parms, True, level)
+        if not self.context.parameters_set():
+            raise ParameterError(
+                f"SEAL rejected the parameters {params.describe()}: "
+                f"{self.context.parameters_error_message()}"
+            )
+        # parms id of each level (level = rescales left = SEAL's chain index)
+        self.parms_ids: dict[int, Any] = {}
+        cd = self.context.first_context_data()
+        while cd is not None:
+            self.parms_ids[cd.chain_index()] = cd.parms_id()
+            cd = cd.next_context_data()
+        if max(self.parms_ids) != params.depth:
+            raise ParameterError(
+                f"SEAL built {max(self.parms_ids)} levels but the parameters promise {params.depth}"
+            )
+        self.encoder = sealapi.CKKSEncoder(self.context)
+        self.evaluator = sealapi.Evaluator(self.context)
+
+
+@functools.lru_cache(maxsize=8)
+def _context_for(params: CKKSParams) -> SealContext:
+    return SealContext(params)
+
+
+def _wrap(op: str):
+    def deco(fn):
+        @functools.wraps(fn)
+        def inner(*args, **kwargs):
+            try:
+                return fn(*args, **kwargs)
+            except (ValueError, RuntimeError, TypeError) as e:
+                raise BackendError(
+                    f"SEAL refused {op}: {e}. This is a privkit bug if the inputs came from "
+                    "privkit operators; please report it with the parameters used"
+                ) from e
+
+        return inner
+
+    return deco
+
+
+class SealBackend(Backend):
+    """CKKS evaluation with SEAL. Holds public material only, unless a KeySet attaches a secret."""
+
+    name = "seal"
+    simulated = False
+
+    def __init__(
+        self,
+        params: CKKSParams,
+        key_id: str,
+        public_key: Any,
+        relin_keys: Any | None,
+        galois_keys: Any | None,
+        rotation_steps: frozenset[int] | set[int] | list[int],
+        conjugation: bool,
+    ) -> None:
+        super().__init__(params, key_id, rotation_steps, conjugation)
+        self.ctx = _context_for(params)
+        self._encryptor = sealapi.Encryptor(self.ctx.context, public_key)
+        self._relin = relin_keys
+        self._galois = galois_keys
+        self._decryptor: Any | None = None
+
+    def _attach_secret(self, secret_key: Any) -> None:
+        self._decryptor = sealapi.Decryptor(self.ctx.context, secret_key)
+        self._has_secret = True
+
+    # -- helpers -------------------------------------------------------------------------------
+    def _encode(self, vec: np.ndarray | complex, level: int, scale: float) -> Any:
+        pt = sealapi.Plaintext()
+        pid = self.ctx.parms_ids[level]
+        if isinstance(vec, np.ndarray):
+            if np.any(vec.imag):
+                self.ctx.encoder.encode(vec.tolist(), pid, scale, pt)
+            else:
+                self.ctx.encoder.encode(vec.real.tolist(), pid, scale, pt)
+        else:
+            if vec.imag:
+                self.ctx.encoder.encode(complex(vec), pid, scale, pt)
+            else:
+                self.ctx.encoder.encode(float(vec.real), pid, scale, pt)
+        return pt
+
+    # -- primitives ----------------------------------------------------------------------------
+    @_wrap("encryption")
+    def _encrypt_raw(self, vec: np.ndarray) -> Any:
+        pt = self._encode(vec, self.params.depth, self.params.scale)
+        ct = sealapi.Ciphertext()
+        self._encryptor.encrypt(pt, ct)
+        return ct
+
+    @_wrap("decryption")
+    def _decrypt_raw(self, data: Any, level: int) -> np.ndarray:
+        pt = sealapi.Plaintext()
+        self._decryptor.decrypt(data, pt)
+        return np.asarray(self.ctx.encoder.decode_complex(pt), dtype=np.complex128)
+
+    @_wrap("add")
+    def _add_raw(self, a: Any, b: Any) -> Any:
+        out = sealapi.Ciphertext()
+        self.ctx.evaluator.add(a, b, out)
+        return out
+
+    @_wrap("sub")
+    def _sub_raw(self, a: Any, b: Any) -> Any:
+        out = sealapi.Ciphertext()
+        self.ctx.evaluator.sub(a, b, out)
+        return out
+
+    @_wrap("negate")
+    def _neg_raw(self, a: Any) -> Any:
+        out = sealapi.Ciphertext()
+        self.ctx.evaluator.negate(a, out)
+        return out
+
+    @_wrap("add_plain")
+    def _add_plain_raw(self, a: Any, vec: np.ndarray, level: int, scale: float) -> Any:
+        out = sealapi.Ciphertext()
+        self.ctx.evaluator.add_plain(a, self._encode(vec, level, scale), out)
+        return out
+
+    @_wrap("multiply_plain")
+    def _mul_plain_raw(self, a: Any, vec: Any, level: int, pt_scale: float) -> Any:
+        out = sealapi.Ciphertext()
+        self.ctx.evaluator.multiply_plain(a, self._encode(vec, level, pt_scale), out)
+        return out
+
+    @_wrap("multiply")
+    def _mul_raw(self, a: Any, b: Any) -> Any:
+        out = sealapi.Ciphertext()
+        self.ctx.evaluator.multiply(a, b, out)
+        self.ctx.evaluator.relinearize_inplace(out, self._relin)
+        return out
+
+    @_wrap("square")
+    def _square_raw(self, a: Any) -> Any:
+        out = sealapi.Ciphertext()
+        self.ctx.evaluator.square(a, out)
+        self.ctx.evaluator.relinearize_inplace(out, self._relin)
+        return out
+
+    @_wrap("rescale")
+    def _rescale_raw(self, a: Any, level: int) -> Any:
+        self.ctx.evaluator.rescale_to_next_inplace(a)
+        return a
+
+    def _force_scale_raw(self, a: Any, true_scale: float, declared: float) -> Any:
+        a.scale = declared
+        return a
+
+    @_wrap("modulus switch")
+    def _mod_switch_raw(self, a: Any, from_level: int, to_level: int) -> Any:
+        out = sealapi.Ciphertext()
+        self.ctx.evaluator.mod_switch_to(a, self.ctx.parms_ids[to_level], out)
+        return out
+
+    @_wrap("rotation")
+    def _rotate_raw(self, a: Any, step: int) -> Any:
+        out = sealapi.Ciphertext()
+        self.ctx.evaluator.rotate_vector(a, int(step), self._galois, out)
+        return out
+
+    @_wrap("conjugation")
+    def _conjugate_raw(self, a: Any) -> Any:
+        out = sealapi.Ciphertext()
+        self.ctx.evaluator.complex_conjugate(a, self._galois, out)
+        return out
+
+    def _serialize_raw(self, a: Any) -> bytes:
+        return seal_save(a)
+
+    def _deserialize_raw(self, blob: bytes, level: int) -> Any:
+        ct = seal_load(sealapi.Ciphertext, self.ctx.context, blob)
+        if ct.parms_id() != self.ctx.parms_ids[level]:
+            raise EnvelopeError("ciphertext data does not match the level in its header")
+        if abs(ct.scale - self.params.scale) > 1e-6 * self.params.scale:
+            raise EnvelopeError(f"ciphertext has scale {ct.scale}, expected {self.params.scale}")
+        return ct
