@@ -5,8 +5,10 @@ and fails with the maximal error, where it occurred and the parameters.
 
 >>> import numpy as np
 >>> from privkit.fhe import CKKSParams
->>> assert_close_encrypted(np.array([1.0, 2.0 + 1e-7]), np.array([1.0, 2.0]),
-...                        params=CKKSParams.preset("n8192"), depth=1)
+>>> err = assert_close_encrypted(np.array([1.0, 2.0 + 1e-7]), np.array([1.0, 2.0]),
+...                              params=CKKSParams.preset("n8192"), depth=1)
+>>> round(err, 9)
+1e-07
 >>> assert_close_encrypted(np.array([1.0, 2.5]), np.array([1.0, 2.0]), atol=1e-3)
 Traceback (most recent call last):
 ...
