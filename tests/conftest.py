@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import os
 import random
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 from hypothesis import settings
+
+# both `from .strategies import x` and `from strategies import x` work in test modules
+sys.path.insert(0, str(Path(__file__).parent))
 
 # 'dev' explores; 'ci' is derandomised so CI runs are reproducible. Select with
 # HYPOTHESIS_PROFILE=dev|ci (CI sets ci).

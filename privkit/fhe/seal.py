@@ -137,6 +137,29 @@ class SealBackend(Backend):
         self._has_secret = True
 
     # -- helpers -------------------------------------------------------------------------------
+    def _zero(self, level: int, scale: float) -> Any:
+        """A fresh public-key encryption of zero at ``level`` and ``scale``.
+
+        SEAL refuses to produce a "transparent" ciphertext (all-zero, e.g. ``a - a`` or a product
+        with an all-zero mask) because it would reveal its value; the mathematically right result
+        is an encryption of zero, which is what privkit returns.
+        """
+        ct = sealapi.Ciphertext()
+        self._encryptor.encrypt_zero(self.ctx.parms_ids[level], ct)
+        ct.scale = scale
+        return ct
+
+    def _level_of(self, a: Any) -> int:
+        return self.ctx.context.get_context_data(a.parms_id()).chain_index()
+
+    def _guard(self, fn, a: Any, scale: float) -> Any:
+        try:
+            return fn()
+        except (ValueError, RuntimeError) as e:
+            if "transparent" in str(e):
+                return self._zero(self._level_of(a), scale)
+            raise
+
     def _encode(self, vec: np.ndarray | complex, level: int, scale: float) -> Any:
         pt = sealapi.Plaintext()
         pid = self.ctx.parms_ids[level]
@@ -168,47 +191,68 @@ class SealBackend(Backend):
 
     @_wrap("add")
     def _add_raw(self, a: Any, b: Any) -> Any:
-        out = sealapi.Ciphertext()
-        self.ctx.evaluator.add(a, b, out)
-        return out
+        def run() -> Any:
+            out = sealapi.Ciphertext()
+            self.ctx.evaluator.add(a, b, out)
+            return out
+
+        return self._guard(run, a, a.scale)
 
     @_wrap("sub")
     def _sub_raw(self, a: Any, b: Any) -> Any:
-        out = sealapi.Ciphertext()
-        self.ctx.evaluator.sub(a, b, out)
-        return out
+        def run() -> Any:
+            out = sealapi.Ciphertext()
+            self.ctx.evaluator.sub(a, b, out)
+            return out
+
+        return self._guard(run, a, a.scale)
 
     @_wrap("negate")
     def _neg_raw(self, a: Any) -> Any:
-        out = sealapi.Ciphertext()
-        self.ctx.evaluator.negate(a, out)
-        return out
+        def run() -> Any:
+            out = sealapi.Ciphertext()
+            self.ctx.evaluator.negate(a, out)
+            return out
+
+        return self._guard(run, a, a.scale)
 
     @_wrap("add_plain")
     def _add_plain_raw(self, a: Any, vec: np.ndarray, level: int, scale: float) -> Any:
-        out = sealapi.Ciphertext()
-        self.ctx.evaluator.add_plain(a, self._encode(vec, level, scale), out)
-        return out
+        def run() -> Any:
+            out = sealapi.Ciphertext()
+            self.ctx.evaluator.add_plain(a, self._encode(vec, level, scale), out)
+            return out
+
+        return self._guard(run, a, a.scale)
 
     @_wrap("multiply_plain")
     def _mul_plain_raw(self, a: Any, vec: Any, level: int, pt_scale: float) -> Any:
-        out = sealapi.Ciphertext()
-        self.ctx.evaluator.multiply_plain(a, self._encode(vec, level, pt_scale), out)
-        return out
+        def run() -> Any:
+            out = sealapi.Ciphertext()
+            self.ctx.evaluator.multiply_plain(a, self._encode(vec, level, pt_scale), out)
+            return out
+
+        return self._guard(run, a, a.scale * pt_scale)
 
     @_wrap("multiply")
     def _mul_raw(self, a: Any, b: Any) -> Any:
-        out = sealapi.Ciphertext()
-        self.ctx.evaluator.multiply(a, b, out)
-        self.ctx.evaluator.relinearize_inplace(out, self._relin)
-        return out
+        def run() -> Any:
+            out = sealapi.Ciphertext()
+            self.ctx.evaluator.multiply(a, b, out)
+            self.ctx.evaluator.relinearize_inplace(out, self._relin)
+            return out
+
+        return self._guard(run, a, a.scale * b.scale)
 
     @_wrap("square")
     def _square_raw(self, a: Any) -> Any:
-        out = sealapi.Ciphertext()
-        self.ctx.evaluator.square(a, out)
-        self.ctx.evaluator.relinearize_inplace(out, self._relin)
-        return out
+        def run() -> Any:
+            out = sealapi.Ciphertext()
+            self.ctx.evaluator.square(a, out)
+            self.ctx.evaluator.relinearize_inplace(out, self._relin)
+            return out
+
+        return self._guard(run, a, a.scale * a.scale)
 
     @_wrap("rescale")
     def _rescale_raw(self, a: Any, level: int) -> Any:
@@ -227,15 +271,21 @@ class SealBackend(Backend):
 
     @_wrap("rotation")
     def _rotate_raw(self, a: Any, step: int) -> Any:
-        out = sealapi.Ciphertext()
-        self.ctx.evaluator.rotate_vector(a, int(step), self._galois, out)
-        return out
+        def run() -> Any:
+            out = sealapi.Ciphertext()
+            self.ctx.evaluator.rotate_vector(a, int(step), self._galois, out)
+            return out
+
+        return self._guard(run, a, a.scale)
 
     @_wrap("conjugation")
     def _conjugate_raw(self, a: Any) -> Any:
-        out = sealapi.Ciphertext()
-        self.ctx.evaluator.complex_conjugate(a, self._galois, out)
-        return out
+        def run() -> Any:
+            out = sealapi.Ciphertext()
+            self.ctx.evaluator.complex_conjugate(a, self._galois, out)
+            return out
+
+        return self._guard(run, a, a.scale)
 
     def _serialize_raw(self, a: Any) -> bytes:
         return seal_save(a)
