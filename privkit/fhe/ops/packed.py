@@ -1,0 +1,342 @@
+"""Channel-packed operators: what the compiler chains into a network on one ciphertext.
+
+A *packed layout* ``PackedLayout(channels=C, length=L, gap=g, block=B)`` puts element ``i`` of
+channel ``c`` in slot ``c*B + i*g``. Strided convolutions and pools multiply the gap instead of
+compacting (no levels spent on moving data); the next layer reads with the larger gap. Slots
+that hold no element may hold anything ("dirty") unless the layout is marked ``clean``; valid
+outputs of these operators only ever read valid inputs, so dirt never reaches a result.
+
+=====================  ==================================================  ======
+operator               rotations                                           levels
+=====================  ==================================================  ======
+``conv1d_packed``      ``K - 1`` + ``Co + Ci - 2`` (``log2 Co`` if Ci = 1)  1
+``sum_pool_packed``    ``k - 1``                                           0
+``linear_packed``      ``O * log2(span)`` + ``O - 1``                      2
+``place_channels``     0                                                   1
+=====================  ==================================================  ======
+
+Each operator has a numpy twin (``*_ref``) acting on the full slot vector with the same maths.
+
+>>> import numpy as np
+>>> from privkit.fhe import KeySet
+>>> keys = KeySet.generate("n8192", backend="sim")
+>>> lay = PackedLayout(channels=1, length=8, gap=1, block=16, clean=True)
+>>> w = np.ones((2, 1, 3)); b = np.array([0.0, 1.0])
+>>> out, lay2 = conv1d_packed(keys.backend, keys.encrypt(np.arange(8.0)), w, b, lay)
+>>> unpack(keys.decrypt(out.replace(length=keys.params.slots)), lay2)
+array([[ 3.,  6.,  9., 12., 15., 18.],
+       [ 4.,  7., 10., 13., 16., 19.]])
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+
+from ...errors import ShapeError
+from ..backend import Backend, Ciphertext, Layout
+from .rotate_sum import replicate
+
+__all__ = [
+    "PackedLayout",
+    "pack",
+    "unpack",
+    "valid_slots",
+    "conv1d_packed",
+    "conv1d_packed_ref",
+    "conv1d_packed_rotations",
+    "sum_pool_packed",
+    "sum_pool_packed_ref",
+    "linear_packed",
+    "linear_packed_ref",
+    "linear_packed_rotations",
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class PackedLayout:
+    """Element ``i`` of channel ``c`` sits in slot ``c*block + i*gap``."""
+
+    channels: int
+    length: int
+    gap: int = 1
+    block: int = 0
+    clean: bool = False
+
+    def __post_init__(self) -> None:
+        if self.block == 0:
+            object.__setattr__(self, "block", 1 << max(0, math.ceil(math.log2(max(1, self.length * self.gap)))))
+        if self.channels < 1 or self.length < 1 or self.gap < 1:
+            raise ShapeError(f"invalid packed layout {self}")
+        if (self.length - 1) * self.gap >= self.block and self.channels > 1:
+            raise ShapeError(f"layout {self}: a channel overflows its block")
+
+    @property
+    def span(self) -> int:
+        """Slots from 0 to one past the last element."""
+        return (self.channels - 1) * self.block + (self.length - 1) * self.gap + 1
+
+    def to_layout(self) -> Layout:
+        return Layout(gap=self.gap, offset=0, channels=self.channels, channel_stride=self.block)
+
+
+def valid_slots(layout: PackedLayout) -> np.ndarray:
+    """Slot index of every element, shape (channels, length)."""
+    c = np.arange(layout.channels)[:, None] * layout.block
+    i = np.arange(layout.length)[None, :] * layout.gap
+    return c + i
+
+
+def pack(x: np.ndarray, layout: PackedLayout, slots: int) -> np.ndarray:
+    """(channels, length) array -> slot vector (zeros elsewhere)."""
+    x = np.asarray(x, dtype=np.float64)
+    if x.shape != (layout.channels, layout.length):
+        raise ShapeError(f"pack expects shape {(layout.channels, layout.length)}, got {x.shape}")
+    if layout.span > slots:
+        raise ShapeError(f"layout spans {layout.span} slots, more than the {slots} available")
+    vec = np.zeros(slots)
+    vec[valid_slots(layout)] = x
+    return vec
+
+
+def unpack(vec: np.ndarray, layout: PackedLayout) -> np.ndarray:
+    """Slot vector -> (channels, length) array of the elements."""
+    v = np.asarray(vec)
+    return (v.real if np.iscomplexobj(v) else v)[valid_slots(layout)]
+
+
+# -- convolution -------------------------------------------------------------------------------
+
+
+def _conv_out_len(length: int, k: int, stride: int, padding: int) -> int:
+    out = (length + 2 * padding - k) // stride + 1
+    if out < 1:
+        raise ShapeError(f"kernel {k} with padding {padding} is longer than the input ({length})")
+    return out
+
+
+def _conv_plan(weight: np.ndarray, layout: PackedLayout, stride: int, padding: int, slots: int):
+    co_n, ci_n, k_n = weight.shape
+    if ci_n != layout.channels:
+        raise ShapeError(f"convolution expects {ci_n} input channels, the layout has {layout.channels}")
+    l_out = _conv_out_len(layout.length, k_n, stride, padding)
+    out_layout = PackedLayout(co_n, l_out, layout.gap * stride, layout.block)
+    if co_n * layout.block > slots or ci_n * layout.block > slots:
+        raise ShapeError(
+            f"{max(co_n, ci_n)} channels of block {layout.block} need "
+            f"{max(co_n, ci_n) * layout.block} slots; the ciphertext has {slots}: use a larger preset"
+        )
+    if padding and not layout.clean:
+        raise ShapeError("a padded convolution needs a clean input layout (mask it first)")
+    if padding and (layout.length + padding) * layout.gap > layout.block - padding * layout.gap:
+        raise ShapeError(f"block {layout.block} leaves no room for padding {padding}")
+    replicated = ci_n == 1 and co_n > 1 and layout.clean
+    g = layout.gap
+    baby = [(k - padding) * g for k in range(k_n)]
+    deltas = [0] if replicated else list(range(-(co_n - 1), ci_n))
+    out_pos = np.arange(l_out) * out_layout.gap
+    masks: dict[tuple[int, int], np.ndarray] = {}
+    for d in deltas:
+        for k in range(k_n):
+            m = np.zeros(slots)
+            any_nz = False
+            for co in range(co_n):
+                ci = 0 if replicated else co + d
+                if not 0 <= ci < ci_n:
+                    continue
+                w = weight[co, ci, k]
+                if w == 0:
+                    continue
+                # after the giant-step rotation by d*B, block ci lands on block co
+                base = (co if replicated else ci) * layout.block
+                m[base + out_pos] = w
+                any_nz = True
+            if any_nz:
+                masks[(d, k)] = m
+    return out_layout, replicated, baby, deltas, masks
+
+
+def conv1d_packed_rotations(weight_shape: tuple[int, int, int], layout: PackedLayout, stride: int = 1,
+                            padding: int = 0, slots: int | None = None) -> list[int]:
+    """The rotation steps :func:`conv1d_packed` uses."""
+    co_n, ci_n, k_n = weight_shape
+    g = layout.gap
+    steps = {(k - padding) * g for k in range(k_n)}
+    if ci_n == 1 and co_n > 1 and layout.clean:
+        from .rotate_sum import required_rotations_replicate
+
+        steps |= set(required_rotations_replicate(layout.block, co_n, slots))
+    else:
+        steps |= {d * layout.block for d in range(-(co_n - 1), ci_n)}
+    if slots:
+        steps = {s % slots for s in steps}
+    return sorted(s for s in steps if s)
+
+
+def conv1d_packed_ref(vec: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, layout: PackedLayout,
+                      stride: int = 1, padding: int = 0) -> tuple[np.ndarray, PackedLayout]:
+    """Numpy twin of :func:`conv1d_packed` on the full slot vector (same rotations and masks)."""
+    vec = np.asarray(vec, dtype=np.complex128)
+    slots = vec.size
+    out_layout, replicated, baby, deltas, masks = _conv_plan(np.asarray(weight, float), layout, stride, padding, slots)
+    x = vec
+    if replicated:
+        x = sum(np.roll(vec, j * layout.block) for j in range(weight.shape[0]))
+    acc = np.zeros(slots, dtype=np.complex128)
+    for d in deltas:
+        part = np.zeros(slots, dtype=np.complex128)
+        for k, step in enumerate(baby):
+            if (d, k) in masks:
+                part += np.roll(x, -step) * masks[(d, k)]
+        acc += np.roll(part, -d * layout.block)
+    if bias is not None:
+        acc += _bias_vec(np.asarray(bias, float), out_layout, slots)
+    return acc, out_layout
+
+
+def _bias_vec(bias: np.ndarray, layout: PackedLayout, slots: int) -> np.ndarray:
+    v = np.zeros(slots)
+    v[valid_slots(layout)] = bias[:, None]
+    return v
+
+
+def conv1d_packed(backend: Backend, ct: Ciphertext, weight: np.ndarray, bias: np.ndarray | None,
+                  layout: PackedLayout, stride: int = 1, padding: int = 0,
+                  section: str | None = None) -> tuple[Ciphertext, PackedLayout]:
+    """Multi-channel 1-D convolution (PyTorch cross-correlation) on a packed ciphertext.
+
+    Baby-step giant-step: ``K`` rotations of the input by the taps, plaintext masks carrying the
+    weights per (channel shift, tap), ``Co + Ci - 2`` rotations by whole blocks. With one input
+    channel on a clean layout the input is replicated into every output block instead
+    (``log2 Co`` rotations). One level. The output is left gapped (gap ``g * stride``).
+    """
+    weight = np.asarray(weight, dtype=np.float64)
+    if weight.ndim != 3:
+        raise ShapeError(f"conv weight must have shape (out, in, kernel), got {weight.shape}")
+    out_layout, replicated, baby, deltas, masks = _conv_plan(weight, layout, stride, padding, backend.slots)
+    backend.require_levels(ct, 1, section or "conv1d_packed")
+    with backend.counter.section(section or "conv1d_packed"):
+        x = ct
+        if replicated:
+            x = replicate(backend, ct.replace(length=min(ct.length, layout.block)), layout.block,
+                          weight.shape[0], section="replicate")
+        rotated = {}
+        acc = None
+        for d in deltas:
+            part = None
+            for k, step in enumerate(baby):
+                if (d, k) not in masks:
+                    continue
+                if k not in rotated:
+                    rotated[k] = backend.rotate(x, step) if step else x
+                term = backend.mul_plain(rotated[k], masks[(d, k)])
+                part = term if part is None else backend.add(part, term)
+            if part is None:
+                continue
+            if d:
+                part = backend.rotate(part, d * layout.block)
+            acc = part if acc is None else backend.add(acc, part)
+        if acc is None:  # all-zero weights
+            acc = backend.mul_plain(x, np.zeros(1))
+        if bias is not None:
+            acc = backend.add_plain(acc, _bias_vec(np.asarray(bias, float), out_layout, backend.slots))
+    return acc.replace(length=out_layout.span, layout=out_layout.to_layout()), out_layout
+
+
+# -- pooling -------------------------------------------------------------------------------------
+
+
+def _pool_layout(layout: PackedLayout, kernel: int, stride: int) -> PackedLayout:
+    l_out = (layout.length - kernel) // stride + 1
+    if l_out < 1:
+        raise ShapeError(f"pool kernel {kernel} is longer than the input ({layout.length})")
+    return PackedLayout(layout.channels, l_out, layout.gap * stride, layout.block)
+
+
+def sum_pool_packed_ref(vec: np.ndarray, layout: PackedLayout, kernel: int, stride: int) -> tuple[np.ndarray, PackedLayout]:
+    """Numpy twin of :func:`sum_pool_packed`."""
+    out = sum(np.roll(np.asarray(vec, dtype=np.complex128), -j * layout.gap) for j in range(kernel))
+    return out, _pool_layout(layout, kernel, stride)
+
+
+def sum_pool_packed(backend: Backend, ct: Ciphertext, layout: PackedLayout, kernel: int, stride: int,
+                    section: str | None = None) -> tuple[Ciphertext, PackedLayout]:
+    """Window sums (``kernel`` taps, ``stride``) on a packed ciphertext; no level, gapped output."""
+    out_layout = _pool_layout(layout, kernel, stride)
+    with backend.counter.section(section or "sum_pool"):
+        acc = ct
+        for j in range(1, kernel):
+            acc = backend.add(acc, backend.rotate(ct, j * layout.gap))
+    return acc.replace(length=out_layout.span, layout=out_layout.to_layout()), out_layout
+
+
+# -- fully connected -----------------------------------------------------------------------------
+
+
+def _span_pow2(layout: PackedLayout) -> int:
+    return 1 << math.ceil(math.log2(max(2, layout.span)))
+
+
+def _linear_masks(weight: np.ndarray, layout: PackedLayout, slots: int) -> list[np.ndarray]:
+    o_n, f_n = weight.shape
+    if f_n != layout.channels * layout.length:
+        raise ShapeError(
+            f"linear layer expects {f_n} features but the input has {layout.channels} x {layout.length} "
+            f"= {layout.channels * layout.length}"
+        )
+    pos = valid_slots(layout).ravel()  # (c, i) row-major = torch's Flatten order
+    out = []
+    for o in range(o_n):
+        m = np.zeros(slots)
+        m[pos] = weight[o]
+        out.append(m)
+    return out
+
+
+def linear_packed_rotations(out_features: int, layout: PackedLayout, slots: int) -> list[int]:
+    """The rotation steps :func:`linear_packed` uses."""
+    span = _span_pow2(layout)
+    steps = {1 << i for i in range(int(math.log2(span)))}
+    steps |= {(-o) % slots for o in range(1, out_features)}
+    return sorted(s % slots for s in steps if s % slots)
+
+
+def linear_packed_ref(vec: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, layout: PackedLayout) -> np.ndarray:
+    """Numpy twin of :func:`linear_packed` (returns the full slot vector)."""
+    vec = np.asarray(vec, dtype=np.complex128)
+    slots = vec.size
+    out = np.zeros(slots, dtype=np.complex128)
+    for o, m in enumerate(_linear_masks(np.asarray(weight, float), layout, slots)):
+        out[o] = np.sum(vec * m)
+    if bias is not None:
+        out[: len(bias)] += bias
+    return out
+
+
+def linear_packed(backend: Backend, ct: Ciphertext, weight: np.ndarray, bias: np.ndarray | None,
+                  layout: PackedLayout, section: str | None = None) -> Ciphertext:
+    """Fully connected layer on a packed ciphertext; outputs compact in slots ``0..O-1``, clean.
+
+    Per output: one plaintext product with the weights laid out like the input (zeros in gaps,
+    so dirty slots never count), a rotate-and-sum over the occupied span (``log2(span)``
+    rotations), then a one-hot mask moves the sum to its slot. Two levels.
+    """
+    weight = np.asarray(weight, dtype=np.float64)
+    if weight.ndim != 2:
+        raise ShapeError(f"linear weight must be 2-D, got shape {weight.shape}")
+    masks = _linear_masks(weight, layout, backend.slots)
+    backend.require_levels(ct, 2, section or "linear_packed")
+    span = _span_pow2(layout)
+    with backend.counter.section(section or "linear_packed"):
+        acc = None
+        for o, m in enumerate(masks):
+            s = backend.sum_slots(backend.mul_plain(ct, m), span)
+            s = backend.mul_plain(s, np.ones(1))  # keep slot 0 only
+            if o:
+                s = backend.rotate(s, -o)
+            acc = s if acc is None else backend.add(acc, s)
+        if bias is not None:
+            acc = backend.add_plain(acc, np.asarray(bias, dtype=np.float64))
+    return acc.replace(length=weight.shape[0], layout=Layout())
