@@ -17,6 +17,10 @@ from .errors import PrivkitError
 # module path -> registered under the names that module adds
 _SUBCOMMAND_MODULES = (
     "privkit.apps.demo_cli",  # privkit demo
+    "privkit.apps.svae_cli",  # privkit svae train|evaluate|sample
+    "privkit.apps.keys_cli",  # privkit keys generate|export-public|inspect
+    "privkit.apps.apnea_cli",  # privkit apnea demo | train | infer | evaluate
+    "privkit.apps.anon_cli",  # privkit anon train | apply | evaluate
 )
 
 

@@ -36,5 +36,5 @@ def __getattr__(name: str) -> Any:
     if name == "ops":
         return importlib.import_module(".ops", __name__)
     if name == "compile":
-        return importlib.import_module(".compile", __name__).compile
+        return importlib.import_module(".compiler", __name__).compile
     raise AttributeError(f"module 'privkit.fhe' has no attribute {name!r}")

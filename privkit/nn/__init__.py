@@ -1,1 +1,36 @@
-"""privkit.nn"""
+"""privkit.nn: torch layers whose forward is the exact plaintext twin of their encrypted form.
+
+Build an ordinary ``torch.nn.Sequential`` from these layers, train it (the approximations are
+inside training), ``calibrate`` it, and compile it with :func:`privkit.fhe.compile`.
+"""
+
+from __future__ import annotations
+
+from .calibrate import calibrate
+from .layers import (
+    AvgPool1d,
+    Conv1d,
+    Flatten,
+    Incompatibility,
+    Linear,
+    check_fhe_compatible,
+    make_fhe_compatible,
+    register_layer,
+    registered_layers,
+)
+from .nonlinear import ApproxMaxPool1d, PolyReLU
+
+__all__ = [
+    "Conv1d",
+    "Linear",
+    "AvgPool1d",
+    "Flatten",
+    "PolyReLU",
+    "ApproxMaxPool1d",
+    "calibrate",
+    "check_fhe_compatible",
+    "make_fhe_compatible",
+    "register_layer",
+    "registered_layers",
+    "Incompatibility",
+]

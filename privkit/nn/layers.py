@@ -67,7 +67,8 @@ class Conv1d(nn.Conv1d, FHELayer):
 
     ``method="spatial"``: one rotation per tap (baby-step giant-step across packed channels);
     ``method="freq"``: homomorphic DFT, Hadamard product, inverse DFT. Same maths either way.
-    Only ``dilation=1``, ``groups=1`` and zero padding are supported.
+    Only ``dilation=1``, ``groups=1`` and zero padding are supported. Computes in the input's
+    precision (float64 inputs give float64 outputs, the precision the compiler works in).
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
@@ -79,6 +80,12 @@ class Conv1d(nn.Conv1d, FHELayer):
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", method={self.method!r}, depth=1"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # computes in the input's precision (float64 in -> float64 out, as the compiler does)
+        w = self.weight.to(x.dtype)
+        b = None if self.bias is None else self.bias.to(x.dtype)
+        return self._conv_forward(x, w, b)
 
     def fhe_spec(self) -> dict[str, Any]:
         return {
@@ -97,7 +104,7 @@ class Linear(nn.Linear, FHELayer):
 
     ``method="diag"``: plaintext-weight products and rotate-and-sum (fast, the default);
     ``method="dft"``: the slot sum taken through the DC term of a homomorphic DFT (the ECG paper's
-    method). Same maths either way.
+    method). Same maths either way. Computes in the input's precision.
     """
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, method: str = "diag") -> None:
@@ -107,7 +114,11 @@ class Linear(nn.Linear, FHELayer):
         self.method = method
 
     def extra_repr(self) -> str:
-        return super().extra_repr() + f", method={self.method!r}, depth=1"
+        return super().extra_repr() + f", method={self.method!r}, depth=2"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b = None if self.bias is None else self.bias.to(x.dtype)
+        return torch.nn.functional.linear(x, self.weight.to(x.dtype), b)
 
     def fhe_spec(self) -> dict[str, Any]:
         return {
