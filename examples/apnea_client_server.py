@@ -4,7 +4,8 @@
 
 1. The model owner trains a detector on synthetic ECG and compiles it (server side).
 2. The client generates a key set from the program's public description, encrypts one window
-   and writes ONLY the public bundle and the ciphertext to files.
+   and writes ONLY the public bundle and the ciphertext to files, each in an authenticated
+   envelope bound to the key set's fingerprint.
 3. A separate server process (``--serve``) loads the model, reads those files, runs the program
    with public keys only and writes the encrypted result.
 4. The client decrypts the result and compares it with the plaintext model.
@@ -30,17 +31,18 @@ import numpy as np
 def serve(workdir: Path) -> None:
     """The server: model + public bundle + ciphertext in, encrypted logits out."""
     from privkit.apps.apnea import ApneaDetector
-    from privkit.fhe import PublicBundle
+    from privkit.fhe.envelope import pack_ciphertext, unpack_ciphertext, unpack_public_bundle
 
     det = ApneaDetector.load(workdir / "model.pt")
     program = det.compile()
-    bundle = PublicBundle.from_bytes((workdir / "bundle.bin").read_bytes())
+    bundle = unpack_public_bundle((workdir / "bundle.env").read_bytes())
     backend = bundle.backend
     assert not backend.can_decrypt, "the server must not be able to decrypt"
-    ct = backend.deserialize_ciphertext((workdir / "input.ct").read_bytes())
+    # refused (KeyMismatchError) if made under other keys or parameters than the bundle's
+    ct = unpack_ciphertext((workdir / "input.env").read_bytes(), bundle)
     t = time.perf_counter()
     out = program.run(ct, bundle)
-    (workdir / "result.ct").write_bytes(out.to_bytes())
+    (workdir / "result.env").write_bytes(pack_ciphertext(out, kind="result"))
     (workdir / "server.json").write_text(json.dumps({"run_s": time.perf_counter() - t}))
 
 
@@ -57,6 +59,7 @@ def main() -> int:
 
     from privkit.apps.apnea import ApneaDetector
     from privkit.data.ecg import synthetic_ecg
+    from privkit.fhe.envelope import pack_ciphertext, pack_public_bundle, unpack_ciphertext
 
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="privkit-apnea-"))
     workdir.mkdir(parents=True, exist_ok=True)
@@ -69,18 +72,18 @@ def main() -> int:
     # -- client -------------------------------------------------------------------------------
     keys = program.keygen(backend=args.backend)
     window = synthetic_ecg(1, seed=123).x[0]
-    (workdir / "bundle.bin").write_bytes(keys.public_bundle().to_bytes())
-    (workdir / "input.ct").write_bytes(program.encrypt_input(keys, window).to_bytes())
+    (workdir / "bundle.env").write_bytes(pack_public_bundle(keys.public_bundle()))
+    (workdir / "input.env").write_bytes(pack_ciphertext(program.encrypt_input(keys, window)))
     # -- server (another process) -------------------------------------------------------------
     subprocess.run([sys.executable, __file__, "--serve", str(workdir)], check=True)
     # -- client -------------------------------------------------------------------------------
-    out = keys.ciphertext_from_bytes((workdir / "result.ct").read_bytes())
+    out = unpack_ciphertext((workdir / "result.env").read_bytes(), keys, kind="result")
     logits = program.decrypt_output(keys, out)
     plain = det.logits(window)[0]
     run_s = json.loads((workdir / "server.json").read_text())["run_s"]
-    sizes = {f: os.path.getsize(workdir / f) for f in ("bundle.bin", "input.ct", "result.ct")}
-    print(f"server run: {run_s:.2f} s; bytes sent: bundle {sizes['bundle.bin']:,}, "
-          f"ciphertext {sizes['input.ct']:,}; returned {sizes['result.ct']:,}")
+    sizes = {f: os.path.getsize(workdir / f) for f in ("bundle.env", "input.env", "result.env")}
+    print(f"server run: {run_s:.2f} s; bytes sent: bundle {sizes['bundle.env']:,}, "
+          f"ciphertext {sizes['input.env']:,}; returned {sizes['result.env']:,}")
     print(f"decrypted logits {np.round(logits, 5)}; plaintext {np.round(plain, 5)}; "
           f"max |diff| {np.abs(logits - plain).max():.2e}")
     same = int(logits.argmax()) == int(plain.argmax())

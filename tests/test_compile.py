@@ -220,3 +220,23 @@ def test_calibrate_sets_bounds_in_order():
         assert bounds["1"] == pytest.approx(float(h.abs().max()), rel=1e-6)
         h = model[2](model[1](h))
         assert bounds["3"] == pytest.approx(float(h.abs().max()), rel=1e-6)
+
+
+@given(batch=st.integers(2, 4), seed=st.integers(0, 999))
+@settings(max_examples=6, deadline=None)
+def test_batched_program_runs_several_inputs_in_one_ciphertext(batch, seed):
+    torch.manual_seed(seed)
+    model = torch.nn.Sequential(pnn.Conv1d(1, 2, 3, stride=2), pnn.PolyReLU(degree=3), pnn.AvgPool1d(2),
+                                pnn.Conv1d(2, 2, 2), pnn.Flatten(), pnn.Linear(2 * 6, 3))
+    pnn.calibrate(model, torch.randn(16, 1, 32))
+    single = fhe.compile(model, input_shape=(1, 32), params="n16384")
+    program = fhe.compile(model, input_shape=(1, 32), params="n16384", batch=batch)
+    assert program.depth == single.depth
+    keys = program.keygen(backend="sim")
+    x = np.random.default_rng(seed).standard_normal((batch, 32))
+    got = program.decrypt_output(keys, program.run(keys.encrypt(program.encode_input(x)), keys.public_bundle()))
+    assert got.shape == (batch, 3)
+    expected = np.stack([_torch_out(model, row, (1, 32)) for row in x])
+    assert_close_encrypted(got.ravel(), expected.ravel(), program.params, depth=program.depth)
+    with pytest.raises(ShapeError):
+        program.encode_input(x[:1])

@@ -110,12 +110,25 @@ def _affine_step(name: str, scale: np.ndarray, shift: np.ndarray, layout: Packed
     return Step(name, "affine", 1, [], run, layout, "batch norm (not folded)")
 
 
+def _batched(spec: dict[str, Any], batch: int) -> dict[str, Any]:
+    """Block-diagonal weights so ``batch`` inputs in consecutive channel groups run at once."""
+    if batch == 1 or spec["op"] not in ("conv1d", "linear"):
+        return spec
+    w = spec["weight"]
+    big = np.zeros((w.shape[0] * batch, w.shape[1] * batch) + w.shape[2:])
+    for j in range(batch):
+        big[j * w.shape[0] : (j + 1) * w.shape[0], j * w.shape[1] : (j + 1) * w.shape[1]] = w
+    bias = None if spec["bias"] is None else np.tile(spec["bias"], batch)
+    return dict(spec, weight=big, bias=bias)
+
+
 def _plan(layers: list[tuple[str, Any]], shapes: dict[str, tuple[int, ...]], input_shape: tuple[int, int],
-          slots: int) -> tuple[list[Step], PackedLayout, int, bool]:
+          slots: int, batch: int = 1) -> tuple[list[Step], PackedLayout, int, bool]:
     """Lower the layers for a given slot count. Returns steps, input layout, outputs, conjugation."""
     from ..nn import nonlinear as nl
 
     c0, l0 = input_shape
+    c0 *= batch
     pads = [m.fhe_spec().get("padding", 0) for _, m in layers if hasattr(m, "fhe_spec")]
     block = 1 << math.ceil(math.log2(l0 + 2 * max(pads + [0]) + 1))
     layout = PackedLayout(c0, l0, 1, block, clean=True)
@@ -156,6 +169,7 @@ def _plan(layers: list[tuple[str, Any]], shapes: dict[str, tuple[int, ...]], inp
             i += 1
         if op in ("conv1d", "linear") and pending_scale != 1.0:
             spec = dict(spec, weight=spec["weight"] * pending_scale)
+        spec = _batched(spec, batch)
         if op == "conv1d":
             if flat is not None:
                 raise UnsupportedLayerError(f"{name}: Conv1d after Flatten is not supported")
@@ -278,7 +292,8 @@ def _linear_dft_step(name: str, spec: dict[str, Any], lay_in: PackedLayout, slot
     return linear.compiler_step(name, spec, lay_in, slots)
 
 
-def compile(model: Any, input_shape: tuple[int, ...], params: CKKSParams | str = "auto") -> EncryptedProgram:
+def compile(model: Any, input_shape: tuple[int, ...], params: CKKSParams | str = "auto", *,
+            batch: int = 1) -> EncryptedProgram:
     """Compile ``model`` (an ``nn.Sequential`` of privkit layers) for inputs of ``input_shape``.
 
     Args:
@@ -286,7 +301,13 @@ def compile(model: Any, input_shape: tuple[int, ...], params: CKKSParams | str =
             affect the program.
         input_shape: ``(channels, length)`` of one input (no batch dimension).
         params: a :class:`CKKSParams`, a preset name, or ``"auto"`` (the smallest preset that fits).
+        batch: inputs packed into one ciphertext (consecutive channel groups, block-diagonal
+            weights); ``encode_input`` then takes ``(batch, channels, length)`` and
+            ``decrypt_output`` returns ``(batch, out_features)``. Same levels, more slots.
     """
+    if int(batch) < 1:
+        raise ParameterError(f"batch must be >= 1, got {batch}")
+    batch = int(batch)
     from ..nn import check_fhe_compatible
 
     check_fhe_compatible(model, raise_error=True)
@@ -303,13 +324,14 @@ def compile(model: Any, input_shape: tuple[int, ...], params: CKKSParams | str =
     last_err: Exception | None = None
     for p in candidates:
         try:
-            steps, in_layout, outs, conj = _plan(layers, shapes, input_shape, p.slots)
+            steps, in_layout, outs, conj = _plan(layers, shapes, input_shape, p.slots, batch)
         except ShapeError as e:  # does not fit the slots: try a larger preset
             last_err = e
             continue
         need = sum(s.depth for s in steps)
         if need <= p.depth:
-            return EncryptedProgram(p, steps, in_layout, input_shape, outs, conj, reference=ref)
+            return EncryptedProgram(p, steps, in_layout, input_shape, outs // batch, conj, reference=ref,
+                                    batch=batch)
         last_err = _depth_error(steps, p, auto=params == "auto")
     assert last_err is not None
     if isinstance(last_err, ShapeError) and params == "auto":
@@ -331,7 +353,7 @@ def _depth_error(steps: list[Step], p: CKKSParams, auto: bool) -> DepthExhausted
         ("no preset is deep enough; " if auto else
          f"use a preset with at least {need} levels ({', '.join(n for n in PRESETS if CKKSParams.preset(n).depth >= need) or 'none fits'}), or ")
         + "lower the PolyReLU degree / precision or remove a block; the costliest layers are "
-        + ", ".join(f"{s.name} ({s.depth} levels)" for s in costly)
+        + ", ".join(f"{s.name} ({s.depth} level{'' if s.depth == 1 else 's'})" for s in costly)
     )
     err = DepthExhaustedError(needed=need, available=p.depth, where=f"layer {where!r} ({p.name})", hint=hint)
     return err

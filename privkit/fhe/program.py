@@ -68,6 +68,7 @@ class EncryptedProgram:
         out_features: int,
         conjugation: bool,
         reference: Any = None,
+        batch: int = 1,
     ) -> None:
         self.params = params
         self.steps = steps
@@ -76,6 +77,7 @@ class EncryptedProgram:
         self.out_features = out_features
         self.conjugation = conjugation
         self._reference = reference  # the torch model (plaintext twin), for traces
+        self.batch = batch
         self._last: list[LayerReport] = []
 
     # -- planning facts ----------------------------------------------------------------------------
@@ -111,6 +113,7 @@ class EncryptedProgram:
             "input_shape": list(self.input_shape),
             "input_layout": dataclasses.asdict(self.input_layout),
             "out_features": self.out_features,
+            "batch": self.batch,
         }
 
     def __repr__(self) -> str:
@@ -126,13 +129,21 @@ class EncryptedProgram:
                                conjugation=self.conjugation, **kwargs)
 
     def encode_input(self, x: np.ndarray) -> np.ndarray:
-        """Input of shape ``input_shape`` (or 1-D for one channel) -> the vector to encrypt."""
+        """Input of shape ``input_shape`` (or 1-D for one channel) -> the vector to encrypt.
+
+        A program compiled with ``batch=b`` takes ``(b, channels, length)`` (or ``(b, length)``).
+        """
         x = np.asarray(x, dtype=np.float64)
         c, length = self.input_shape
-        if x.ndim == 1 and c == 1:
-            x = x[None, :]
-        if x.shape != (c, length):
-            raise ShapeError(f"the program expects input of shape {(c, length)}, got {x.shape}")
+        want = (self.batch, c, length)
+        if x.ndim == 1 and c == 1 and self.batch == 1:
+            x = x[None, None, :]
+        elif x.ndim == 2 and (c == 1 and self.batch > 1 or self.batch == 1):
+            x = x[:, None, :] if self.batch > 1 else x[None]
+        if x.shape != want:
+            shown = want if self.batch > 1 else (c, length)
+            raise ShapeError(f"the program expects input of shape {shown}, got {x.shape}")
+        x = x.reshape(self.batch * c, length)
         vec = pack(x, self.input_layout, self.params.slots)
         return vec[: self.input_layout.span]
 
@@ -140,8 +151,9 @@ class EncryptedProgram:
         return keys.encrypt(self.encode_input(x))
 
     def decrypt_output(self, keys: KeySet, out: Ciphertext) -> np.ndarray:
-        """Decrypted logits, shape ``(out_features,)``."""
-        return keys.decrypt(out.replace(length=self.out_features))
+        """Decrypted logits, shape ``(out_features,)`` (``(batch, out_features)`` when batched)."""
+        vals = keys.decrypt(out.replace(length=self.out_features * self.batch))
+        return vals if self.batch == 1 else vals.reshape(self.batch, self.out_features)
 
     # -- server side -------------------------------------------------------------------------------
     def _backend_for(self, ct: Ciphertext, bundle: PublicBundle | None, backend: Backend | None) -> Backend:
@@ -207,6 +219,8 @@ class EncryptedProgram:
 
         if self._reference is None:
             raise ShapeError("this program carries no reference model; compile it from a torch model")
+        if self.batch != 1:
+            raise ShapeError("trace compares one input with the torch model; compile with batch=1")
         acts = _torch_activations(self._reference, x, self.input_shape)
         errors: list[tuple[float, float] | None] = []
 
