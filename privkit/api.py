@@ -19,10 +19,11 @@ import dataclasses
 import io
 import os
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from .errors import DataFormatError, ParameterError
+from .errors import DataFormatError, EnvelopeError, ParameterError
 
 __all__ = ["PrivateModel", "PrivacyReport", "save_state", "load_state", "atomic_write_bytes"]
 
@@ -132,10 +133,15 @@ class PrivacyReport:
         return text
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes, mode: int = 0o644) -> None:
+def atomic_write_bytes(
+    path: str | os.PathLike, data: bytes | Iterable[bytes], mode: int = 0o644
+) -> None:
     """Write ``data`` to ``path`` atomically: a temporary file in the same folder, fsync, rename.
 
-    A crash mid-write leaves the old file (or none), never a half-written one.
+    ``data`` is bytes or an iterable of byte chunks (written one after the other, so a large
+    artefact need not be joined in memory). The temporary file gets ``mode`` before any byte is
+    written (0600 for secrets), the folder is fsynced after the rename. A crash or an exception
+    mid-write leaves the old file (or none), never a half-written one, and no temporary file.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -143,7 +149,11 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, mode: int = 0o644) 
     try:
         os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+            if isinstance(data, (bytes, bytearray, memoryview)):
+                fh.write(data)
+            else:
+                for chunk in data:
+                    fh.write(chunk)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -153,41 +163,87 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, mode: int = 0o644) 
         except FileNotFoundError:
             pass
         raise
+    try:  # make the rename itself durable
+        dfd = os.open(path.parent, os.O_RDONLY)
+    except OSError:  # pragma: no cover - e.g. platforms without directory fds
+        return
+    try:
+        os.fsync(dfd)
+    except OSError:  # pragma: no cover
+        pass
+    finally:
+        os.close(dfd)
 
 
 _MAGIC = "privkit-model"
 
 
-def save_state(path: str | os.PathLike, kind: str, state: dict[str, Any]) -> None:
-    """Save a model state dict (tensors, numbers, strings, nested dicts) atomically."""
+def save_state(
+    path: str | os.PathLike, kind: str, state: dict[str, Any], *, sign_with: Any = None
+) -> None:
+    """Save a model state dict (tensors, numbers, strings, nested dicts) atomically.
+
+    The file is an envelope of kind ``"model"`` (:mod:`privkit.fhe.envelope`) bound to the
+    model ``kind``: a SHA-256 digest catches any corruption, and ``sign_with`` (an Ed25519
+    private key) adds the owner's signature for whoever receives the checkpoint.
+    """
     import torch
+
+    from .fhe.envelope import seal_envelope
 
     buf = io.BytesIO()
     torch.save({"magic": _MAGIC, "kind": kind, "format": 1, "state": state}, buf)
-    atomic_write_bytes(path, buf.getvalue())
+    blob = seal_envelope(
+        "model", buf.getvalue(), kind, meta={"model_kind": kind, "format": 1}, sign_with=sign_with
+    )
+    atomic_write_bytes(path, blob)
 
 
-def load_state(path: str | os.PathLike, kind: str) -> dict[str, Any]:
-    """Load what :func:`save_state` wrote; refuse files of another kind with a clear error."""
+def load_state(path: str | os.PathLike, kind: str, *, verify_with: Any = None) -> dict[str, Any]:
+    """Load what :func:`save_state` wrote; refuse files of another kind with a clear error.
+
+    A missing file, one that is not a privkit model envelope, one holding another model kind,
+    or a truncated or corrupted one raises :class:`~privkit.errors.DataFormatError` (the
+    envelope's error is its ``__cause__``). With ``verify_with`` (the owner's Ed25519 public
+    key) an unsigned or wrongly signed checkpoint raises :class:`~privkit.errors.EnvelopeError`.
+    """
     import torch
+
+    from .fhe.envelope import is_envelope, open_envelope
 
     path = Path(path)
     if not path.is_file():
         raise DataFormatError(f"model file {str(path)!r} does not exist")
+    blob = path.read_bytes()
+    if not is_envelope(blob):
+        raise DataFormatError(
+            f"{str(path)!r} is not a privkit model file (no privkit envelope; checkpoints "
+            "written before envelopes existed must be re-saved)"
+        )
     try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
+        env = open_envelope(blob, verify_with=verify_with)
+    except EnvelopeError as e:
+        if getattr(e, "reason", None) == "signature":
+            raise
+        raise DataFormatError(f"{str(path)!r} is not a usable privkit model file: {e}") from e
+    if env.kind != "model":
+        raise DataFormatError(
+            f"{str(path)!r} is a privkit {env.kind!r} envelope, not a model checkpoint"
+        )
+    if env.fingerprint != kind or env.meta.get("model_kind") != kind:
+        raise DataFormatError(
+            f"{str(path)!r} holds a {env.fingerprint!r} model, not a {kind!r}; load it with the "
+            "matching class"
+        )
+    try:
+        inner = torch.load(io.BytesIO(env.payload), map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for a corrupt file
         raise DataFormatError(
             f"{str(path)!r} is not a privkit model file (could not unpickle it: {e})"
         ) from e
-    if not isinstance(blob, dict) or blob.get("magic") != _MAGIC:
+    if not isinstance(inner, dict) or inner.get("magic") != _MAGIC or inner.get("kind") != kind:
         raise DataFormatError(f"{str(path)!r} is not a privkit model file (no privkit header)")
-    if blob.get("kind") != kind:
-        raise DataFormatError(
-            f"{str(path)!r} holds a {blob.get('kind')!r} model, not a {kind!r}; load it with the "
-            "matching class"
-        )
-    return blob["state"]
+    return inner["state"]
 
 
 class PrivateModel(abc.ABC):
@@ -221,11 +277,14 @@ class PrivateModel(abc.ABC):
     def _from_state(cls, state: dict[str, Any]) -> PrivateModel:
         """Rebuild a model from what :meth:`_get_state` returned."""
 
-    def save(self, path: str | os.PathLike) -> None:
-        """Save the fitted model to ``path`` (atomic: a crash never leaves a partial file)."""
-        save_state(path, self.model_kind, self._get_state())
+    def save(self, path: str | os.PathLike, *, sign_with: Any = None) -> None:
+        """Save the fitted model to ``path`` (atomic: a crash never leaves a partial file).
+
+        The file is a ``"model"`` envelope; ``sign_with`` (Ed25519 private key) signs it.
+        """
+        save_state(path, self.model_kind, self._get_state(), sign_with=sign_with)
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> PrivateModel:
-        """Load a model saved by :meth:`save`."""
-        return cls._from_state(load_state(path, cls.model_kind))
+    def load(cls, path: str | os.PathLike, *, verify_with: Any = None) -> PrivateModel:
+        """Load a model saved by :meth:`save`; ``verify_with`` requires the owner's signature."""
+        return cls._from_state(load_state(path, cls.model_kind, verify_with=verify_with))

@@ -26,3 +26,117 @@ def vector_pairs(max_len: int = 64, bound: float = 4.0):
             hnp.arrays(np.float64, n, elements=st.floats(-bound, bound, width=32)),
         )
     )
+
+
+# -- linear operators (rotate_sum / dft / conv / linear) ---------------------------------------
+
+
+def signals(min_len: int = 1, max_len: int = 64, bound: float = 2.0):
+    """A real 1-D signal of random length."""
+    return real_vectors(max_len=max_len, bound=bound, min_len=min_len)
+
+
+def kernels(max_len: int = 8, bound: float = 1.0):
+    """A real 1-D kernel (at least one tap)."""
+    return real_vectors(max_len=max_len, bound=bound, min_len=1)
+
+
+# -- box filters / summed-area-table convolution (boxes.py, conv_sat.py) -------------------------
+
+
+@st.composite
+def box_sum_kernels(draw, max_boxes: int = 4):
+    """(kernel, boxes) where the kernel is an exact sum of ``1..max_boxes`` weighted boxes."""
+    ndim = draw(st.integers(1, 3))
+    top = {1: 9, 2: 6, 3: 4}[ndim]
+    shape = tuple(draw(st.integers(1, top)) for _ in range(ndim))
+    k = np.zeros(shape)
+    boxes = []
+    for _ in range(draw(st.integers(1, max_boxes))):
+        lo, hi = [], []
+        for n in shape:
+            a = draw(st.integers(0, n - 1))
+            lo.append(a)
+            hi.append(draw(st.integers(a + 1, n)))
+        alpha = draw(st.floats(0.25, 3.0) | st.floats(-3.0, -0.25))
+        k[tuple(slice(a, b) for a, b in zip(lo, hi))] += alpha
+        boxes.append((tuple(lo), tuple(hi), alpha))
+    if not np.any(np.abs(k) > 1e-9):
+        k.flat[0] = 1.0
+    return k, boxes
+
+
+@st.composite
+def sat_conv_configs(draw, max_side: int | None = None, max_channels: int = 2):
+    """(input_shape, kernel_shape, stride, padding, c_in, c_out, seed) for a SAT convolution."""
+    ndim = draw(st.integers(1, 3))
+    side = max_side or {1: 16, 2: 8, 3: 5}[ndim]
+    ishape = tuple(draw(st.integers(2, side)) for _ in range(ndim))
+    kshape = tuple(draw(st.integers(1, min(n, 4))) for n in ishape)
+    stride = draw(st.integers(1, 2))
+    padding = draw(st.sampled_from([0, 1, "same"] if stride == 1 else [0, 1]))
+    c_in = draw(st.integers(1, max_channels))
+    c_out = draw(st.integers(1, max_channels))
+    seed = draw(st.integers(0, 2**31 - 1))
+    return ishape, kshape, stride, padding, c_in, c_out, seed
+
+
+# -- keys and envelopes (keyfile.py, envelope.py) -----------------------------------------------
+
+
+def byte_mutations(max_len: int = 48):
+    """Damage to a serialised file: ``(op, where, arg)`` for :func:`apply_mutation`.
+
+    ``where`` is an offset from the start (the headers), from the end (tags, truncation) or a
+    fraction of the length (the body); ``op`` flips a bit, truncates, appends bytes or overwrites
+    a run of bytes with different ones.
+    """
+    where = st.one_of(
+        st.integers(0, 600), st.integers(-600, -1), st.floats(0, 1, exclude_max=True)
+    )
+    return st.one_of(
+        st.tuples(st.just("flip"), where, st.integers(0, 7)),
+        st.tuples(st.just("truncate"), where, st.none()),
+        st.tuples(st.just("append"), st.binary(min_size=1, max_size=max_len), st.none()),
+        st.tuples(st.just("overwrite"), where, st.binary(min_size=1, max_size=max_len)),
+    )
+
+
+def apply_mutation(blob: bytes, m) -> bytes:
+    """Apply one :func:`byte_mutations` draw; the result always differs from ``blob``."""
+    op, where, arg = m
+    n = len(blob)
+    if op == "append":
+        return blob + where
+    i = min(int(where * n), n - 1) if isinstance(where, float) else where % n
+    if op == "flip":
+        return blob[:i] + bytes([blob[i] ^ (1 << arg)]) + blob[i + 1 :]
+    if op == "truncate":
+        return blob[:i]
+    patch = bytearray(arg[: n - i])
+    if bytes(patch) == blob[i : i + len(patch)]:
+        patch[0] ^= 0xFF
+    return blob[:i] + bytes(patch) + blob[i + len(patch) :]
+
+
+# -- polynomial non-linearities (poly.py, pool.py) ------------------------------------------------
+
+
+def unit_signals(min_len: int = 1, max_len: int = 64):
+    """1-D float64 arrays in [-1, 1] (scale them to a bound), with the endpoints likely."""
+    return hnp.arrays(
+        np.float64,
+        st.integers(min_len, max_len),
+        elements=st.one_of(
+            st.floats(-1.0, 1.0, allow_nan=False, width=32), st.sampled_from([-1.0, 0.0, 1.0])
+        ),
+    )
+
+
+def poly_coeffs(max_degree: int = 31, bound: float = 2.0):
+    """Coefficient vectors (lowest first) of degree 0..max_degree, leading coefficient non-zero."""
+    return st.integers(0, max_degree).flatmap(
+        lambda d: hnp.arrays(np.float64, d + 1, elements=st.floats(-bound, bound, width=32)).filter(
+            lambda c: c[-1] != 0 or c.size == 1
+        )
+    )

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import struct
 import uuid
 from collections.abc import Iterable, Sequence
@@ -24,7 +25,12 @@ from typing import Any, Literal
 
 import numpy as np
 
-from ..errors import EnvelopeError, ParameterError, SecretKeyRequiredError
+from ..errors import (
+    EnvelopeError,
+    KeyMismatchError,
+    ParameterError,
+    SecretKeyRequiredError,
+)
 from .backend import Backend, Ciphertext
 from .params import CKKSParams
 
@@ -43,6 +49,10 @@ def galois_element(params: CKKSParams, step: int) -> int:
     m = 2 * params.poly_degree
     k = step if step > 0 else params.slots + step
     return pow(3, k, m)
+
+
+def _seal_key_id(public_key_blob: bytes) -> str:
+    return hashlib.sha256(public_key_blob).hexdigest()[:32]
 
 
 def _normalise_steps(params: CKKSParams, rotations: Iterable[int] | None) -> list[int]:
@@ -88,25 +98,58 @@ class PublicBundle:
     def backend(self) -> Backend:
         """An evaluation backend with public keys only (built once, then cached)."""
         if self._backend is None:
-            if self.backend_name == "sim":
-                from .sim import SimBackend
-
-                self._backend = SimBackend(
-                    self.params, self.key_id, self.rotation_steps, self.conjugation
-                )
-            else:
-                from tenseal.sealapi import GaloisKeys, PublicKey, RelinKeys
-
-                from .seal import SealBackend, _context_for, seal_load
-
-                ctx = _context_for(self.params).context
-                pk = seal_load(PublicKey, ctx, self._blobs["public_key"])
-                rk = seal_load(RelinKeys, ctx, self._blobs["relin_keys"])
-                gk = seal_load(GaloisKeys, ctx, self._blobs["galois_keys"]) if "galois_keys" in self._blobs else None
-                self._backend = SealBackend(
-                    self.params, self.key_id, pk, rk, gk, self.rotation_steps, self.conjugation
-                )
+            self._backend = self._build_backend()
         return self._backend
+
+    def _build_backend(self) -> Backend:
+        """A new backend from the public material (public keys only)."""
+        if self.backend_name == "sim":
+            from .sim import SimBackend
+
+            return SimBackend(self.params, self.key_id, self.rotation_steps, self.conjugation)
+        from tenseal.sealapi import GaloisKeys, PublicKey, RelinKeys
+
+        from .seal import SealBackend, _context_for, seal_load
+
+        ctx = _context_for(self.params).context
+        pk = seal_load(PublicKey, ctx, self._blobs["public_key"])
+        rk = seal_load(RelinKeys, ctx, self._blobs["relin_keys"])
+        gk = None
+        if "galois_keys" in self._blobs:
+            gk = seal_load(GaloisKeys, ctx, self._blobs["galois_keys"])
+        return SealBackend(
+            self.params, self.key_id, pk, rk, gk, self.rotation_steps, self.conjugation
+        )
+
+    def _check_key_id(self) -> None:
+        """A SEAL bundle's key id is the hash of its public key: refuse one that disagrees."""
+        if self.backend_name != "seal":
+            return
+        missing = {"public_key", "relin_keys"} - set(self._blobs)
+        if missing:
+            raise EnvelopeError(f"public bundle lacks {sorted(missing)}")
+        if _seal_key_id(self._blobs["public_key"]) != self.key_id:
+            raise EnvelopeError(
+                f"public bundle claims key id {self.key_id[:16]} but its public key hashes to "
+                f"{_seal_key_id(self._blobs['public_key'])[:16]}: the bundle was altered"
+            )
+
+    def to_envelope(self, *, sign_with: Any = None) -> bytes:
+        """This bundle in an authenticated envelope (see ``envelope.pack_public_bundle``)."""
+        from .envelope import pack_public_bundle
+
+        return pack_public_bundle(self, sign_with=sign_with)
+
+    @classmethod
+    def from_envelope(
+        cls, blob: bytes, *, expected_fingerprint: str | None = None, verify_with: Any = None
+    ) -> PublicBundle:
+        """Inverse of :meth:`to_envelope` (see ``envelope.unpack_public_bundle``)."""
+        from .envelope import unpack_public_bundle
+
+        return unpack_public_bundle(
+            blob, expected_fingerprint=expected_fingerprint, verify_with=verify_with
+        )
 
     def encrypt(self, values: Any) -> Ciphertext:
         """Encrypt with the public key (a server or a third party can do this too)."""
@@ -148,7 +191,13 @@ class PublicBundle:
             header = json.loads(bytes(blob[off + 4 : off + 4 + hlen]))
             params = CKKSParams.from_dict(header["params"])
             sizes = {str(k): int(v) for k, v in header["blobs"].items()}
-        except (struct.error, ValueError, KeyError, TypeError, ParameterError) as e:
+            if any(v < 0 for v in sizes.values()):
+                raise ValueError("negative blob size")
+            backend_name, key_id = header["backend"], str(header["key_id"])
+            rotations = [int(r) for r in header["rotations"]]
+            conjugation = bool(header["conjugation"])
+        except (struct.error, ValueError, KeyError, TypeError, AttributeError, RecursionError,
+                ParameterError) as e:
             raise EnvelopeError(f"corrupt public bundle header: {e}") from e
         pos = off + 4 + hlen
         blobs = {}
@@ -161,12 +210,11 @@ class PublicBundle:
             raise EnvelopeError(f"public bundle has {len(blob) - pos} trailing bytes")
         if "secret_key" in blobs:
             raise EnvelopeError("refusing a public bundle that carries a secret key")
-        if header["backend"] not in ("seal", "sim"):
-            raise EnvelopeError(f"unknown backend {header['backend']!r} in public bundle")
-        return cls(
-            params, header["backend"], str(header["key_id"]), header["rotations"],
-            bool(header["conjugation"]), blobs,
-        )
+        if backend_name not in ("seal", "sim"):
+            raise EnvelopeError(f"unknown backend {backend_name!r} in public bundle")
+        bundle = cls(params, backend_name, key_id, rotations, conjugation, blobs)
+        bundle._check_key_id()
+        return bundle
 
 
 class KeySet:
@@ -245,7 +293,7 @@ class KeySet:
             gk = sealapi.GaloisKeys()
             keygen.create_galois_keys(sorted(set(elts)), gk)
             blobs["galois_keys"] = seal_save(gk)
-        key_id = hashlib.sha256(blobs["public_key"]).hexdigest()[:32]
+        key_id = _seal_key_id(blobs["public_key"])
         be = SealBackend(params, key_id, pk, rk, gk, steps, conjugation)
         be._attach_secret(sk)
         bundle = PublicBundle(params, "seal", key_id, steps, conjugation, blobs)
@@ -282,4 +330,72 @@ class KeySet:
 
     def ciphertext_from_bytes(self, blob: bytes) -> Ciphertext:
         return self.backend.deserialize_ciphertext(blob)
+
+    # -- storage -------------------------------------------------------------------------------
+    @classmethod
+    def from_parts(cls, bundle: PublicBundle, secret_key: bytes) -> KeySet:
+        """Rebuild a key set from its public bundle and :meth:`secret_key_bytes`.
+
+        Checks that the secret key belongs to the bundle (SEAL: the bundle's key id matches its
+        public key, and a probe encrypted under the public key decrypts correctly), else raises
+        :class:`~privkit.errors.KeyMismatchError`. Simulator key sets come back without their
+        ``noise_std``/``seed``.
+        """
+        if not isinstance(bundle, PublicBundle):
+            raise ParameterError(f"expected a PublicBundle, got {type(bundle).__name__}")
+        bundle._check_key_id()
+        fresh = PublicBundle(
+            bundle.params, bundle.backend_name, bundle.key_id, bundle.rotation_steps,
+            bundle.conjugation, bundle._blobs,
+        )
+        be = fresh._build_backend()
+        if bundle.backend_name == "sim":
+            if bytes(secret_key) != bundle.key_id.encode():
+                raise KeyMismatchError(
+                    f"the simulator secret does not belong to key set {bundle.key_id[:16]}"
+                )
+            be._has_secret = True
+            return cls(bundle.params, be, fresh, secret=None)
+        import tenseal.sealapi as sealapi
+
+        from .seal import seal_load
+
+        sk = seal_load(sealapi.SecretKey, be.ctx.context, bytes(secret_key))
+        be._attach_secret(sk)
+        # probe: a value encrypted under the public key must decrypt under the secret key
+        probe = np.zeros(be.slots, dtype=np.complex128)
+        probe[:4] = [0.5, -1.25, 2.0, 0.125]
+        got = be._decrypt_raw(be._encrypt_raw(probe), be.depth)[:4].real
+        if not np.allclose(got, probe[:4].real, atol=1e-3):
+            raise KeyMismatchError(
+                f"the secret key does not belong to key set {bundle.key_id[:16]} (a probe "
+                "encrypted under its public key does not decrypt)"
+            )
+        return cls(bundle.params, be, fresh, secret=sk)
+
+    def save(
+        self,
+        path: str | os.PathLike,
+        password: str | bytes | None = None,
+        insecure_plaintext: bool = False,
+        *,
+        kdf: Any = None,
+    ) -> None:
+        """Write the whole key set to ``path``, sealed under ``password``.
+
+        AES-256-GCM under a key derived from the password (scrypt by default, see
+        :mod:`privkit.fhe.keyfile`), written atomically with 0600 permissions. Without a
+        password, ``insecure_plaintext=True`` is required (and a warning is issued).
+        """
+        from .keyfile import save_keyset
+
+        save_keyset(self, path, password, insecure_plaintext=insecure_plaintext, kdf=kdf)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, password: str | bytes | None = None) -> KeySet:
+        """Read a key file written by :meth:`save`; :class:`~privkit.errors.KeyFileError` if
+        the password is wrong or the file truncated or tampered with (the message says which)."""
+        from .keyfile import load_keyset
+
+        return load_keyset(path, password)
 

@@ -1,0 +1,640 @@
+"""Sealed key files: a :class:`~privkit.fhe.keys.KeySet` encrypted under a password.
+
+A client keeps its CKKS secret key on disk for months; this module makes sure it is never there
+in the clear. ``keys.save(path, password=...)`` writes::
+
+    magic     8 bytes   b"\\x89PKKEY\\r\\n"
+    version   u16 LE    format version (1)
+    hlen      u32 LE    header length
+    header    hlen      canonical JSON: KDF name, cost and salt, password check, nonce prefix,
+                        chunk size, payload length, and the public facts of the key set
+                        (backend, parameter set and its fingerprint, key id, rotation steps)
+    checksum  32 bytes  SHA-256 of everything above (tells header damage from a wrong password)
+    body                AES-256-GCM ciphertext of the key set, in chunks
+
+* **Key derivation**: scrypt (``n=2**17, r=8, p=1`` by default: 128 MiB and about 0.2-1 s per
+  derivation, OWASP's minimum for scrypt) or Argon2id (``kdf=Argon2idKDF()``, RFC 9106's
+  second recommended setting, t=3, 64 MiB, 4 lanes; needs ``cryptography`` >= 44), with a random
+  16-byte salt. The derived master key is split with HKDF-SHA256 into the AES-256 key and a
+  16-byte *password check* stored in the header (the GCM tag is already an equally good offline
+  test of a password guess, so the check weakens nothing; the KDF cost is what slows guessing).
+* **Encryption**: AES-256-GCM (``cryptography``). GCM in ``cryptography`` takes at most
+  2**31 - 1 bytes per call and a key set with all Galois keys at N=32768 is larger, so the body is
+  split into chunks of ``chunk_size`` bytes (4 MiB by default), each sealed with the nonce
+  ``prefix (7 random bytes) || chunk index (u32 BE) || last-chunk flag (1 byte)`` (the layout of
+  Tink's streaming AEAD): chunks cannot be reordered, dropped or the file cut at a chunk boundary
+  without detection. The whole header block (prefix, header, checksum) is the associated data of
+  every chunk, so the parameter set and key id it states are bound to the encrypted keys.
+* **Errors** (:class:`~privkit.errors.KeyFileError`, with a ``reason`` attribute): ``"missing"``,
+  ``"not-a-key-file"``, ``"version"``, ``"truncated"``, ``"appended"``, ``"header"`` (damaged
+  header: checksum or content), ``"password-required"``, ``"wrong-password"`` (the password check
+  does not match), ``"corrupted"`` (the password is right but a chunk fails authentication: the
+  body was damaged or tampered with), ``"kdf-unavailable"``, ``"mismatch"``.
+* **Writing** is atomic (temporary file in the same folder, fsync, rename) with 0600 permissions.
+* Without a password, ``insecure_plaintext=True`` writes the key set unencrypted (with a SHA-256
+  of the body in the header, to catch corruption) and issues :class:`InsecureKeyFileWarning`;
+  loading such a file warns again.
+
+>>> import tempfile, os
+>>> from privkit.fhe import KeySet
+>>> keys = KeySet.generate("n8192", backend="sim", rotations=[1])
+>>> path = os.path.join(tempfile.mkdtemp(), "client.keys")
+>>> keys.save(path, password="correct horse", kdf=ScryptKDF(n=2**12))
+>>> KeySet.load(path, password="correct horse").key_id == keys.key_id
+True
+>>> oct(os.stat(path).st_mode & 0o777)
+'0o600'
+>>> KeySet.load(path, password="wrong")  # doctest: +ELLIPSIS
+Traceback (most recent call last):
+...
+privkit.errors.KeyFileError: wrong password for key file ...: the key derived from it does not match the file's password check
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import struct
+import unicodedata
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..errors import (
+    BackendError,
+    EnvelopeError,
+    KeyFileError,
+    KeyMismatchError,
+    ParameterError,
+)
+from .params import CKKSParams
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .keys import KeySet
+
+__all__ = [
+    "FORMAT_VERSION",
+    "MAGIC",
+    "Argon2idKDF",
+    "InsecureKeyFileWarning",
+    "KeyFileInfo",
+    "ScryptKDF",
+    "argon2id_available",
+    "load_keyset",
+    "open_keyset",
+    "read_header",
+    "save_keyset",
+    "seal_keyset",
+]
+
+MAGIC = b"\x89PKKEY\r\n"
+FORMAT_VERSION = 1
+DEFAULT_CHUNK = 4 << 20
+
+_PREFIX = struct.Struct("<8sHI")
+_CHECKSUM_LEN = 32
+_TAG_LEN = 16
+_MAX_HEADER = 1 << 20
+_SALT_LEN = 16
+_NONCE_PREFIX_LEN = 7
+_CHECK_LEN = 16
+_PAYLOAD_MAGIC = b"PKKS"
+_INFO_KEY = b"privkit keyfile v1 aes-256-gcm key"
+_INFO_CHECK = b"privkit keyfile v1 password check"
+_ENVELOPE_MAGIC = b"\x89PKENV\r\n"
+
+
+class InsecureKeyFileWarning(UserWarning):
+    """A key set is being written (or was read) without encryption."""
+
+
+def _fail(reason: str, message: str) -> KeyFileError:
+    err = KeyFileError(message)
+    err.reason = reason  # type: ignore[attr-defined]
+    return err
+
+
+# -- key derivation ------------------------------------------------------------------------------
+def argon2id_available() -> bool:
+    """True when the installed ``cryptography`` (>= 44, with OpenSSL >= 3.2) has Argon2id."""
+    try:
+        from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
+
+        Argon2id(salt=b"\0" * 16, length=32, iterations=1, lanes=1, memory_cost=8).derive(b"x")
+        return True
+    except Exception:  # ImportError, UnsupportedAlgorithm
+        return False
+
+
+@dataclasses.dataclass(frozen=True)
+class ScryptKDF:
+    """scrypt cost: ``n`` (CPU/memory, a power of two), ``r`` (block size), ``p`` (parallelism).
+
+    Memory is ``128 * n * r`` bytes: 128 MiB for the default ``n=2**17, r=8``.
+    """
+
+    n: int = 2**17
+    r: int = 8
+    p: int = 1
+
+    name = "scrypt"
+
+    def __post_init__(self) -> None:
+        n, r, p = self.n, self.r, self.p
+        if type(n) is not int or n < 2**10 or n > 2**20 or n & (n - 1):
+            raise ParameterError(f"scrypt n must be a power of two in [2**10, 2**20], got {n!r}")
+        if type(r) is not int or not 1 <= r <= 32:
+            raise ParameterError(f"scrypt r must be in 1..32, got {r!r}")
+        if type(p) is not int or not 1 <= p <= 16:
+            raise ParameterError(f"scrypt p must be in 1..16, got {p!r}")
+        if 128 * n * r > 1 << 30:
+            raise ParameterError(f"scrypt n*r too large ({128 * n * r} bytes of memory > 1 GiB)")
+
+    def derive(self, password: bytes, salt: bytes) -> bytes:
+        from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
+
+        return Scrypt(salt=salt, length=32, n=self.n, r=self.r, p=self.p).derive(password)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "n": self.n, "r": self.r, "p": self.p}
+
+    def describe(self) -> str:
+        mib = 128 * self.n * self.r >> 20
+        return f"scrypt n=2^{self.n.bit_length() - 1} r={self.r} p={self.p} ({mib} MiB)"
+
+
+@dataclasses.dataclass(frozen=True)
+class Argon2idKDF:
+    """Argon2id cost: ``iterations`` (t), ``lanes`` (p), ``memory_cost`` in KiB (m)."""
+
+    iterations: int = 3
+    lanes: int = 4
+    memory_cost: int = 64 * 1024
+
+    name = "argon2id"
+
+    def __post_init__(self) -> None:
+        t, p, m = self.iterations, self.lanes, self.memory_cost
+        if type(t) is not int or not 1 <= t <= 64:
+            raise ParameterError(f"argon2id iterations must be in 1..64, got {t!r}")
+        if type(p) is not int or not 1 <= p <= 64:
+            raise ParameterError(f"argon2id lanes must be in 1..64, got {p!r}")
+        if type(m) is not int or not 8 * p <= m <= 1 << 20:
+            raise ParameterError(
+                f"argon2id memory_cost (KiB) must be in [8*lanes, 2**20] (1 GiB), got {m!r}"
+            )
+
+    def derive(self, password: bytes, salt: bytes) -> bytes:
+        try:
+            from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
+        except ImportError as e:
+            raise _fail(
+                "kdf-unavailable",
+                "this key file uses Argon2id, which the installed 'cryptography' lacks; "
+                "upgrade it (>= 44) to open the file",
+            ) from e
+        try:
+            return Argon2id(
+                salt=salt,
+                length=32,
+                iterations=self.iterations,
+                lanes=self.lanes,
+                memory_cost=self.memory_cost,
+            ).derive(password)
+        except Exception as e:  # UnsupportedAlgorithm on an OpenSSL without Argon2
+            raise _fail("kdf-unavailable", f"Argon2id is unavailable here: {e}") from e
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "iterations": self.iterations,
+            "lanes": self.lanes,
+            "memory_cost": self.memory_cost,
+        }
+
+    def describe(self) -> str:
+        return f"argon2id t={self.iterations} p={self.lanes} m={self.memory_cost >> 10} MiB"
+
+
+KDF = ScryptKDF | Argon2idKDF
+
+
+def _kdf_from_dict(d: Any) -> KDF:
+    if not isinstance(d, dict):
+        raise ValueError("kdf is not an object")
+    name = d.get("name")
+    if name == "scrypt":
+        return ScryptKDF(n=d["n"], r=d["r"], p=d["p"])
+    if name == "argon2id":
+        return Argon2idKDF(
+            iterations=d["iterations"], lanes=d["lanes"], memory_cost=d["memory_cost"]
+        )
+    raise ValueError(f"unknown kdf {name!r}")
+
+
+def _password_bytes(password: str | bytes) -> bytes:
+    if isinstance(password, str):
+        # NFC: the same password typed on two keyboards gives the same bytes
+        password = unicodedata.normalize("NFC", password).encode("utf-8")
+    elif isinstance(password, (bytes, bytearray)):
+        password = bytes(password)
+    else:
+        raise ParameterError(f"password must be str or bytes, got {type(password).__name__}")
+    if not password:
+        raise ParameterError("the password is empty; choose a non-empty password")
+    return password
+
+
+def _split_master(master: bytes, salt: bytes) -> tuple[bytes, bytes]:
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+    key = HKDF(algorithm=hashes.SHA256(), length=32, salt=salt, info=_INFO_KEY).derive(master)
+    check = HKDF(algorithm=hashes.SHA256(), length=_CHECK_LEN, salt=salt, info=_INFO_CHECK).derive(
+        master
+    )
+    return key, check
+
+
+def _nonce(prefix: bytes, index: int, last: bool) -> bytes:
+    return prefix + struct.pack(">I", index) + (b"\x01" if last else b"\x00")
+
+
+def _n_chunks(payload_len: int, chunk: int) -> int:
+    return max(1, -(-payload_len // chunk))
+
+
+# -- payload (the key set, in the clear, only ever in memory) -----------------------------------
+def _keyset_payload(keys: KeySet) -> bytes:
+    secret = keys.secret_key_bytes()
+    bundle = keys.public_bundle().to_bytes()
+    return _PAYLOAD_MAGIC + struct.pack("<Q", len(secret)) + secret + bundle
+
+
+def _keyset_from_payload(payload: bytes) -> KeySet:
+    from .keys import KeySet, PublicBundle
+
+    if payload[:4] != _PAYLOAD_MAGIC or len(payload) < 12:
+        raise ValueError("bad payload magic")
+    (slen,) = struct.unpack_from("<Q", payload, 4)
+    if 12 + slen > len(payload):
+        raise ValueError("secret key runs past the payload")
+    secret = payload[12 : 12 + slen]
+    bundle = PublicBundle.from_bytes(payload[12 + slen :])
+    return KeySet.from_parts(bundle, secret)
+
+
+# -- header --------------------------------------------------------------------------------------
+def _public_facts(keys: KeySet) -> dict[str, Any]:
+    bundle = keys.public_bundle()
+    return {
+        "backend": bundle.backend_name,
+        "params": keys.params.to_dict(),
+        "params_fingerprint": keys.params.fingerprint(),
+        "key_id": keys.key_id,
+        "rotations": sorted(int(s) for s in bundle.rotation_steps),
+        "conjugation": bool(bundle.conjugation),
+        "public_sizes": bundle.sizes(),
+    }
+
+
+def _header_block(header: dict[str, Any]) -> bytes:
+    raw = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    head = _PREFIX.pack(MAGIC, FORMAT_VERSION, len(raw)) + raw
+    return head + hashlib.sha256(head).digest()
+
+
+@dataclasses.dataclass(frozen=True)
+class KeyFileInfo:
+    """What a key file says about itself without being decrypted (never secrets)."""
+
+    version: int
+    protection: str  # "aes-256-gcm" or "none"
+    kdf: str | None  # e.g. "scrypt n=2^17 r=8 p=1 (128 MiB)"
+    backend: str
+    params: CKKSParams
+    params_fingerprint: str
+    key_id: str
+    rotations: tuple[int, ...]
+    conjugation: bool
+    payload_len: int
+    body_len: int
+    file_len: int
+    public_sizes: dict[str, int]
+
+    @property
+    def fingerprint(self) -> str:
+        """The key fingerprint of :func:`privkit.fhe.envelope.key_fingerprint`."""
+        return f"{self.params_fingerprint}/{self.key_id}"
+
+
+def _parse(blob: bytes, where: str) -> tuple[dict[str, Any], bytes, KeyFileInfo]:
+    """Validate prefix, header checksum, header fields and body length."""
+    n = len(blob)
+    start = bytes(blob[: len(MAGIC)])
+    if start != MAGIC:
+        if 0 < n < len(MAGIC) and MAGIC.startswith(start):
+            raise _fail("truncated", f"key file {where} is truncated ({n} bytes)")
+        if start == _ENVELOPE_MAGIC:
+            raise _fail(
+                "not-a-key-file",
+                f"{where} is a privkit envelope (public bundle, ciphertext, ...), not a key file; "
+                "inspect it with `privkit keys inspect`",
+            )
+        raise _fail("not-a-key-file", f"{where} is not a privkit key file (bad magic)")
+    if n < _PREFIX.size:
+        raise _fail("truncated", f"key file {where} is truncated inside its prefix ({n} bytes)")
+    _, version, hlen = _PREFIX.unpack(bytes(blob[: _PREFIX.size]))
+    if version != FORMAT_VERSION:
+        raise _fail(
+            "version",
+            f"key file {where} has format version {version}; this privkit reads version "
+            f"{FORMAT_VERSION} (the file is damaged or was written by a newer privkit)",
+        )
+    if hlen > _MAX_HEADER:
+        raise _fail("header", f"key file {where} has a damaged header (implausible length {hlen})")
+    hend = _PREFIX.size + hlen
+    if n < hend + _CHECKSUM_LEN:
+        raise _fail("truncated", f"key file {where} is truncated inside its header ({n} bytes)")
+    block = bytes(blob[: hend + _CHECKSUM_LEN])
+    if not hmac.compare_digest(hashlib.sha256(block[:hend]).digest(), block[hend:]):
+        raise _fail(
+            "header",
+            f"key file {where} has a damaged header (checksum mismatch); restore it from a backup",
+        )
+    try:
+        h = json.loads(block[_PREFIX.size : hend])
+        if not isinstance(h, dict):
+            raise TypeError("header is not an object")
+        protection = h["protection"]
+        plen, chunk = h["payload_len"], h["chunk_size"]
+        if (
+            type(plen) is not int
+            or plen < 0
+            or type(chunk) is not int
+            or not 1024 <= chunk <= 1 << 30
+        ):
+            raise ValueError("payload_len or chunk_size out of range")
+        if protection == "aes-256-gcm":
+            kdf = _kdf_from_dict(h["kdf"])
+            if len(bytes.fromhex(h["salt"])) != _SALT_LEN:
+                raise ValueError("salt length")
+            if len(bytes.fromhex(h["nonce_prefix"])) != _NONCE_PREFIX_LEN:
+                raise ValueError("nonce prefix length")
+            if len(bytes.fromhex(h["password_check"])) != _CHECK_LEN:
+                raise ValueError("password check length")
+            body_len = plen + _TAG_LEN * _n_chunks(plen, chunk)
+            kdf_desc: str | None = kdf.describe()
+        elif protection == "none":
+            if len(bytes.fromhex(h["payload_sha256"])) != 32:
+                raise ValueError("payload digest length")
+            body_len, kdf_desc = plen, None
+        else:
+            raise ValueError(f"unknown protection {protection!r}")
+        info = KeyFileInfo(
+            version=version,
+            protection=protection,
+            kdf=kdf_desc,
+            backend=str(h["backend"]),
+            params=CKKSParams.from_dict(h["params"]),
+            params_fingerprint=str(h["params_fingerprint"]),
+            key_id=str(h["key_id"]),
+            rotations=tuple(int(r) for r in h["rotations"]),
+            conjugation=bool(h["conjugation"]),
+            payload_len=plen,
+            body_len=body_len,
+            file_len=n,
+            public_sizes={str(k): int(v) for k, v in h["public_sizes"].items()},
+        )
+    except (KeyError, TypeError, ValueError, AttributeError, RecursionError, ParameterError) as e:
+        raise _fail("header", f"key file {where} has an invalid header: {e}") from None
+    body_at = hend + _CHECKSUM_LEN
+    if n < body_at + body_len:
+        raise _fail(
+            "truncated",
+            f"key file {where} is truncated: {n} of {body_at + body_len} bytes (the write or copy "
+            "was cut short); restore it from a backup",
+        )
+    if n > body_at + body_len:
+        raise _fail(
+            "appended",
+            f"key file {where} has {n - body_at - body_len} unexpected bytes after its end",
+        )
+    return h, block, info
+
+
+def read_header(source: str | os.PathLike | bytes) -> KeyFileInfo:
+    """Describe a key file (path or bytes) without decrypting it: never reveals secrets.
+
+    Validates the structure (magic, version, header checksum, length) and raises
+    :class:`~privkit.errors.KeyFileError` like :func:`load_keyset` does for those.
+    """
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return _parse(bytes(source), "<bytes>")[2]
+    return _parse(_read(source), repr(str(source)))[2]
+
+
+def _read(path: str | os.PathLike) -> bytes:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read()
+    except FileNotFoundError:
+        raise _fail("missing", f"no key file at {str(path)!r}") from None
+    except OSError as e:
+        raise _fail("missing", f"cannot read key file {str(path)!r}: {e}") from e
+
+
+# -- seal / open ---------------------------------------------------------------------------------
+def seal_keyset(
+    keys: KeySet,
+    password: str | bytes | None = None,
+    *,
+    insecure_plaintext: bool = False,
+    kdf: KDF | None = None,
+    chunk_size: int = DEFAULT_CHUNK,
+) -> Iterator[bytes]:
+    """The bytes of a key file, as chunks (what :func:`save_keyset` writes)."""
+    from .keys import KeySet
+
+    if not isinstance(keys, KeySet):
+        raise ParameterError(f"expected a KeySet, got {type(keys).__name__}")
+    if password is None and not insecure_plaintext:
+        raise ParameterError(
+            "refusing to write a secret key without a password: pass password=... (or, for "
+            "throw-away test keys only, insecure_plaintext=True)"
+        )
+    if password is not None and insecure_plaintext:
+        raise ParameterError("pass either a password or insecure_plaintext=True, not both")
+    if type(chunk_size) is not int or not 1024 <= chunk_size <= 1 << 30:
+        raise ParameterError(f"chunk_size must be in [1 KiB, 1 GiB], got {chunk_size!r}")
+    payload = _keyset_payload(keys)
+    header = {"format": "privkit-keyset", "payload_len": len(payload), "chunk_size": chunk_size}
+    header.update(_public_facts(keys))
+    if password is None:
+        warnings.warn(
+            "writing a CKKS secret key WITHOUT encryption (insecure_plaintext=True); anyone who "
+            "can read the file can decrypt everything encrypted under these keys",
+            InsecureKeyFileWarning,
+            stacklevel=3,
+        )
+        header.update(protection="none", payload_sha256=hashlib.sha256(payload).hexdigest())
+        return iter([_header_block(header), payload])
+    pw = _password_bytes(password)
+    kdf = ScryptKDF() if kdf is None else kdf
+    if not isinstance(kdf, (ScryptKDF, Argon2idKDF)):
+        raise ParameterError(f"kdf must be ScryptKDF(...) or Argon2idKDF(...), got {kdf!r}")
+    salt = secrets.token_bytes(_SALT_LEN)
+    prefix = secrets.token_bytes(_NONCE_PREFIX_LEN)
+    key, check = _split_master(kdf.derive(pw, salt), salt)
+    header.update(
+        protection="aes-256-gcm",
+        kdf=kdf.to_dict(),
+        salt=salt.hex(),
+        nonce_prefix=prefix.hex(),
+        password_check=check.hex(),
+    )
+    block = _header_block(header)
+    return _encrypt_chunks(block, payload, key, prefix, chunk_size)
+
+
+def _encrypt_chunks(
+    block: bytes, payload: bytes, key: bytes, prefix: bytes, chunk: int
+) -> Iterator[bytes]:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    aead = AESGCM(key)
+    yield block
+    total = _n_chunks(len(payload), chunk)
+    view = memoryview(payload)
+    for i in range(total):
+        yield aead.encrypt(
+            _nonce(prefix, i, i == total - 1), view[i * chunk : (i + 1) * chunk], block
+        )
+
+
+def open_keyset(
+    blob: bytes, password: str | bytes | None = None, *, where: str = "<bytes>"
+) -> KeySet:
+    """Inverse of :func:`seal_keyset` on the file's bytes."""
+    h, block, info = _parse(blob, where)
+    body = memoryview(blob)[len(block) :]
+    if info.protection == "none":
+        if not hmac.compare_digest(hashlib.sha256(body).hexdigest(), h["payload_sha256"]):
+            raise _fail(
+                "corrupted",
+                f"unencrypted key file {where} is corrupted (payload checksum mismatch)",
+            )
+        warnings.warn(
+            f"key file {where} is NOT encrypted (written with insecure_plaintext=True); re-save "
+            "it with a password",
+            InsecureKeyFileWarning,
+            stacklevel=3,
+        )
+        payload = bytes(body)
+    else:
+        if password is None:
+            raise _fail(
+                "password-required",
+                f"key file {where} is password-protected ({info.kdf}); pass password=...",
+            )
+        pw = _password_bytes(password)
+        salt = bytes.fromhex(h["salt"])
+        key, check = _split_master(_kdf_from_dict(h["kdf"]).derive(pw, salt), salt)
+        if not hmac.compare_digest(check, bytes.fromhex(h["password_check"])):
+            raise _fail(
+                "wrong-password",
+                f"wrong password for key file {where}: the key derived from it does not match the "
+                "file's password check",
+            )
+        payload = _decrypt_chunks(
+            block,
+            body,
+            key,
+            bytes.fromhex(h["nonce_prefix"]),
+            h["chunk_size"],
+            info.payload_len,
+            where,
+        )
+    try:
+        keys = _keyset_from_payload(payload)
+    except (
+        ValueError,
+        struct.error,
+        EnvelopeError,
+        KeyMismatchError,
+        ParameterError,
+        BackendError,
+    ) as e:
+        raise _fail("corrupted", f"key file {where} holds an unreadable key set: {e}") from e
+    if (
+        keys.key_id != info.key_id
+        or keys.params.fingerprint() != info.params_fingerprint
+        or keys.public_bundle().backend_name != info.backend
+    ):
+        raise _fail(
+            "mismatch",
+            f"key file {where}: the keys inside ({keys.key_id[:16]}, params "
+            f"{keys.params.fingerprint()}) differ from what the header states ({info.key_id[:16]}, "
+            f"params {info.params_fingerprint})",
+        )
+    return keys
+
+
+def _decrypt_chunks(
+    block: bytes,
+    body: memoryview,
+    key: bytes,
+    prefix: bytes,
+    chunk: int,
+    payload_len: int,
+    where: str,
+) -> bytes:
+    from cryptography.exceptions import InvalidTag
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    aead = AESGCM(key)
+    total = _n_chunks(payload_len, chunk)
+    out = []
+    pos = 0
+    for i in range(total):
+        size = min(chunk, payload_len - i * chunk) + _TAG_LEN
+        try:
+            out.append(
+                aead.decrypt(_nonce(prefix, i, i == total - 1), body[pos : pos + size], block)
+            )
+        except InvalidTag:
+            raise _fail(
+                "corrupted",
+                f"key file {where} is corrupted or was tampered with: chunk {i + 1} of {total} "
+                "fails authentication although the password is right; restore it from a backup",
+            ) from None
+        pos += size
+    return b"".join(out)
+
+
+def save_keyset(
+    keys: KeySet,
+    path: str | os.PathLike,
+    password: str | bytes | None = None,
+    *,
+    insecure_plaintext: bool = False,
+    kdf: KDF | None = None,
+    chunk_size: int = DEFAULT_CHUNK,
+) -> None:
+    """Seal ``keys`` under ``password`` and write them atomically to ``path`` (mode 0600)."""
+    from ..api import atomic_write_bytes
+
+    chunks = seal_keyset(
+        keys, password, insecure_plaintext=insecure_plaintext, kdf=kdf, chunk_size=chunk_size
+    )
+    atomic_write_bytes(Path(path), chunks, mode=0o600)
+
+
+def load_keyset(path: str | os.PathLike, password: str | bytes | None = None) -> KeySet:
+    """Read and unseal a key file; :class:`~privkit.errors.KeyFileError` says what is wrong."""
+    return open_keyset(_read(path), password, where=repr(str(path)))
