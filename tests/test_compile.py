@@ -32,7 +32,7 @@ def test_contract_example_runs_and_matches_torch():
     """The exact snippet of the issue's contract, on the simulator (SEAL in the slow test)."""
     torch.manual_seed(0)
     model = torch.nn.Sequential(
-        pnn.Conv1d(1, 2, 5, stride=2, method="spatial"), pnn.PolyReLU(degree=3),
+        pnn.Conv1d(1, 2, 5, stride=2, method="freq"), pnn.PolyReLU(degree=3),
         pnn.ApproxMaxPool1d(2), pnn.Flatten(), pnn.Linear(2 * 63, 2))
     pnn.calibrate(model, torch.randn(64, 1, 256))
     program = fhe.compile(model, input_shape=(1, 256), params="auto")
@@ -59,8 +59,9 @@ def small_models(draw):
         p = draw(st.integers(0, 1))
         if (n + 2 * p - k) // s + 1 < 4:
             break
+        first = not layers
         layers.append(pnn.Conv1d(c, cout, k, stride=s, padding=p,
-                                 method="spatial"))
+                                 method=draw(st.sampled_from(["spatial", "freq"])) if first and c == 1 else "spatial"))
         n = (n + 2 * p - k) // s + 1
         c = cout
         if draw(st.booleans()):
@@ -70,7 +71,7 @@ def small_models(draw):
         if pool != "none" and n >= 4:
             layers.append(pnn.AvgPool1d(2) if pool == "avg" else pnn.ApproxMaxPool1d(2, degree=4))
             n = (n - 2) // 2 + 1
-    layers += [pnn.Flatten(), pnn.Linear(c * n, draw(st.integers(1, 3)))]
+    layers += [pnn.Flatten(), pnn.Linear(c * n, draw(st.integers(1, 3)), method=draw(st.sampled_from(["diag", "dft"])))]
     seed = draw(st.integers(0, 10_000))
     torch.manual_seed(seed)
     model = torch.nn.Sequential(*layers)
@@ -200,6 +201,13 @@ def test_missing_keys_and_foreign_params_are_refused():
 
     with pytest.raises(KeyMismatchError, match="compiled for"):
         program.run(other.encrypt(np.zeros(8)), other.public_bundle())
+
+
+def test_freq_conv_after_the_first_layer_is_refused_clearly():
+    model = torch.nn.Sequential(pnn.Conv1d(1, 2, 3), pnn.Conv1d(2, 2, 3, method="freq"), pnn.Flatten(),
+                                pnn.Linear(2 * 12, 1))
+    with pytest.raises(UnsupportedLayerError, match="method='spatial'"):
+        fhe.compile(model, input_shape=(1, 16))
 
 
 def test_polyrelu_warns_beyond_its_calibrated_range():

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import DepthExhaustedError, ParameterError, ShapeError, UnsupportedLayerError
-from .backend import Backend, Ciphertext
+from .backend import Backend, Ciphertext, Layout
 from .ops import packed
 from .ops.packed import PackedLayout
 from .params import PRESETS, CKKSParams
@@ -281,15 +281,59 @@ def _mask_step(name: str, layout: PackedLayout) -> Step:
 
 def _conv_freq_step(name: str, spec: dict[str, Any], lay_in: PackedLayout, out_lay: PackedLayout,
                     slots: int) -> Step:
+    """Frequency-domain conv (ops.conv_freq) adapted to the packed layout.
+
+    Needs a compact, clean, single-channel input (the first layer): ``conv1d_freq`` computes each
+    output channel gapped (``compact=False``: output ``i`` at slot ``i*stride``, zeros elsewhere),
+    and a rotation by ``-c*B`` moves channel ``c`` into its block.
+    """
     from .ops import conv_freq
 
-    return conv_freq.compiler_step(name, spec, lay_in, out_lay, slots)
+    w, b, s, p = spec["weight"], spec["bias"], spec["stride"], spec["padding"]
+    if not (lay_in.channels == 1 and lay_in.gap == 1 and lay_in.clean):
+        raise UnsupportedLayerError(
+            f"{name}: Conv1d(method='freq') needs a compact single-channel input (use it as the "
+            "first layer); use method='spatial' for later layers"
+        )
+    n, co_n, k = lay_in.length, w.shape[0], w.shape[2]
+    kw = {"padding": p, "compact": False}
+    depth = conv_freq.conv_freq_depth(n, k, s, channels=(1, co_n), slots=slots, **kw)
+    rots = set(conv_freq.required_rotations_conv_freq(n, w, s, slots=slots, **kw))
+    rots |= {(-c * lay_in.block) % slots for c in range(1, co_n)}
+
+    def run(be: Backend, ct: Ciphertext) -> Ciphertext:
+        outs = conv_freq.conv1d_freq(be, [ct.replace(length=n)], w, n, s, padding=p, compact=False,
+                                     section="conv_freq")
+        acc = None
+        for c, y in enumerate(outs):
+            y = be.rotate(y, -c * lay_in.block) if c else y
+            acc = y if acc is None else be.add(acc, y)
+        if b is not None:
+            acc = be.add_plain(acc, packed._bias_vec(np.asarray(b, float), out_lay, be.slots))
+        return acc.replace(length=out_lay.span, layout=out_lay.to_layout())
+
+    return Step(name, "conv1d", depth, sorted(r for r in rots if r), run, out_lay,
+                f"1->{co_n} ch, k={k}, stride {s}, pad {p}, frequency domain (DFT)")
 
 
 def _linear_dft_step(name: str, spec: dict[str, Any], lay_in: PackedLayout, slots: int) -> Step:
+    """The paper's FC layer (ops.linear.linear_dft: slot sums through the DFT's DC term), with the
+    weights laid out like the packed input (zeros in the slots that hold no element)."""
     from .ops import linear
 
-    return linear.compiler_step(name, spec, lay_in, slots)
+    w, b = spec["weight"], spec["bias"]
+    masks = packed._linear_masks(w, lay_in, slots)
+    n = lay_in.span
+    wide = np.stack([m[:n] for m in masks])
+    depth = linear.linear_depth(w.shape[0], n, slots, method="dft")
+    rots = linear.required_rotations_linear(wide.shape, n, slots, method="dft")
+
+    def run(be: Backend, ct: Ciphertext) -> Ciphertext:
+        out = linear.linear_dft(be, ct.replace(length=n), wide, b, n, section="fc_dft")
+        return out.replace(length=w.shape[0], layout=Layout())
+
+    return Step(name, "linear", depth, rots, run, None,
+                f"{w.shape[1]}->{w.shape[0]}, DFT DC-term slot sums (paper)")
 
 
 def compile(model: Any, input_shape: tuple[int, ...], params: CKKSParams | str = "auto", *,
