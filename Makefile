@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: $(VENV)/.installed
-	$(VENV)/bin/privkit demo
+	$(VENV)/bin/privkit apnea demo
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q

@@ -45,16 +45,18 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=2, help="windows per ciphertext for the amortised run")
     ap.add_argument("--data-dir", default=None, help="ucddb:DIR or apnea-ecg:DIR: also report real data")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--effect", type=float, default=2.0, help="synthetic apnea-pattern strength")
     args = ap.parse_args()
     torch.set_num_threads(1)
     print("command: python " + " ".join([os.path.relpath(sys.argv[0])] + sys.argv[1:]))
     print(f"machine: {os.cpu_count()} cores; SEAL single-threaded")
 
-    train = synthetic_ecg(args.train, seed=args.seed)
-    test = synthetic_ecg(args.windows, seed=args.seed + 1)
+    train = synthetic_ecg(args.train, seed=args.seed, effect=args.effect)
+    test = synthetic_ecg(args.windows, seed=args.seed + 1, effect=args.effect)  # unseen subjects
     t = time.perf_counter()
     det = ApneaDetector(epochs=args.epochs, seed=args.seed).fit(train, progress=False)
-    print(f"\ntraining: {args.train} windows, {args.epochs}+{det.config.finetune_epochs} epochs, "
+    print(f"\ntraining: {args.train} synthetic windows (effect {args.effect}), test: {args.windows} "
+          f"windows of unseen subjects; {args.epochs}+{det.config.finetune_epochs} epochs, "
           f"{time.perf_counter() - t:.1f} s")
     t = time.perf_counter()
     program = det.compile()

@@ -248,3 +248,36 @@ def test_batched_program_runs_several_inputs_in_one_ciphertext(batch, seed):
     assert_close_encrypted(got.ravel(), expected.ravel(), program.params, depth=program.depth)
     with pytest.raises(ShapeError):
         program.encode_input(x[:1])
+
+
+def test_wide_relu_range_is_folded_into_the_conv_without_a_level():
+    """A PolyReLU with a large bound costs no extra level: 1/B goes into the conv before it."""
+    torch.manual_seed(5)
+    model = torch.nn.Sequential(pnn.Conv1d(1, 2, 3), torch.nn.BatchNorm1d(2), pnn.PolyReLU(degree=3),
+                                pnn.Flatten(), pnn.Linear(2 * 14, 2))
+    model[1].running_var.fill_(0.01)  # activations ~10x larger than the input
+    model.eval()
+    pnn.calibrate(model, torch.randn(32, 1, 16))
+    assert model[2].bound > 4
+    program = fhe.compile(model, input_shape=(1, 16), params="n16384")
+    assert [s.depth for s in program.steps] == [1, 2, 2]
+    keys = program.keygen(backend="sim")
+    x = np.linspace(-1, 1, 16)
+    got = program.decrypt_output(keys, program.run(keys.encrypt(x), keys.public_bundle()))
+    assert_close_encrypted(got, _torch_out(model, x, (1, 16)), program.params, depth=program.depth)
+    assert all(r.max_abs_error < 1e-9 for r in program.trace(keys, x) if r.max_abs_error is not None)
+
+
+def test_unfolded_batchnorm_blocks_the_range_fold():
+    torch.manual_seed(6)
+    model = torch.nn.Sequential(pnn.Conv1d(1, 2, 3), torch.nn.Dropout(0.1), torch.nn.BatchNorm1d(2),
+                                pnn.PolyReLU(degree=3), pnn.Flatten(), pnn.Linear(2 * 14, 2))
+    model[2].running_var.fill_(0.01)
+    model[2].running_mean.fill_(0.5)
+    model.eval()
+    pnn.calibrate(model, torch.randn(32, 1, 16))
+    program = fhe.compile(model, input_shape=(1, 16), params="n16384")
+    keys = program.keygen(backend="sim")
+    x = np.linspace(-1, 1, 16)
+    got = program.decrypt_output(keys, program.run(keys.encrypt(x), keys.public_bundle()))
+    assert_close_encrypted(got, _torch_out(model, x, (1, 16)), program.params, depth=program.depth)

@@ -48,6 +48,7 @@ class ApneaConfig:
     pool: str = "avg"  # "avg" (free) or "max" (approximate max, deeper)
     relu_degree: int = 3
     relu_mode: str = "poly"  # "poly" (one fitted polynomial) or "composite" (sign composition)
+    batchnorm: bool = True  # folded into the convolutions at compile time: no level, no cost
     conv_method: str = "spatial"
     linear_method: str = "diag"
     epochs: int = 12
@@ -65,12 +66,18 @@ class ApneaConfig:
 
 
 def build_apnea_model(cfg: ApneaConfig) -> torch.nn.Sequential:
-    """conv -> PolyReLU -> pool blocks, then Flatten -> Linear(2)."""
+    """conv (-> BatchNorm, folded when compiled) -> PolyReLU -> pool blocks, then Flatten -> Linear(2).
+
+    Only the first convolution can use ``conv_method="freq"`` (it needs a compact one-channel
+    input); later ones are spatial.
+    """
     layers: list[torch.nn.Module] = []
     length, cin = cfg.window, 1
     for b in range(cfg.blocks):
         k, s = (cfg.kernel1, cfg.stride1) if b == 0 else (cfg.kernel2, cfg.stride2)
-        layers.append(pnn.Conv1d(cin, cfg.channels, k, stride=s, method=cfg.conv_method))
+        layers.append(pnn.Conv1d(cin, cfg.channels, k, stride=s, method=cfg.conv_method if b == 0 else "spatial"))
+        if cfg.batchnorm:
+            layers.append(torch.nn.BatchNorm1d(cfg.channels))
         layers.append(pnn.PolyReLU(degree=cfg.relu_degree, mode=cfg.relu_mode))
         layers.append(pnn.AvgPool1d(2) if cfg.pool == "avg" else pnn.ApproxMaxPool1d(2))
         length = ((length - k) // s + 1 - 2) // 2 + 1

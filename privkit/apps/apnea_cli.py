@@ -27,6 +27,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         q.add_argument("--data", default="synthetic",
                        help="synthetic | ucddb:DIR | apnea-ecg:DIR (default: synthetic)")
         q.add_argument("--n-windows", type=int, default=600, help="synthetic windows to generate")
+        q.add_argument("--effect", type=float, default=2.0,
+                       help="synthetic data: strength of the apnea pattern (privkit.data.ecg."
+                       "synthetic_ecg; 1 = subtle, 2 = clear; default 2)")
         q.add_argument("--seed", type=int, default=0)
         q.add_argument("--json", action="store_true", help="print results as JSON")
         if model:
@@ -65,11 +68,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=lambda a: (p.print_help(), 2)[1])
 
 
-def _load_data(spec: str, n: int, seed: int) -> Any:
+def _load_data(spec: str, n: int, seed: int, effect: float = 2.0) -> Any:
     from privkit.data.ecg import load_ecg_dataset, synthetic_ecg
 
     if spec == "synthetic":
-        return synthetic_ecg(n, seed=seed)
+        return synthetic_ecg(n, seed=seed, effect=effect)
     return load_ecg_dataset(spec)
 
 
@@ -155,10 +158,12 @@ def run_demo(args: argparse.Namespace) -> int:
     n = 48 if args.smoke else args.n_windows
     epochs = args.epochs if args.epochs is not None else (1 if args.smoke else 12)
     n_enc = min(args.encrypted, 2) if args.smoke else args.encrypted
-    data = synthetic_ecg(n, seed=args.seed)
-    (xtr, ytr), (xte, yte) = _split(data, 0.75, args.seed)
-    print(f"privkit apnea demo: {n} synthetic ECG windows ({xtr.shape[1]} samples at 128 Hz), "
-          f"{len(ytr)} train / {len(yte)} test", file=sys.stderr)
+    # train and test on different synthetic subjects (different seeds)
+    train = synthetic_ecg(n, seed=args.seed, effect=args.effect)
+    test = synthetic_ecg(max(n // 3, 8), seed=args.seed + 1000, effect=args.effect)
+    (xtr, ytr), (xte, yte) = (train.x, train.y), (test.x, test.y)
+    print(f"privkit apnea demo: synthetic ECG (effect {args.effect}), {len(ytr)} training windows, "
+          f"{len(yte)} test windows of unseen subjects ({xtr.shape[1]} samples at 128 Hz)", file=sys.stderr)
     t = time.perf_counter()
     det = ApneaDetector(epochs=epochs, finetune_epochs=0 if args.smoke else 2, seed=args.seed)
     det.fit((xtr, ytr), progress=not args.json)
@@ -191,7 +196,7 @@ def run_demo(args: argparse.Namespace) -> int:
 def run_train(args: argparse.Namespace) -> int:
     from privkit.apps.apnea import ApneaDetector
 
-    data = _load_data(args.data, 48 if args.smoke else args.n_windows, args.seed)
+    data = _load_data(args.data, 48 if args.smoke else args.n_windows, args.seed, args.effect)
     (xtr, ytr), (xte, yte) = _split(data, 0.8, args.seed)
     epochs = args.epochs if args.epochs is not None else (1 if args.smoke else 12)
     det = ApneaDetector(epochs=epochs, blocks=args.blocks, pool=args.pool, seed=args.seed,
@@ -210,7 +215,7 @@ def run_infer(args: argparse.Namespace) -> int:
     from privkit.apps.apnea import ApneaDetector
 
     det = ApneaDetector.load(args.model)
-    data = _load_data(args.data, max(args.n, 8), args.seed)
+    data = _load_data(args.data, max(args.n, 8), args.seed, args.effect)
     res = _encrypted_eval(det, data.x[: args.n], data.y[: args.n], args.backend)
     if args.png:
         _figure(args.png, data.x[0], res["_plain"][0], res["_enc"][0], int(data.y[0]))
@@ -229,7 +234,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from privkit.apps.apnea import ApneaDetector
 
     det = ApneaDetector.load(args.model)
-    data = _load_data(args.data, args.n_windows, args.seed)
+    data = _load_data(args.data, args.n_windows, args.seed, args.effect)
     out: dict[str, Any] = {"plaintext": det.evaluate(data)}
     if args.encrypted:
         res = _encrypted_eval(det, data.x[: args.encrypted], data.y[: args.encrypted], args.backend)

@@ -123,14 +123,14 @@ def _batched(spec: dict[str, Any], batch: int) -> dict[str, Any]:
 
 
 def _plan(layers: list[tuple[str, Any]], shapes: dict[str, tuple[int, ...]], input_shape: tuple[int, int],
-          slots: int, batch: int = 1) -> tuple[list[Step], PackedLayout, int, bool]:
+          slots: int, batch: int = 1, grow: int = 1) -> tuple[list[Step], PackedLayout, int, bool]:
     """Lower the layers for a given slot count. Returns steps, input layout, outputs, conjugation."""
     from ..nn import nonlinear as nl
 
     c0, l0 = input_shape
     c0 *= batch
     pads = [m.fhe_spec().get("padding", 0) for _, m in layers if hasattr(m, "fhe_spec")]
-    block = 1 << math.ceil(math.log2(l0 + 2 * max(pads + [0]) + 1))
+    block = grow << math.ceil(math.log2(l0 + 2 * max(pads + [0]) + 1))
     layout = PackedLayout(c0, l0, 1, block, clean=True)
     in_layout = layout
     steps: list[Step] = []
@@ -138,6 +138,7 @@ def _plan(layers: list[tuple[str, Any]], shapes: dict[str, tuple[int, ...]], inp
     flat: tuple[int, ...] | None = None
     out_features = 0
     pending_scale = 1.0  # an average pool's 1/k, folded into the next linear layer
+    prescaled = False  # the previous conv already divided by the next PolyReLU's bound
     i = 0
     while i < len(layers):
         name, mod = layers[i]
@@ -155,6 +156,7 @@ def _plan(layers: list[tuple[str, Any]], shapes: dict[str, tuple[int, ...]], inp
             shift = (mod.bias.detach().double().numpy() if mod.affine else 0.0) - mod.running_mean.detach().double().numpy() * scale
             steps.append(_affine_step(name, np.broadcast_to(scale, (layout.channels,)),
                                       np.broadcast_to(shift, (layout.channels,)), layout))
+            prescaled = False
             layout = dataclasses.replace(layout, clean=False)
             i += 1
             continue
@@ -169,7 +171,15 @@ def _plan(layers: list[tuple[str, Any]], shapes: dict[str, tuple[int, ...]], inp
             i += 1
         if op in ("conv1d", "linear") and pending_scale != 1.0:
             spec = dict(spec, weight=spec["weight"] * pending_scale)
+        relu_fold = 1.0
+        if op in ("conv1d", "linear"):
+            relu_fold = _relu_prescale(layers, i + 1)
+            if relu_fold != 1.0:  # y = x / B here; the PolyReLU evaluates B * p1(y) (same maths)
+                spec = dict(spec, weight=spec["weight"] * relu_fold,
+                            bias=None if spec["bias"] is None else spec["bias"] * relu_fold)
         spec = _batched(spec, batch)
+        if op != "relu":
+            prescaled = prescaled and op in ("flatten",)
         if op == "conv1d":
             if flat is not None:
                 raise UnsupportedLayerError(f"{name}: Conv1d after Flatten is not supported")
@@ -190,13 +200,17 @@ def _plan(layers: list[tuple[str, Any]], shapes: dict[str, tuple[int, ...]], inp
                 step = Step(name, "conv1d", 1, rots, run, out_lay,
                             f"{w.shape[1]}->{w.shape[0]} ch, k={w.shape[2]}, stride {s}, pad {p}, spatial")
             step.ref_name = ref_name
+            step.ref_scale = relu_fold
             if pending_scale != 1.0:
                 step.detail += f" (x{pending_scale:g} folded from the pool before)"
                 pending_scale = 1.0
+            if relu_fold != 1.0:
+                step.detail += f" (x{relu_fold:.3g}: the next PolyReLU's range)"
             steps += pre + [step]
+            prescaled = relu_fold != 1.0
             layout = dataclasses.replace(out_lay, clean=True)
         elif op == "relu":
-            fn, depth, detail = nl.lower_relu(spec)
+            fn, depth, detail = nl.lower_relu(spec, prescaled=prescaled)
             st = Step(name, "polyrelu", depth, [], fn, layout, detail)
             st.ref_name = ref_name
             steps.append(st)
@@ -242,9 +256,12 @@ def _plan(layers: list[tuple[str, Any]], shapes: dict[str, tuple[int, ...]], inp
                 st = Step(name, "linear", 2, packed.linear_packed_rotations(w.shape[0], lay_in, slots), run,
                           None, f"{w.shape[1]}->{w.shape[0]}, diag (rotate-and-sum)")
             st.ref_name = ref_name
+            st.ref_scale = relu_fold
             if pending_scale != 1.0:
                 st.detail += f" (x{pending_scale:g} folded from the pool before)"
                 pending_scale = 1.0
+            if relu_fold != 1.0:
+                raise UnsupportedLayerError(f"{name}: a PolyReLU after the final Linear is not supported")
             steps.append(st)
             out_features = w.shape[0]
             layout = PackedLayout(1, w.shape[0], 1, 0, clean=True)
@@ -258,6 +275,40 @@ def _plan(layers: list[tuple[str, Any]], shapes: dict[str, tuple[int, ...]], inp
             "the model must end with a privkit.nn.Linear layer (its outputs are the logits)"
         )
     return steps, in_layout, out_features, conj
+
+
+def _plan_fitting(layers: list[tuple[str, Any]], shapes: dict[str, tuple[int, ...]],
+                  input_shape: tuple[int, int], slots: int, batch: int) -> tuple[list[Step], PackedLayout, int, bool]:
+    """Plan with the smallest channel block that leaves room for every layer's padding (the
+    reach of padding grows with the gap of later layers)."""
+    grow = 1
+    while True:
+        try:
+            return _plan(layers, shapes, input_shape, slots, batch, grow)
+        except ShapeError as e:
+            if "leaves no room for padding" not in str(e) or grow >= slots:
+                raise
+            grow *= 2
+
+
+def _relu_prescale(layers: list[tuple[str, Any]], start: int) -> float:
+    """1/B when the next computing layer (after an optional BatchNorm) is a poly-mode PolyReLU
+    whose evaluation on [-B, B] costs more levels than on [-1, 1]; else 1."""
+    from ..nn import nonlinear as nl
+
+    rest = [m for _, m in layers[start:]]
+    if rest and type(rest[0]).__name__ == "BatchNorm1d":
+        rest = rest[1:]  # folded into the conv / linear, so it scales with it
+    for mod in rest:
+        if type(mod).__name__ in ("Dropout", "Identity"):
+            continue
+        if not isinstance(mod, nl.PolyReLU) or mod.mode != "poly" or not mod.bound > 0:
+            return 1.0
+        if nl.relu_depth("poly", mod.degree, mod.precision_bits, mod.bound) > nl.relu_depth(
+                "poly", mod.degree, mod.precision_bits, 1.0):
+            return 1.0 / mod.bound
+        return 1.0
+    return 1.0
 
 
 def _next_is_linear(layers: list[tuple[str, Any]], start: int) -> bool:
@@ -368,7 +419,7 @@ def compile(model: Any, input_shape: tuple[int, ...], params: CKKSParams | str =
     last_err: Exception | None = None
     for p in candidates:
         try:
-            steps, in_layout, outs, conj = _plan(layers, shapes, input_shape, p.slots, batch)
+            steps, in_layout, outs, conj = _plan_fitting(layers, shapes, input_shape, p.slots, batch)
         except ShapeError as e:  # does not fit the slots: try a larger preset
             last_err = e
             continue

@@ -6,6 +6,7 @@ inside training), ``calibrate`` it, and compile it with :func:`privkit.fhe.compi
 
 from __future__ import annotations
 
+from .box import BoxConv1d, BoxConv2d, BoxConv3d, BoxReplacementReport, replace_conv_with_box
 from .calibrate import calibrate
 from .layers import (
     AvgPool1d,
@@ -21,6 +22,11 @@ from .layers import (
 from .nonlinear import ApproxMaxPool1d, PolyReLU
 
 __all__ = [
+    "BoxConv1d",
+    "BoxConv2d",
+    "BoxConv3d",
+    "BoxReplacementReport",
+    "replace_conv_with_box",
     "Conv1d",
     "Linear",
     "AvgPool1d",

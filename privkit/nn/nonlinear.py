@@ -213,11 +213,24 @@ def max_torch(a: torch.Tensor, b: torch.Tensor, method: str, degree: int, iterat
                                on_range="ignore")
 
 
-def lower_relu(spec: dict[str, Any]) -> tuple[Callable, int, str]:
-    """(run(backend, ct), depth, description) of an encrypted PolyReLU."""
+def lower_relu(spec: dict[str, Any], prescaled: bool = False) -> tuple[Callable, int, str]:
+    """(run(backend, ct), depth, description) of an encrypted PolyReLU.
+
+    ``prescaled``: the layer before already divided by the bound B, so evaluate ``B * p1(y)`` on
+    ``y`` in [-1, 1], where ``p1`` is the unit-range fit (``relu_poly`` on [-B, B] is exactly
+    ``B * p1(x / B)``: ReLU is positively homogeneous). Saves the interval-scaling level.
+    """
     from ..fhe.ops import poly
 
     mode, deg, bits, b = spec["mode"], spec["degree"], spec["precision_bits"], spec["bound"]
+    if mode == "poly" and prescaled:
+        unit = poly.relu_poly_coeffs(deg, 1.0)
+
+        def run_p(be, ct):
+            return poly.poly_eval(be, ct, unit, "power", (-1.0, 1.0), multiplier=b, section="relu")
+
+        return run_p, poly.poly_depth(deg, "power", (-1.0, 1.0)), (
+            f"degree-{deg} minimax on [-{b:.3g}, {b:.3g}] (input pre-divided by the range)")
     if mode == "poly":
         def run(be, ct):
             return poly.relu_poly(be, ct, deg, b, section="relu")
