@@ -33,7 +33,7 @@ torch.Size([3, 5])
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -42,11 +42,11 @@ from torch import nn
 from ..errors import ShapeError
 
 __all__ = [
-    "ConvAutoencoder",
-    "LatentMapper",
-    "Generator",
-    "Discriminator",
     "TCNNIMU",
+    "ConvAutoencoder",
+    "Discriminator",
+    "Generator",
+    "LatentMapper",
     "channel_kernel_for",
 ]
 
@@ -113,7 +113,7 @@ class ConvAutoencoder(nn.Module):
         h = x.unsqueeze(1)
         if self.t_pad or self.c_pad:
             h = F.pad(h, (0, self.c_pad, 0, self.t_pad), mode="replicate")
-        return self.encoder(h)
+        return self.encoder(h.contiguous(memory_format=torch.channels_last))
 
     def decode(self, code: torch.Tensor) -> torch.Tensor:
         out = self.decoder(code)
@@ -187,7 +187,7 @@ class Generator(nn.Module):
             c = c - self.code_means[source]
         return c + self.mapper(z, condition)
 
-    def forward(self, x, z, *, condition=None, source=None) -> torch.Tensor:  # noqa: D102
+    def forward(self, x, z, *, condition=None, source=None) -> torch.Tensor:
         return self.ae.decode(self.code(x, z, condition=condition, source=source))
 
 
@@ -220,7 +220,8 @@ class Discriminator(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_input(x, self.window, self.n_channels, "Discriminator")
-        return self.fc(self.features(x.unsqueeze(1)).flatten(1)).squeeze(1)
+        h = (2.0 * x.unsqueeze(1) - 1.0).contiguous(memory_format=torch.channels_last)
+        return self.fc(self.features(h).flatten(1)).squeeze(1)
 
     def prob(self, x: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self(x))
@@ -243,7 +244,8 @@ class _Branch(nn.Module):
         self.fc = nn.Sequential(nn.Linear(n, fc), nn.ReLU())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.features(x).flatten(1))
+        h = self.features(x.contiguous(memory_format=torch.channels_last))
+        return self.fc(h.flatten(1))
 
 
 class TCNNIMU(nn.Module):
@@ -275,5 +277,7 @@ class TCNNIMU(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_input(x, self.window, sum(self.device_channels), "TCNNIMU")
-        parts = torch.split(x.unsqueeze(1), self.device_channels, dim=3)
+        # [0, 1] windows are centred to [-1, 1]: all-positive inputs leave ReLU networks
+        # stuck at chance level for several epochs
+        parts = torch.split(2.0 * x.unsqueeze(1) - 1.0, self.device_channels, dim=3)
         return self.head(torch.cat([b(p) for b, p in zip(self.branches, parts)], dim=1))

@@ -36,11 +36,16 @@ WINDOW = 1408
 
 @dataclasses.dataclass
 class ApneaConfig:
-    """Architecture and training settings (the defaults fit N=16384, depth 8, 128-bit)."""
+    """Architecture and training settings (the defaults fit N=16384, depth 8, 128-bit).
+
+    Measured on synthetic ECG (effect 2, 1200 training windows, 300 of unseen subjects): first
+    kernel 8 -> 0.68 accuracy, 16 -> 0.73 (the default); PolyReLU degree 4 -> 0.77 but needs
+    10 levels (N=32768).
+    """
 
     window: int = WINDOW
     channels: int = 4
-    kernel1: int = 8
+    kernel1: int = 16
     stride1: int = 4
     kernel2: int = 8
     stride2: int = 4
@@ -57,6 +62,8 @@ class ApneaConfig:
     lr: float = 3e-3
     weight_decay: float = 1e-4
     seed: int = 0
+    #: calibrated bound = largest training activation x margin (unseen subjects reach ~15% more)
+    calibration_margin: float = 1.25
 
     def __post_init__(self) -> None:
         if self.blocks not in (1, 2, 3):
@@ -142,7 +149,7 @@ class ApneaDetector(PrivateModel):
         for epoch in range(total):
             if epoch == self.config.epochs:
                 # freeze the approximations' input ranges at what the data shows
-                pnn.calibrate(self.model, xt)
+                pnn.calibrate(self.model, xt, margin=self.config.calibration_margin)
                 for g in opt.param_groups:
                     g["lr"] = self.config.lr / 5
             self.model.train()
@@ -165,7 +172,7 @@ class ApneaDetector(PrivateModel):
             bar.update(1)
         bar.close()
         if self.config.finetune_epochs == 0:
-            pnn.calibrate(self.model, xt)
+            pnn.calibrate(self.model, xt, margin=self.config.calibration_margin)
         self.model.eval()
         self._program = None
         self._eval_model = None

@@ -22,29 +22,30 @@ from __future__ import annotations
 import csv
 import dataclasses
 import re
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
 from ..errors import DataFormatError, ParameterError
 
 __all__ = [
-    "Recording",
+    "LARA_CLASSES",
+    "LARA_COLUMNS",
+    "MOTIONSENSE_ACTIVITIES",
+    "MOTIONSENSE_COLUMNS",
+    "SYNTHETIC_ACTIVITIES",
     "IMUDataset",
     "MinMaxNormaliser",
+    "Recording",
+    "load_imu",
     "make_windows",
+    "read_lara",
+    "read_motionsense",
     "split_recordings",
     "split_subjects",
     "synthetic_imu",
-    "read_motionsense",
-    "read_lara",
-    "load_imu",
-    "MOTIONSENSE_COLUMNS",
-    "MOTIONSENSE_ACTIVITIES",
-    "LARA_COLUMNS",
-    "LARA_CLASSES",
-    "SYNTHETIC_ACTIVITIES",
 ]
 
 
@@ -98,11 +99,11 @@ class IMUDataset:
 
     @property
     def n_subjects(self) -> int:
-        return int(len(np.unique(self.subject)))
+        return len(np.unique(self.subject))
 
     @property
     def n_activities(self) -> int:
-        return int(len(np.unique(self.activity)))
+        return len(np.unique(self.activity))
 
     def subset(self, index: np.ndarray | Sequence[int]) -> IMUDataset:
         """The windows at ``index`` (boolean mask or integer indices)."""
@@ -178,7 +179,7 @@ def make_windows(
     """
     if window < 2 or step < 1:
         raise ParameterError(f"window must be >= 2 and step >= 1, got window={window}, step={step}")
-    drop = set(int(d) for d in drop_labels)
+    drop = {int(d) for d in drop_labels}
     n_labels = max(len(activity_names), 1)
     xs, acts, subs, recs, names = [], [], [], [], []
     for rec in recordings:
@@ -239,7 +240,7 @@ def split_recordings(
         recs = groups[key]
         if len(recs) < 2:
             continue
-        n_test = min(len(recs) - 1, max(1, int(round(test_fraction * len(recs)))))
+        n_test = min(len(recs) - 1, max(1, round(test_fraction * len(recs))))
         test_recs.update(rng.permutation(recs)[:n_test].tolist())
     is_test = np.isin(ds.recording, list(test_recs))
     if not is_test.any() or is_test.all():
@@ -296,14 +297,14 @@ def _activity_shape(name: str) -> dict[str, np.ndarray]:
 
 def _subject_signature(rng: np.random.Generator, n_devices: int, s: float) -> dict[str, Any]:
     return {
-        "cadence": float(np.clip(1.0 + 0.10 * s * rng.normal(), 0.7, 1.4)),
-        "amp": float(np.exp(0.20 * s * rng.normal())),
-        "harm_gain": np.exp(0.45 * s * rng.normal(size=(3, _N_HARM))),
-        "harm_phase": 0.7 * s * rng.normal(size=(3, _N_HARM)),
-        "asym_amp": float(0.15 * s * rng.normal()),
-        "asym_phase": float(0.3 * s * rng.normal()),
-        "bias": 0.08 * s * rng.normal(size=(n_devices, 6)),
-        "rot": [_rotation(rng, 12.0 * s) for _ in range(n_devices)],
+        "cadence": float(np.clip(1.0 + 0.12 * s * rng.normal(), 0.7, 1.4)),
+        "amp": float(np.exp(0.25 * s * rng.normal())),
+        "harm_gain": np.exp(0.5 * s * rng.normal(size=(3, _N_HARM))),
+        "harm_phase": 0.8 * s * rng.normal(size=(3, _N_HARM)),
+        "asym_amp": float(0.2 * s * rng.normal()),
+        "asym_phase": float(0.4 * s * rng.normal()),
+        "bias": 0.12 * s * rng.normal(size=(n_devices, 6)),
+        "rot": [_rotation(rng, 15.0 * s) for _ in range(n_devices)],
         "noise": float(0.02 * np.exp(0.4 * s * rng.normal())),
         "sway": float(0.03 * np.exp(0.5 * s * rng.normal())),
     }
@@ -384,7 +385,7 @@ def synthetic_imu(
     acts = names[:n_activities]
     rng = np.random.default_rng(seed)
     sigs = [_subject_signature(rng, n_devices, identity_strength) for _ in range(n_subjects)]
-    n = int(round(seconds * sample_rate))
+    n = round(seconds * sample_rate)
     recs = []
     for s in range(n_subjects):
         for a, act in enumerate(acts):

@@ -14,7 +14,7 @@ Opacus cannot compute - each by qualified name, with the fix.
 
 >>> sigma_eps = compute_epsilon(noise_multiplier=1.0, sample_rate=0.01, steps=1000, delta=1e-5)
 >>> round(sigma_eps.epsilon, 1), sigma_eps.accountant
-(2.3, 'prv')
+(1.8, 'prv')
 """
 
 from __future__ import annotations
@@ -338,7 +338,7 @@ def check_module(module: nn.Module, *, grad_sample_mode: str = "hooks") -> None:
 class DPConfig:
     """How to train with DP-SGD: exactly one of ``target_epsilon`` / ``noise_multiplier``.
 
-    ``delta=None`` means 1/N (N = training-set size), the paper's choice; note that delta >= 1/N
+    ``delta=None`` means 1/N (N = training-set size), the paper's choice; a delta above 1/N
     permits releasing a whole record and is flagged.
     """
 
@@ -561,10 +561,10 @@ def make_private(
         n_data = len(data_loader.dataset)
     except TypeError:
         n_data = None
-    if n_data and delta >= 1.0 / n_data:
+    if n_data and delta > 1.0 / n_data:
         warns.append(
-            f"delta={delta:.3g} >= 1/N={1.0 / n_data:.3g}: such a delta allows publishing a whole "
-            "record; use delta < 1/N"
+            f"delta={delta:.3g} > 1/N={1.0 / n_data:.3g}: such a delta allows publishing whole "
+            "records; use delta <= 1/N (ideally much smaller)"
         )
     if not poisson_sampling:
         warns.append(
@@ -579,11 +579,13 @@ def make_private(
     else:
         sigma = float(noise_multiplier)  # type: ignore[arg-type]
 
-    engine = PrivacyEngine(accountant=accountant)
     try:
         with warnings.catch_warnings():
+            # Opacus' "Secure RNG turned off" notice: privkit, like Opacus by default, uses torch's
+            # ordinary RNG for the noise (fine for research; see docs/dp.md)
             warnings.filterwarnings("ignore", message=".*Secure RNG turned off.*")
             warnings.filterwarnings("ignore", category=UserWarning, module="opacus.*")
+            engine = PrivacyEngine(accountant=accountant)
             mod, opt, dl = engine.make_private(
                 module=module, optimizer=optimizer, data_loader=data_loader,
                 noise_multiplier=sigma, max_grad_norm=max_grad_norm,

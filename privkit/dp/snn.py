@@ -136,10 +136,11 @@ class LIFNeuron(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         tau = self.tau(x)
-        mem = torch.zeros_like(x[..., 0])
+        steps = x.unbind(-1)  # one backward node for all steps (x[..., t] would zero-fill T times)
+        mem = torch.zeros_like(steps[0])
         out = []
-        for t in range(x.shape[-1]):
-            spk, mem = LIFStep.apply(x[..., t], mem, tau, self.threshold, self.width)
+        for xt in steps:
+            spk, mem = LIFStep.apply(xt, mem, tau, self.threshold, self.width)
             out.append(spk)
         return torch.stack(out, dim=-1)
 

@@ -58,6 +58,12 @@ _EXPORTS: dict[str, str] = {
     "apply_sparse_chain": "dft",
     "DFTPlan": "dft",
     # linear.py
+    "linear_dft": "linear",
+    "linear_diag": "linear",
+    "linear_ref": "linear",
+    "linear_depth": "linear",
+    "linear_method": "linear",
+    "required_rotations_linear": "linear",
     # packed.py (channel-packed, gapped layouts: what the compiler chains)
     "PackedLayout": "packed",
     "conv1d_packed": "packed",
