@@ -339,3 +339,17 @@ def test_exact_zero_results_stay_encrypted_zeros(backend):
         assert_close_encrypted(k.decrypt(ct), np.zeros(3), P, depth=1)
     assert z2.level == P.depth - 1 and z4.level == P.depth - 1
     assert_close_encrypted(k.decrypt(be.add(z2, a)), x, P, depth=1)
+
+
+@given(xy=vector_pairs(max_len=30))
+@settings(max_examples=10)
+def test_mul_plain_sum_rescales_once(keys, xy):
+    x, y = xy
+    be = keys.backend
+    a, b = keys.encrypt(x), be.mul(keys.encrypt(y), keys.encrypt(y))  # different levels: aligned
+    before = be.counter.snapshot()
+    out = be.mul_plain_sum([(a, y), (b, x), (a, 0.5)])
+    after = be.counter.total
+    assert after.pt_mults - before.pt_mults == 3 and after.rescales - before.rescales == 1
+    assert out.level == b.level - 1
+    assert_close_encrypted(keys.decrypt(out), x * y + y * y * x + 0.5 * x, P, depth=2)

@@ -225,16 +225,16 @@ def conv1d_packed(backend: Backend, ct: Ciphertext, weight: np.ndarray, bias: np
         rotated = {}
         acc = None
         for d in deltas:
-            part = None
+            terms = []
             for k, step in enumerate(baby):
                 if (d, k) not in masks:
                     continue
                 if k not in rotated:
                     rotated[k] = backend.rotate(x, step) if step else x
-                term = backend.mul_plain(rotated[k], masks[(d, k)])
-                part = term if part is None else backend.add(part, term)
-            if part is None:
+                terms.append((rotated[k], masks[(d, k)]))
+            if not terms:
                 continue
+            part = backend.mul_plain_sum(terms)  # one rescale per giant step
             if d:
                 part = backend.rotate(part, d * layout.block)
             acc = part if acc is None else backend.add(acc, part)
