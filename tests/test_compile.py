@@ -19,7 +19,7 @@ from privkit.errors import (
     ShapeError,
     UnsupportedLayerError,
 )
-from privkit.fhe import CKKSParams, KeySet
+from privkit.fhe import KeySet
 from privkit.testing import assert_close_encrypted
 
 
