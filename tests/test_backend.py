@@ -353,3 +353,16 @@ def test_mul_plain_sum_rescales_once(keys, xy):
     assert after.pt_mults - before.pt_mults == 3 and after.rescales - before.rescales == 1
     assert out.level == b.level - 1
     assert_close_encrypted(keys.decrypt(out), x * y + y * y * x + 0.5 * x, P, depth=2)
+
+
+def test_in_process_bundle_shares_key_objects_instead_of_copying():
+    """Memory: a bundle made in this process serialises its Galois keys only on demand and its
+    server backend shares the client's key objects (N=32768 key sets are several GB)."""
+    k = KeySet.generate(P, backend="seal", rotations=[1, 2])
+    bundle = k.public_bundle()
+    assert bundle.backend._galois is k.backend._galois
+    assert not bundle.backend.can_decrypt
+    assert set(bundle.sizes()) == {"public_key", "relin_keys", "galois_keys"}
+    server = PublicBundle.from_bytes(bundle.to_bytes()).backend
+    ct = server.deserialize_ciphertext(k.encrypt([1.0, 2.0, 3.0]).to_bytes())
+    assert_close_encrypted(k.decrypt(server.rotate(ct, 1)), np.array([2.0, 3.0, 0.0]), P, depth=0)

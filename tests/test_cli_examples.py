@@ -67,3 +67,9 @@ def test_apnea_client_server_example_real_encryption(tmp_path):
              "--workdir", str(tmp_path / "work")], tmp_path, timeout=1200)
     assert r.returncode == 0, r.stdout + r.stderr[-2000:]
     assert "matches plaintext" in r.stdout
+
+
+def test_box_conv_digits_example_smoke(tmp_path):
+    r = run([sys.executable, str(ROOT / "examples" / "box_conv_digits.py"), "--smoke"], tmp_path)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert "%" in r.stdout  # the accuracy table

@@ -81,14 +81,32 @@ class PublicBundle:
         rotation_steps: Sequence[int],
         conjugation: bool,
         blobs: dict[str, bytes],
+        *,
+        live: dict[str, Any] | None = None,
     ) -> None:
         self.params = params
         self.backend_name = backend_name
         self.key_id = key_id
         self.rotation_steps = tuple(rotation_steps)
         self.conjugation = conjugation
-        self._blobs = dict(blobs)
+        self._eager = dict(blobs)
+        # in-memory SEAL key objects of a bundle made in this process: serialised only when bytes
+        # are asked for, and shared (not copied) by an in-process server backend. At N=32768 a
+        # program's Galois keys are several GB, so holding them once instead of three times
+        # (client objects, bundle bytes, server copy) decides whether it fits in memory.
+        self._live = {k: v for k, v in (live or {}).items() if v is not None}
         self._backend: Backend | None = None
+
+    @property
+    def _blobs(self) -> dict[str, bytes]:
+        """Serialised keys (the live ones are serialised on each call, not kept)."""
+        if not self._live:
+            return self._eager
+        from .seal import seal_save
+
+        out = dict(self._eager)
+        out.update({k: seal_save(v) for k, v in self._live.items()})
+        return out
 
     def fingerprint(self) -> str:
         """Identifies the key set (and so which ciphertexts this bundle can evaluate)."""
@@ -112,11 +130,12 @@ class PublicBundle:
         from .seal import SealBackend, _context_for, seal_load
 
         ctx = _context_for(self.params).context
-        pk = seal_load(PublicKey, ctx, self._blobs["public_key"])
-        rk = seal_load(RelinKeys, ctx, self._blobs["relin_keys"])
-        gk = None
-        if "galois_keys" in self._blobs:
-            gk = seal_load(GaloisKeys, ctx, self._blobs["galois_keys"])
+        blobs = self._eager
+        pk = seal_load(PublicKey, ctx, blobs["public_key"])
+        rk = self._live.get("relin_keys") or seal_load(RelinKeys, ctx, blobs["relin_keys"])
+        gk = self._live.get("galois_keys")
+        if gk is None and "galois_keys" in blobs:
+            gk = seal_load(GaloisKeys, ctx, blobs["galois_keys"])
         return SealBackend(
             self.params, self.key_id, pk, rk, gk, self.rotation_steps, self.conjugation
         )
@@ -125,13 +144,14 @@ class PublicBundle:
         """A SEAL bundle's key id is the hash of its public key: refuse one that disagrees."""
         if self.backend_name != "seal":
             return
-        missing = {"public_key", "relin_keys"} - set(self._blobs)
+        missing = {"public_key", "relin_keys"} - set(self._eager) - set(self._live)
         if missing:
             raise EnvelopeError(f"public bundle lacks {sorted(missing)}")
-        if _seal_key_id(self._blobs["public_key"]) != self.key_id:
+        got = _seal_key_id(self._eager["public_key"])
+        if got != self.key_id:
             raise EnvelopeError(
                 f"public bundle claims key id {self.key_id[:16]} but its public key hashes to "
-                f"{_seal_key_id(self._blobs['public_key'])[:16]}: the bundle was altered"
+                f"{got[:16]}: the bundle was altered"
             )
 
     def to_envelope(self, *, sign_with: Any = None) -> bytes:
@@ -167,6 +187,7 @@ class PublicBundle:
         return {k: len(v) for k, v in self._blobs.items()}
 
     def to_bytes(self) -> bytes:
+        blobs = self._blobs  # serialises live keys once
         header = json.dumps(
             {
                 "params": self.params.to_dict(),
@@ -174,11 +195,11 @@ class PublicBundle:
                 "key_id": self.key_id,
                 "rotations": list(self.rotation_steps),
                 "conjugation": self.conjugation,
-                "blobs": {k: len(v) for k, v in self._blobs.items()},
+                "blobs": {k: len(v) for k, v in blobs.items()},
             }
         ).encode()
         parts = [self._MAGIC, struct.pack("<I", len(header)), header]
-        parts += [self._blobs[k] for k in sorted(self._blobs)]
+        parts += [blobs[k] for k in sorted(blobs)]
         return b"".join(parts)
 
     @classmethod
@@ -288,15 +309,15 @@ class KeySet:
             [2 * params.poly_degree - 1] if conjugation else []
         )
         gk = None
-        blobs = {"public_key": seal_save(pk), "relin_keys": seal_save(rk)}
+        blobs = {"public_key": seal_save(pk)}
         if elts:
             gk = sealapi.GaloisKeys()
             keygen.create_galois_keys(sorted(set(elts)), gk)
-            blobs["galois_keys"] = seal_save(gk)
         key_id = _seal_key_id(blobs["public_key"])
         be = SealBackend(params, key_id, pk, rk, gk, steps, conjugation)
         be._attach_secret(sk)
-        bundle = PublicBundle(params, "seal", key_id, steps, conjugation, blobs)
+        bundle = PublicBundle(params, "seal", key_id, steps, conjugation, blobs,
+                              live={"relin_keys": rk, "galois_keys": gk})
         return cls(params, be, bundle, secret=sk)
 
     # -- client operations ---------------------------------------------------------------------

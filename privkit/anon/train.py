@@ -1,0 +1,441 @@
+"""Training pipeline of the IMU anonymiser: autoencoder, judges, GAN per strategy.
+
+Stages (each seeded, with a tqdm progress bar on stderr, early stopping on a validation split
+and an optional checkpoint):
+
+1. :func:`pretrain_autoencoder` - denoising autoencoder (Gaussian input noise, MSE), cosine
+   learning-rate schedule, best validation MSE kept.
+2. :func:`train_classifier` - the tCNN-IMU ReID judge (subjects) and HAR judge (activities),
+   trained on real windows, best validation accuracy kept, then frozen.
+3. :func:`train_gan` - the encoder frozen; the decoder, the latent mapper and the discriminator
+   train with the strategy's generator loss (the paper's, :func:`generator_loss`):
+
+   * ``ag``:  ``L_G = BCE(D[X'], 1) * (m * p_ReID(y | X') + b)``, ``m + b = 1``;
+   * ``acg``: the same, the mapper also gets the subject embedding;
+   * ``dfi``: ``C = (C_x - mean code of the source) + C_z(z, target)``,
+     ``L_G = BCE(D[X'], 1) * CE(ReID[X'], target)``.
+
+   Beyond the paper, two switchable terms (both off when their weight is 0):
+   ``utility_weight`` adds ``CE(U[X'], activity)`` for an auxiliary activity critic U, trained
+   on real data *separately from the HAR judge* (the generator never sees the HAR judge's
+   gradients); ``adaptive_weight`` adds the mean probability of the true subject under an
+   *online attacker*, a ReID network retrained on the generator's own outputs at every step, so
+   the generator cannot merely fool one frozen network (the weakness a retrained attacker
+   exposes). Early stopping keeps the GAN state with the best validation score
+   ``HAR(X')/HAR(X) - privacy``, privacy being the frozen ReID's accuracy above chance
+   (normalised) for ``ag``/``acg`` and ``1 - transfer rate`` for ``dfi``.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..api import load_state, save_state
+from ..errors import ParameterError
+from .networks import TCNNIMU, ConvAutoencoder, Discriminator, Generator, LatentMapper
+
+__all__ = [
+    "STRATEGIES",
+    "AnonConfig",
+    "build_generator",
+    "compute_code_means",
+    "generate",
+    "generator_loss",
+    "predict",
+    "pretrain_autoencoder",
+    "random_targets",
+    "train_classifier",
+    "train_gan",
+]
+
+log = logging.getLogger(__name__)
+
+STRATEGIES = ("ag", "acg", "dfi")
+
+
+@dataclasses.dataclass
+class AnonConfig:
+    """Every knob of the anonymiser (architecture and training)."""
+
+    # generator (autoencoder + latent mapper)
+    ae_channels: tuple[int, int, int] = (16, 32, 64)
+    bottleneck: int = 64
+    kernel: int = 4
+    channel_kernel: int | str = "auto"
+    dropout: float = 0.1
+    z_dim: int = 32
+    embed_dim: int = 16
+    mapper_hidden: tuple[int, ...] = (128, 256)
+    disc_channels: tuple[int, int, int] = (16, 32, 64)
+    # judges (tCNN-IMU)
+    judge_filters: int = 64
+    judge_kernel: int = 5
+    judge_fc: int = 128
+    # training
+    batch_size: int = 64
+    ae_epochs: int = 20
+    ae_lr: float = 1e-3
+    ae_noise: float = 0.05
+    judge_epochs: int = 15
+    judge_lr: float = 1e-3
+    gan_epochs: int = 20
+    gen_lr: float = 2e-4
+    disc_lr: float = 2e-4
+    lr_decay: float = 0.97
+    ag_m: float = 0.9
+    # beyond the paper (0 = off)
+    utility_weight: float = 0.0
+    adaptive_weight: float = 0.0
+    # early stopping / bookkeeping
+    val_fraction: float = 0.15
+    patience: int = 5
+    seed: int = 0
+    progress: bool = True
+    checkpoint_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.ag_m <= 1.0:
+            raise ParameterError(f"ag_m must be in [0, 1] (b = 1 - m), got {self.ag_m}")
+        if self.batch_size < 2:
+            raise ParameterError(f"batch_size must be >= 2 (batch norm), got {self.batch_size}")
+        if not 0.0 < self.val_fraction < 0.5:
+            raise ParameterError(f"val_fraction must be in (0, 0.5), got {self.val_fraction}")
+        self.ae_channels = tuple(self.ae_channels)  # type: ignore[assignment]
+        self.disc_channels = tuple(self.disc_channels)  # type: ignore[assignment]
+        self.mapper_hidden = tuple(self.mapper_hidden)
+
+    @property
+    def ag_b(self) -> float:
+        return 1.0 - self.ag_m
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: (list(v) if isinstance(v, tuple) else v)
+                for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> AnonConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items()
+                      if k in names})
+
+
+# --------------------------------------------------------------------------------------------
+# helpers
+# --------------------------------------------------------------------------------------------
+
+
+def _batches(n: int, batch: int, gen: torch.Generator, drop_last: bool = True):
+    perm = torch.randperm(n, generator=gen)
+    stop = n - n % batch if (drop_last and n >= batch) else n
+    for i in range(0, stop, batch):
+        idx = perm[i:i + batch]
+        if len(idx) >= 2:
+            yield idx
+
+
+def _bar(total: int, desc: str, cfg: AnonConfig):
+    return tqdm(total=total, desc=desc, disable=not cfg.progress, leave=False, dynamic_ncols=True)
+
+
+def _ckpt(cfg: AnonConfig, name: str) -> Path | None:
+    return Path(cfg.checkpoint_dir) / f"{name}.pt" if cfg.checkpoint_dir else None
+
+
+def _maybe_resume(cfg: AnonConfig, name: str, module: nn.Module) -> bool:
+    path = _ckpt(cfg, name)
+    if path is None or not path.is_file():
+        return False
+    module.load_state_dict(load_state(path, "anon-checkpoint")["module"])
+    log.info("resumed %s from %s", name, path)
+    return True
+
+
+def _save_ckpt(cfg: AnonConfig, name: str, module: nn.Module, **extra: Any) -> None:
+    path = _ckpt(cfg, name)
+    if path is not None:
+        save_state(path, "anon-checkpoint", {"module": module.state_dict(), **extra})
+
+
+@torch.no_grad()
+def predict(net: nn.Module, x: torch.Tensor, batch: int = 512) -> np.ndarray:
+    """Class predictions of a classifier (eval mode restored afterwards)."""
+    was = net.training
+    net.eval()
+    out = torch.cat([net(x[i:i + batch]).argmax(1) for i in range(0, len(x), batch)])
+    net.train(was)
+    return out.cpu().numpy()
+
+
+def random_targets(source: np.ndarray | torch.Tensor, n_subjects: int,
+                   gen: torch.Generator | None = None) -> torch.Tensor:
+    """A target subject for every window, uniformly among the subjects other than its source."""
+    src = torch.as_tensor(np.asarray(source), dtype=torch.long)
+    if n_subjects < 2:
+        raise ParameterError("identity transfer needs at least two subjects")
+    shift = torch.randint(1, n_subjects, src.shape, generator=gen)
+    return (src + shift) % n_subjects
+
+
+# --------------------------------------------------------------------------------------------
+# stage 1: autoencoder
+# --------------------------------------------------------------------------------------------
+
+
+def pretrain_autoencoder(ae: ConvAutoencoder, x_train: torch.Tensor, x_val: torch.Tensor,
+                         cfg: AnonConfig) -> list[float]:
+    """Denoising pre-training (MSE to the clean window); returns validation MSE per epoch."""
+    if _maybe_resume(cfg, "autoencoder", ae):
+        return []
+    gen = torch.Generator().manual_seed(cfg.seed + 1)
+    opt = torch.optim.Adam(ae.parameters(), lr=cfg.ae_lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(cfg.ae_epochs, 1))
+    best, best_state, history, bad = math.inf, copy.deepcopy(ae.state_dict()), [], 0
+    bar = _bar(cfg.ae_epochs, "autoencoder", cfg)
+    for _ in range(cfg.ae_epochs):
+        ae.train()
+        for idx in _batches(len(x_train), cfg.batch_size, gen):
+            xb = x_train[idx]
+            noisy = (xb + cfg.ae_noise * torch.randn(xb.shape, generator=gen)).clamp(0, 1)
+            loss = F.mse_loss(ae(noisy), xb)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        sched.step()
+        ae.eval()
+        with torch.no_grad():
+            val = float(F.mse_loss(ae(x_val), x_val))
+        history.append(val)
+        bar.update(1)
+        bar.set_postfix(val_mse=f"{val:.4g}")
+        if val < best - 1e-7:
+            best, best_state, bad = val, copy.deepcopy(ae.state_dict()), 0
+        else:
+            bad += 1
+            if bad >= cfg.patience:
+                break
+    bar.close()
+    ae.load_state_dict(best_state)
+    ae.eval()
+    _save_ckpt(cfg, "autoencoder", ae)
+    return history
+
+
+# --------------------------------------------------------------------------------------------
+# stage 2: judges
+# --------------------------------------------------------------------------------------------
+
+
+def train_classifier(net: TCNNIMU, x_train: torch.Tensor, y_train: torch.Tensor,
+                     x_val: torch.Tensor, y_val: torch.Tensor, cfg: AnonConfig, *,
+                     name: str, epochs: int | None = None, seed_offset: int = 0) -> list[float]:
+    """Train a tCNN-IMU classifier with cross-entropy; keeps the best validation accuracy."""
+    if _maybe_resume(cfg, name, net):
+        return []
+    epochs = cfg.judge_epochs if epochs is None else epochs
+    gen = torch.Generator().manual_seed(cfg.seed + 100 + seed_offset)
+    opt = torch.optim.Adam(net.parameters(), lr=cfg.judge_lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(epochs, 1))
+    best, best_state, history, bad = -1.0, copy.deepcopy(net.state_dict()), [], 0
+    bar = _bar(epochs, name, cfg)
+    for _ in range(epochs):
+        net.train()
+        for idx in _batches(len(x_train), cfg.batch_size, gen):
+            loss = F.cross_entropy(net(x_train[idx]), y_train[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        sched.step()
+        acc = float((torch.as_tensor(predict(net, x_val)) == y_val).float().mean())
+        history.append(acc)
+        bar.update(1)
+        bar.set_postfix(val_acc=f"{acc:.3f}")
+        if acc > best:
+            best, best_state, bad = acc, copy.deepcopy(net.state_dict()), 0
+        else:
+            bad += 1
+            if bad >= cfg.patience:
+                break
+    bar.close()
+    net.load_state_dict(best_state)
+    net.eval()
+    _save_ckpt(cfg, name, net)
+    return history
+
+
+# --------------------------------------------------------------------------------------------
+# stage 3: GAN
+# --------------------------------------------------------------------------------------------
+
+
+def build_generator(ae: ConvAutoencoder, strategy: str, n_subjects: int,
+                    cfg: AnonConfig) -> Generator:
+    """The generator for ``strategy``: subject embedding for ``acg`` (source) and ``dfi``
+    (target); code means for ``dfi``."""
+    if strategy not in STRATEGIES:
+        raise ParameterError(f"unknown strategy {strategy!r}; choose one of {STRATEGIES}")
+    mapper = LatentMapper(ae.code_shape, z_dim=cfg.z_dim,
+                          n_subjects=n_subjects if strategy in ("acg", "dfi") else None,
+                          embed_dim=cfg.embed_dim, hidden=cfg.mapper_hidden)
+    return Generator(ae, mapper, n_subjects)
+
+
+@torch.no_grad()
+def compute_code_means(gen: Generator, x: torch.Tensor, subject: torch.Tensor,
+                       n_subjects: int) -> None:
+    """Store each subject's mean encoder code in ``gen.code_means`` (for ``dfi``)."""
+    gen.ae.eval()
+    codes = torch.cat([gen.ae.encode(x[i:i + 512]) for i in range(0, len(x), 512)])
+    means = torch.zeros(n_subjects, *codes.shape[1:])
+    for s in range(n_subjects):
+        m = subject == s
+        if m.any():
+            means[s] = codes[m].mean(0)
+    gen.code_means.copy_(means)
+
+
+def generator_loss(strategy: str, d_logits: torch.Tensor, reid_logits: torch.Tensor,
+                   label: torch.Tensor, cfg: AnonConfig) -> torch.Tensor:
+    """The paper's generator loss. ``label`` is the true subject (``ag``/``acg``) or the target
+    subject (``dfi``)."""
+    adv = F.binary_cross_entropy_with_logits(d_logits, torch.ones_like(d_logits),
+                                             reduction="none")
+    if strategy == "dfi":
+        return (adv * F.cross_entropy(reid_logits, label, reduction="none")).mean()
+    p = F.softmax(reid_logits, dim=1).gather(1, label[:, None]).squeeze(1)
+    return (adv * (cfg.ag_m * p + cfg.ag_b)).mean()
+
+
+def generate(gen: Generator, strategy: str, x: torch.Tensor, subject: torch.Tensor,
+             target: torch.Tensor | None, g: torch.Generator) -> torch.Tensor:
+    """X' for ``strategy``: ``ag`` ignores the subject, ``acg`` conditions on it, ``dfi``
+    subtracts the source's mean code and conditions on ``target``; z ~ N(0, I) from ``g``."""
+    z = torch.randn(len(x), gen.z_dim, generator=g)
+    if strategy == "ag":
+        return gen(x, z)
+    if strategy == "acg":
+        return gen(x, z, condition=subject)
+    return gen(x, z, condition=target, source=subject)
+
+
+def _freeze(net: nn.Module) -> None:
+    net.eval()
+    for p in net.parameters():
+        p.requires_grad_(False)
+
+
+def train_gan(
+    gen: Generator,
+    disc: Discriminator,
+    reid: TCNNIMU,
+    strategy: str,
+    x_train: torch.Tensor,
+    a_train: torch.Tensor,
+    s_train: torch.Tensor,
+    cfg: AnonConfig,
+    *,
+    validate: Callable[[Generator], dict[str, float]],
+    utility_critic: TCNNIMU | None = None,
+    attacker: TCNNIMU | None = None,
+) -> list[dict[str, float]]:
+    """Adversarial training of the generator against D and the frozen ReID judge.
+
+    ``validate(gen)`` returns at least ``score`` (higher is better); the best-scoring state is
+    kept (early stopping with ``cfg.patience``). Returns one dict per epoch (losses, the
+    validation numbers, seconds).
+    """
+    n_subjects = int(reid.n_classes)
+    _freeze(reid)
+    for p in gen.ae.encoder.parameters():
+        p.requires_grad_(False)
+    if utility_critic is not None:
+        _freeze(utility_critic)
+    g = torch.Generator().manual_seed(cfg.seed + 7)
+    gparams = [p for p in gen.parameters() if p.requires_grad]
+    opt_g = torch.optim.Adam(gparams, lr=cfg.gen_lr, betas=(0.5, 0.999))
+    opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.disc_lr, betas=(0.5, 0.999))
+    opt_a = (torch.optim.Adam(attacker.parameters(), lr=cfg.judge_lr)
+             if attacker is not None else None)
+    scheds = [torch.optim.lr_scheduler.ExponentialLR(o, cfg.lr_decay) for o in (opt_g, opt_d)]
+    best, best_state, bad, history = -math.inf, None, 0, []
+    bar = _bar(cfg.gan_epochs, f"gan[{strategy}]", cfg)
+    for epoch in range(cfg.gan_epochs):
+        t0 = time.perf_counter()
+        gen.train()
+        gen.ae.encoder.eval()  # frozen: no dropout, running BN statistics
+        disc.train()
+        sums = {"loss_d": 0.0, "loss_g": 0.0, "n": 0}
+        for idx in _batches(len(x_train), cfg.batch_size, g):
+            xb, sb = x_train[idx], s_train[idx]
+            tb = random_targets(sb, n_subjects, g) if strategy == "dfi" else None
+            fake = generate(gen, strategy, xb, sb, tb, g)
+            # discriminator step
+            d_real, d_fake = disc(xb), disc(fake.detach())
+            loss_d = (F.binary_cross_entropy_with_logits(d_real, torch.ones_like(d_real))
+                      + F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake)))
+            opt_d.zero_grad()
+            loss_d.backward()
+            opt_d.step()
+            # online attacker step (beyond the paper)
+            if attacker is not None and opt_a is not None:
+                attacker.train()
+                loss_a = F.cross_entropy(attacker(fake.detach()), sb)
+                opt_a.zero_grad()
+                loss_a.backward()
+                opt_a.step()
+            # generator step
+            label = tb if strategy == "dfi" else sb
+            loss_g = generator_loss(strategy, disc(fake), reid(fake), label, cfg)
+            if utility_critic is not None and cfg.utility_weight > 0:
+                loss_g = loss_g + cfg.utility_weight * F.cross_entropy(utility_critic(fake),
+                                                                       a_train[idx])
+            if attacker is not None and cfg.adaptive_weight > 0:
+                attacker.eval()
+                p = F.softmax(attacker(fake), 1).gather(1, sb[:, None]).mean()
+                loss_g = loss_g + cfg.adaptive_weight * p
+            opt_g.zero_grad()
+            loss_g.backward()
+            opt_g.step()
+            if attacker is not None:
+                attacker.zero_grad(set_to_none=True)
+            sums["loss_d"] += loss_d.item()
+            sums["loss_g"] += loss_g.item()
+            sums["n"] += 1
+        for s in scheds:
+            s.step()
+        gen.eval()
+        val = validate(gen)
+        rec = {"epoch": epoch, "loss_d": sums["loss_d"] / max(sums["n"], 1),
+               "loss_g": sums["loss_g"] / max(sums["n"], 1), **val,
+               "seconds": time.perf_counter() - t0}
+        history.append(rec)
+        bar.update(1)
+        bar.set_postfix({k: f"{v:.3f}" for k, v in val.items()})
+        log.info("gan[%s] epoch %d: %s", strategy, epoch, rec)
+        if val["score"] > best:
+            best, bad = val["score"], 0
+            best_state = (copy.deepcopy(gen.state_dict()), copy.deepcopy(disc.state_dict()))
+            _save_ckpt(cfg, f"gan_{strategy}", gen, epoch=epoch, score=best)
+        else:
+            bad += 1
+            if bad >= cfg.patience:
+                break
+    bar.close()
+    if best_state is not None:
+        gen.load_state_dict(best_state[0])
+        disc.load_state_dict(best_state[1])
+    gen.eval()
+    disc.eval()
+    return history

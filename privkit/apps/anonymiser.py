@@ -1,0 +1,422 @@
+"""IMUAnonymiser: a GAN around a convolutional autoencoder that removes (or transfers) identity
+from windowed IMU data while keeping the activity.
+
+>>> from privkit.data.imu import synthetic_imu, split_recordings, MinMaxNormaliser
+>>> ds = synthetic_imu(n_subjects=3, n_activities=2, trials=2, seconds=8, window=32, step=16)
+>>> train, test = split_recordings(ds, test_fraction=0.5)
+>>> norm = MinMaxNormaliser.fit(train.windows)
+>>> cfg = AnonConfig(ae_epochs=1, judge_epochs=1, gan_epochs=1, judge_filters=8,
+...                  progress=False)
+>>> model = IMUAnonymiser(strategy="dfi", config=cfg).fit(train.with_windows(
+...     norm.transform(train.windows)))
+>>> xa = model.anonymise(norm.transform(test.windows), source=test.subject, target=0)
+>>> xa.shape == test.windows.shape and float(xa.min()) >= 0.0
+True
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..anon.metrics import accuracy, mmd_rbf, transfer_rate, weighted_f1
+from ..anon.networks import TCNNIMU, ConvAutoencoder, Discriminator, Generator
+from ..anon.train import (
+    STRATEGIES,
+    AnonConfig,
+    build_generator,
+    compute_code_means,
+    generate,
+    predict,
+    pretrain_autoencoder,
+    random_targets,
+    train_classifier,
+    train_gan,
+)
+from ..api import PrivacyReport, PrivateModel
+from ..data.imu import IMUDataset, MinMaxNormaliser
+from ..errors import ParameterError, ShapeError
+
+__all__ = ["AnonConfig", "IMUAnonymiser"]
+
+log = logging.getLogger(__name__)
+
+
+def _labels(ds_or_x: Any, activity: Any, subject: Any,
+            device_channels: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[int, ...]]:
+    if isinstance(ds_or_x, IMUDataset):
+        return (ds_or_x.windows, ds_or_x.activity, ds_or_x.subject,
+                tuple(device_channels or ds_or_x.device_channels))
+    x = np.asarray(ds_or_x, dtype=np.float32)
+    if x.ndim != 3:
+        raise ShapeError(f"windows must be shaped (N, T, C), got {x.shape}")
+    if activity is None or subject is None:
+        raise ParameterError("pass activity and subject labels (or an IMUDataset)")
+    dc = tuple(device_channels) if device_channels else (x.shape[2],)
+    return x, np.asarray(activity), np.asarray(subject), dc
+
+
+class IMUAnonymiser(PrivateModel):
+    """Anonymise IMU windows with strategy ``"ag"``, ``"acg"`` or ``"dfi"`` (identity transfer).
+
+    Windows are ``(N, T, C)`` arrays scaled to [0, 1] (see
+    :class:`privkit.data.imu.MinMaxNormaliser`; a normaliser can be attached as ``normaliser``
+    and is saved with the model). ``device_channels`` (from an :class:`IMUDataset`) gives the
+    ReID/HAR judges one branch per body-worn device.
+    """
+
+    model_kind = "imu-anonymiser"
+
+    def __init__(self, strategy: str = "acg", config: AnonConfig | None = None,
+                 **overrides: Any) -> None:
+        if strategy not in STRATEGIES:
+            raise ParameterError(f"unknown strategy {strategy!r}; choose one of {STRATEGIES}")
+        self.strategy = strategy
+        self.config = dataclasses_replace(config or AnonConfig(), overrides)
+        self.normaliser: MinMaxNormaliser | None = None
+        self.data_spec: dict[str, Any] = {}
+        self.metrics_: dict[str, float] = {}
+        self.history_: dict[str, Any] = {}
+        self._fitted = False
+        self.utility_critic: TCNNIMU | None = None
+        self._train: tuple[np.ndarray, np.ndarray] | None = None  # (x, subject idx), not saved
+
+    # ---------------------------------------------------------------- shapes and labels
+    def _map(self, values: Any, known: np.ndarray, what: str) -> np.ndarray:
+        values = np.asarray(values).reshape(-1)
+        pos = {v: i for i, v in enumerate(known.tolist())}
+        try:
+            return np.array([pos[v] for v in values.tolist()], dtype=np.int64)
+        except KeyError as e:
+            raise ParameterError(
+                f"{what} {e.args[0]!r} was not seen in training; known: {known.tolist()}"
+            ) from None
+
+    def _build(self) -> None:
+        cfg = self.config
+        T, C, K, A = self.window, self.n_channels, len(self.subjects_), len(self.activities_)
+        self.ae_pretrained = ConvAutoencoder(C, T, channels=cfg.ae_channels, kernel=cfg.kernel,
+                                             channel_kernel=cfg.channel_kernel,
+                                             dropout=cfg.dropout, bottleneck=cfg.bottleneck)
+        self.generator: Generator = build_generator(copy.deepcopy(self.ae_pretrained),
+                                                    self.strategy, K, cfg)
+        self.discriminator = Discriminator(C, T, channels=cfg.disc_channels, kernel=cfg.kernel,
+                                           channel_kernel=cfg.channel_kernel)
+        self.reid = self._judge(K)
+        self.har = self._judge(A)
+
+    def _judge(self, n_classes: int) -> TCNNIMU:
+        cfg = self.config
+        return TCNNIMU(self.device_channels, self.window, n_classes, filters=cfg.judge_filters,
+                       kernel=cfg.judge_kernel, fc=cfg.judge_fc)
+
+    # ---------------------------------------------------------------- fit
+    def fit(self, windows: Any, activity: Any = None, subject: Any = None, *,
+            strategy: str | None = None, device_channels: Any = None,
+            reuse: IMUAnonymiser | None = None) -> IMUAnonymiser:
+        """Pre-train the autoencoder and the ReID/HAR judges, then train the GAN.
+
+        ``reuse``: a fitted anonymiser on the same data whose pre-trained autoencoder and judges
+        are copied instead of retrained (to compare strategies fairly and quickly).
+        """
+        if strategy is not None:
+            if strategy not in STRATEGIES:
+                raise ParameterError(f"unknown strategy {strategy!r}; choose one of {STRATEGIES}")
+            self.strategy = strategy
+        cfg = self.config
+        x, act, sub, dc = _labels(windows, activity, subject, device_channels)
+        if len(x) < 16:
+            raise ParameterError(f"too few windows to train on ({len(x)}; need at least 16)")
+        if x.min() < -1e-6 or x.max() > 1 + 1e-6:
+            raise ParameterError("windows must be scaled to [0, 1] (use MinMaxNormaliser)")
+        self.window, self.n_channels = int(x.shape[1]), int(x.shape[2])
+        self.device_channels = dc
+        if sum(dc) != self.n_channels:
+            raise ShapeError(f"device_channels {dc} do not sum to {self.n_channels} channels")
+        self.subjects_, self.activities_ = np.unique(sub), np.unique(act)
+        if len(self.subjects_) < 2:
+            raise ParameterError("need at least two subjects to anonymise")
+        s_idx = self._map(sub, self.subjects_, "subject")
+        a_idx = self._map(act, self.activities_, "activity")
+
+        torch.manual_seed(cfg.seed)
+        rng = np.random.default_rng(cfg.seed)
+        perm = rng.permutation(len(x))
+        n_val = max(2, round(cfg.val_fraction * len(x)))
+        va, tr = perm[:n_val], perm[n_val:]
+        X = torch.as_tensor(x, dtype=torch.float32)
+        S, A = torch.as_tensor(s_idx), torch.as_tensor(a_idx)
+        self._build()
+        t0 = time.perf_counter()
+        if reuse is not None:
+            if (reuse.window, reuse.n_channels, len(reuse.subjects_)) != (
+                    self.window, self.n_channels, len(self.subjects_)):
+                raise ParameterError("reuse: the other anonymiser was fitted on other shapes")
+            self.ae_pretrained.load_state_dict(reuse.ae_pretrained.state_dict())
+            self.reid.load_state_dict(reuse.reid.state_dict())
+            self.har.load_state_dict(reuse.har.state_dict())
+            self.history_ = {k: reuse.history_.get(k) for k in ("ae", "reid", "har")}
+        else:
+            self.history_ = {
+                "ae": pretrain_autoencoder(self.ae_pretrained, X[tr], X[va], cfg),
+                "reid": train_classifier(self.reid, X[tr], S[tr], X[va], S[va], cfg,
+                                         name="reid", seed_offset=1),
+                "har": train_classifier(self.har, X[tr], A[tr], X[va], A[va], cfg,
+                                        name="har", seed_offset=2),
+            }
+        self.ae_pretrained.eval()
+        self.reid.eval()
+        self.har.eval()
+        self.generator.ae.load_state_dict(self.ae_pretrained.state_dict())
+        K = len(self.subjects_)
+        compute_code_means(self.generator, X[tr], S[tr], K)
+
+        critic = attacker = None
+        if cfg.utility_weight > 0:
+            critic = getattr(reuse, "utility_critic", None)
+            if critic is None:
+                critic = self._judge(len(self.activities_))
+                train_classifier(critic, X[tr], A[tr], X[va], A[va], cfg,
+                                 name="utility_critic", seed_offset=3)
+        self.utility_critic = critic  # not saved: only training uses it
+        if cfg.adaptive_weight > 0:
+            attacker = self._judge(K)
+        har_real = accuracy(a_idx[va], predict(self.har, X[va]))
+        gval = torch.Generator().manual_seed(cfg.seed + 11)
+        t_val = random_targets(S[va], K, gval) if self.strategy == "dfi" else None
+
+        def validate(gen: Generator) -> dict[str, float]:
+            g = torch.Generator().manual_seed(cfg.seed + 12)
+            xa = self._run(X[va], S[va], t_val, g)
+            har = accuracy(a_idx[va], predict(self.har, xa)) / max(har_real, 1e-9)
+            pred = predict(self.reid, xa)
+            if self.strategy == "dfi":
+                rate = transfer_rate(t_val.numpy(), pred)
+                return {"har_ratio": har, "transfer": rate, "score": har - (1 - rate)}
+            chance = 1.0 / K
+            acc = accuracy(s_idx[va], pred)
+            priv = max(acc - chance, 0.0) / (1 - chance)
+            return {"har_ratio": har, "reid": acc, "score": har - priv}
+
+        self.history_["gan"] = train_gan(
+            self.generator, self.discriminator, self.reid, self.strategy, X[tr], A[tr], S[tr],
+            cfg, validate=validate, utility_critic=critic, attacker=attacker)
+        self.history_["seconds"] = time.perf_counter() - t0
+        self._train = (x, s_idx)
+        self._fitted = True
+        self.metrics_ = {}
+        return self
+
+    # ---------------------------------------------------------------- anonymise
+    @torch.no_grad()
+    def _run(self, x: torch.Tensor, s: torch.Tensor, t: torch.Tensor | None,
+             g: torch.Generator, batch: int = 512) -> torch.Tensor:
+        self.generator.eval()
+        out = [generate(self.generator, self.strategy, x[i:i + batch], s[i:i + batch],
+                        None if t is None else t[i:i + batch], g)
+               for i in range(0, len(x), batch)]
+        return torch.cat(out) if out else x.clone()
+
+    def _check_fitted(self) -> None:
+        if not self._fitted:
+            raise ParameterError("this IMUAnonymiser is not fitted; call fit() or load()")
+
+    def anonymise(self, x: Any, source: Any = None, target: Any = None, *,
+                  seed: int | None = None, return_target: bool = False) -> Any:
+        """Anonymised windows (same shape, in [0, 1]).
+
+        ``source``: the subject of each window (required by ``acg`` and ``dfi``; ignored by
+        ``ag``). ``target`` (``dfi`` only): a subject id or one per window; ``None`` picks a
+        random other subject per window (returned too when ``return_target``).
+        """
+        self._check_fitted()
+        x = np.asarray(x, dtype=np.float32)
+        if x.ndim != 3 or x.shape[1:] != (self.window, self.n_channels):
+            raise ShapeError(f"expected windows (N, {self.window}, {self.n_channels}), "
+                             f"got {x.shape}")
+        g = torch.Generator().manual_seed(self.config.seed + 999 if seed is None else seed)
+        n = len(x)
+        if self.strategy == "ag":
+            s = torch.zeros(n, dtype=torch.long)
+        else:
+            if source is None:
+                raise ParameterError(f"strategy {self.strategy!r} needs the source subject of "
+                                     "every window (source=...)")
+            src = np.broadcast_to(np.asarray(source), (n,))
+            s = torch.as_tensor(self._map(src, self.subjects_, "source subject"))
+        t = None
+        if self.strategy == "dfi":
+            if target is None:
+                t = random_targets(s, len(self.subjects_), g)
+            else:
+                tgt = np.broadcast_to(np.asarray(target), (n,))
+                t = torch.as_tensor(self._map(tgt, self.subjects_, "target subject"))
+        elif target is not None:
+            raise ParameterError("target is only meaningful for strategy 'dfi'")
+        out = self._run(torch.as_tensor(x), s, t, g).numpy()
+        if return_target:
+            return out, (self.subjects_[t.numpy()] if t is not None else None)
+        return out
+
+    # ---------------------------------------------------------------- evaluate
+    def evaluate(self, test: Any, activity: Any = None, subject: Any = None, *,
+                 train: Any = None, retrain_attacker: bool = True,
+                 attacker_epochs: int | None = None) -> dict[str, float]:
+        """HAR/ReID accuracy and weighted F1 on real vs anonymised test windows, the DFI
+        transfer rate, the ReID accuracy of an attacker retrained on anonymised training data
+        (``train``: an IMUDataset or ``(windows, subject)``; defaults to the data ``fit`` saw)
+        and MMD fidelity figures."""
+        self._check_fitted()
+        x, act, sub, _ = _labels(test, activity, subject, None)
+        s_idx = self._map(sub, self.subjects_, "subject")
+        a_idx = self._map(act, self.activities_, "activity")
+        X = torch.as_tensor(np.asarray(x, np.float32))
+        g = torch.Generator().manual_seed(self.config.seed + 2024)
+        t = random_targets(s_idx, len(self.subjects_), g) if self.strategy == "dfi" else None
+        t0 = time.perf_counter()
+        XA = self._run(X, torch.as_tensor(s_idx), t, g)
+        secs = time.perf_counter() - t0
+        m: dict[str, float] = {"n_test": float(len(x)), "n_subjects": float(len(self.subjects_))}
+        for name, net, y in (("har", self.har, a_idx), ("reid", self.reid, s_idx)):
+            for kind, data in (("real", X), ("anon", XA)):
+                p = predict(net, data)
+                m[f"{name}_acc_{kind}"] = accuracy(y, p)
+                m[f"{name}_f1_{kind}"] = weighted_f1(y, p)
+            m[f"{name}_chance"] = float(np.bincount(y).max() / len(y))
+        if t is not None:
+            m["dfi_transfer_rate"] = transfer_rate(t.numpy(), predict(self.reid, XA))
+        m["anonymise_windows_per_s"] = len(x) / max(secs, 1e-9)
+        m["mmd_real_vs_anon"] = mmd_rbf(x, XA.numpy())
+        if retrain_attacker:
+            tr = self._train_for_attacker(train)
+            if tr is not None:
+                acc, f1 = self._retrained_attack(tr, X, s_idx, attacker_epochs)
+                m["reid_retrained_acc"], m["reid_retrained_f1"] = acc, f1
+                m["mmd_real_train_vs_test"] = mmd_rbf(tr[0], x)
+        self.metrics_ = m
+        return m
+
+    def _train_for_attacker(self, train: Any) -> tuple[np.ndarray, np.ndarray] | None:
+        if train is None:
+            if self._train is None:
+                log.warning("no training data for the retrained attacker (model was loaded); "
+                            "pass train=...")
+            return self._train
+        if isinstance(train, IMUDataset):
+            return train.windows, self._map(train.subject, self.subjects_, "subject")
+        x, s = train
+        return np.asarray(x, np.float32), self._map(s, self.subjects_, "subject")
+
+    def _retrained_attack(self, tr: tuple[np.ndarray, np.ndarray], X_test: torch.Tensor,
+                          s_test: np.ndarray, epochs: int | None) -> tuple[float, float]:
+        """An adaptive attacker: a fresh ReID trained on anonymised training windows (with the
+        true source subjects), tested on anonymised test windows."""
+        cfg = self.config
+        K = len(self.subjects_)
+        g = torch.Generator().manual_seed(cfg.seed + 4242)
+        xtr, str_ = torch.as_tensor(tr[0]), torch.as_tensor(tr[1])
+        t = random_targets(str_, K, g) if self.strategy == "dfi" else None
+        xa_tr = self._run(xtr, str_, t, g)
+        t2 = random_targets(torch.as_tensor(s_test), K, g) if self.strategy == "dfi" else None
+        xa_te = self._run(X_test, torch.as_tensor(s_test), t2, g)
+        perm = np.random.default_rng(cfg.seed + 5).permutation(len(xa_tr))
+        n_val = max(2, round(cfg.val_fraction * len(perm)))
+        va, trn = perm[:n_val], perm[n_val:]
+        torch.manual_seed(cfg.seed + 77)
+        attacker = self._judge(K)
+        train_classifier(attacker, xa_tr[trn], str_[trn], xa_tr[va], str_[va],
+                         dataclasses_replace(cfg, {"checkpoint_dir": None}),
+                         name="retrained attacker", epochs=epochs, seed_offset=9)
+        p = predict(attacker, xa_te)
+        return accuracy(s_test, p), weighted_f1(s_test, p)
+
+    # ---------------------------------------------------------------- report
+    def privacy_report(self) -> PrivacyReport:
+        m = self.metrics_
+        warnings = []
+        if not m:
+            warnings.append("not evaluated yet: call evaluate(test) to fill in the numbers")
+        chance = m.get("reid_chance")
+        retr = m.get("reid_retrained_acc")
+        if m and retr is None:
+            warnings.append("no retrained (adaptive) attacker was run; the frozen judge alone "
+                            "overstates privacy")
+        if retr is not None and chance and retr > 2 * chance:
+            warnings.append(
+                f"an attacker retrained on anonymised data re-identifies {retr:.1%} of windows "
+                f"(chance {chance:.1%}): identity is not removed, only hidden from the frozen "
+                "judge")
+        details = {k: v for k, v in m.items() if k not in (
+            "reid_acc_real", "reid_acc_anon", "reid_retrained_acc", "reid_chance",
+            "har_acc_real", "har_acc_anon")}
+        details["strategy"] = self.strategy
+        return PrivacyReport(
+            kind="anonymisation",
+            reid_accuracy_before=m.get("reid_acc_real"),
+            reid_accuracy_after=m.get("reid_acc_anon"),
+            reid_retrained_accuracy=retr,
+            reid_chance=chance,
+            har_accuracy_before=m.get("har_acc_real"),
+            har_accuracy_after=m.get("har_acc_anon"),
+            judge="tCNN-IMU ReID trained on real data, frozen (the generator trained against it)",
+            warnings=warnings,
+            details=details,
+        )
+
+    # ---------------------------------------------------------------- state
+    def _get_state(self) -> dict[str, Any]:
+        self._check_fitted()
+        return {
+            "strategy": self.strategy,
+            "config": self.config.to_dict(),
+            "window": self.window,
+            "n_channels": self.n_channels,
+            "device_channels": list(self.device_channels),
+            "subjects": self.subjects_.tolist(),
+            "activities": self.activities_.tolist(),
+            "generator": self.generator.state_dict(),
+            "ae_pretrained": self.ae_pretrained.state_dict(),
+            "discriminator": self.discriminator.state_dict(),
+            "reid": self.reid.state_dict(),
+            "har": self.har.state_dict(),
+            "normaliser": self.normaliser.to_dict() if self.normaliser else None,
+            "data_spec": dict(self.data_spec),
+            "metrics": dict(self.metrics_),
+        }
+
+    @classmethod
+    def _from_state(cls, state: dict[str, Any]) -> IMUAnonymiser:
+        cfg = AnonConfig.from_dict(state["config"])
+        model = cls(strategy=state["strategy"], config=cfg)
+        model.window, model.n_channels = int(state["window"]), int(state["n_channels"])
+        model.device_channels = tuple(state["device_channels"])
+        model.subjects_ = np.asarray(state["subjects"])
+        model.activities_ = np.asarray(state["activities"])
+        model._build()
+        for name in ("generator", "ae_pretrained", "discriminator", "reid", "har"):
+            mod = getattr(model, name)
+            mod.load_state_dict(state[name])
+            mod.eval()
+        if state.get("normaliser"):
+            model.normaliser = MinMaxNormaliser.from_dict(state["normaliser"])
+        model.data_spec = dict(state.get("data_spec") or {})
+        model.metrics_ = dict(state.get("metrics") or {})
+        model._fitted = True
+        return model
+
+
+def dataclasses_replace(cfg: AnonConfig, overrides: dict[str, Any]) -> AnonConfig:
+    """A copy of ``cfg`` with ``overrides``; unknown names are an error."""
+    if not overrides:
+        return copy.deepcopy(cfg)
+    d = cfg.to_dict()
+    unknown = set(overrides) - set(d)
+    if unknown:
+        raise ParameterError(f"unknown AnonConfig options {sorted(unknown)}")
+    d.update(overrides)
+    return AnonConfig.from_dict(d)
