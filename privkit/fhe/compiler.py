@@ -56,14 +56,10 @@ def _leaf_layers(model: Any) -> list[tuple[str, Any]]:
     return out
 
 
-def _shapes(model: Any, input_shape: tuple[int, ...]) -> dict[str, tuple[int, ...]]:
+def _check_forward(model: Any, input_shape: tuple[int, ...]) -> None:
+    """Run the plaintext model once on zeros: a wrong input shape fails here, clearly."""
     import torch
 
-    shapes: dict[str, tuple[int, ...]] = {}
-    hooks = [
-        m.register_forward_hook(lambda mod, i, o, n=n: shapes.__setitem__(n, tuple(o.shape[1:])))
-        for n, m in _leaf_layers(model)
-    ]
     was_training = model.training
     try:
         model.eval()
@@ -74,9 +70,6 @@ def _shapes(model: Any, input_shape: tuple[int, ...]) -> dict[str, tuple[int, ..
         raise ShapeError(f"the model does not accept input of shape {input_shape}: {e}") from e
     finally:
         model.train(was_training)
-        for h in hooks:
-            h.remove()
-    return shapes
 
 
 def _fold_batchnorm(spec: dict[str, Any], bn: Any) -> dict[str, Any]:
@@ -122,9 +115,9 @@ def _batched(spec: dict[str, Any], batch: int) -> dict[str, Any]:
     return dict(spec, weight=big, bias=bias)
 
 
-def _plan(layers: list[tuple[str, Any]], shapes: dict[str, tuple[int, ...]], input_shape: tuple[int, int],
-          slots: int, batch: int = 1, grow: int = 1) -> tuple[list[Step], PackedLayout, int, bool]:
-    """Lower the layers for a given slot count. Returns steps, input layout, outputs, conjugation."""
+def _plan(layers: list[tuple[str, Any]], input_shape: tuple[int, int], slots: int, batch: int = 1,
+          grow: int = 1) -> tuple[list[Step], PackedLayout, int]:
+    """Lower the layers for a given slot count. Returns steps, input layout, outputs."""
     from ..nn import nonlinear as nl
 
     c0, l0 = input_shape
@@ -134,7 +127,6 @@ def _plan(layers: list[tuple[str, Any]], shapes: dict[str, tuple[int, ...]], inp
     layout = PackedLayout(c0, l0, 1, block, clean=True)
     in_layout = layout
     steps: list[Step] = []
-    conj = False
     flat: tuple[int, ...] | None = None
     out_features = 0
     pending_scale = 1.0  # an average pool's 1/k, folded into the next linear layer
@@ -274,17 +266,17 @@ def _plan(layers: list[tuple[str, Any]], shapes: dict[str, tuple[int, ...]], inp
         raise UnsupportedLayerError(
             "the model must end with a privkit.nn.Linear layer (its outputs are the logits)"
         )
-    return steps, in_layout, out_features, conj
+    return steps, in_layout, out_features
 
 
-def _plan_fitting(layers: list[tuple[str, Any]], shapes: dict[str, tuple[int, ...]],
-                  input_shape: tuple[int, int], slots: int, batch: int) -> tuple[list[Step], PackedLayout, int, bool]:
+def _plan_fitting(layers: list[tuple[str, Any]], input_shape: tuple[int, int], slots: int,
+                  batch: int) -> tuple[list[Step], PackedLayout, int]:
     """Plan with the smallest channel block that leaves room for every layer's padding (the
     reach of padding grows with the gap of later layers)."""
     grow = 1
     while True:
         try:
-            return _plan(layers, shapes, input_shape, slots, batch, grow)
+            return _plan(layers, input_shape, slots, batch, grow)
         except ShapeError as e:
             if "leaves no room for padding" not in str(e) or grow >= slots:
                 raise
@@ -413,19 +405,20 @@ def compile(model: Any, input_shape: tuple[int, ...], params: CKKSParams | str =
         raise ShapeError(f"input_shape must be (channels, length), got {input_shape}")
     ref = copy.deepcopy(model).double().eval()
     _check_calibrated(ref)
-    shapes = _shapes(ref, input_shape)
+    _check_forward(ref, input_shape)
     layers = _leaf_layers(ref)
     candidates = [CKKSParams.preset(n) for n in _AUTO_ORDER] if params == "auto" else [CKKSParams.coerce(params)]
     last_err: Exception | None = None
     for p in candidates:
         try:
-            steps, in_layout, outs, conj = _plan_fitting(layers, shapes, input_shape, p.slots, batch)
+            steps, in_layout, outs = _plan_fitting(layers, input_shape, p.slots, batch)
         except ShapeError as e:  # does not fit the slots: try a larger preset
             last_err = e
             continue
         need = sum(s.depth for s in steps)
         if need <= p.depth:
-            return EncryptedProgram(p, steps, in_layout, input_shape, outs // batch, conj, reference=ref,
+            # no lowering uses complex conjugation (the DFT paths keep real data in real slots)
+            return EncryptedProgram(p, steps, in_layout, input_shape, outs // batch, False, reference=ref,
                                     batch=batch)
         last_err = _depth_error(steps, p, auto=params == "auto")
     assert last_err is not None
