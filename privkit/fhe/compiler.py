@@ -1,7 +1,8 @@
 """Compile a ``torch.nn.Sequential`` of privkit layers into an :class:`EncryptedProgram`.
 
-The compiler reads each layer's ``fhe_spec()`` (it never needs the layer classes), infers shapes
-with a plaintext forward, folds ``BatchNorm1d`` into the convolution or linear layer before it,
+The compiler reads each layer's ``fhe_spec()`` (it never needs the layer classes), checks the
+input shape with a plaintext forward, folds ``BatchNorm1d`` into the convolution or linear layer
+before it (and an average pool's 1/k and a PolyReLU's range into the linear layers around them),
 and plans:
 
 * **packing**: the whole input in one ciphertext, channel ``c`` in a block of ``B`` slots
