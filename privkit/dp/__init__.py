@@ -22,7 +22,9 @@ from .engine import (
     make_private,
     validate_module,
 )
-from .snn import LIFNeuron, LIFStep, MembraneOutput, lif
+from .snn import LIFNeuron, LIFStep, MembraneOutput, lif, register_grad_samplers
+
+register_grad_samplers()  # fast per-sample gradients for time-sliced Conv3d / ConvTranspose3d
 
 __all__ = [
     "MEANINGFUL_EPSILON",
@@ -30,15 +32,16 @@ __all__ = [
     "DPConfig",
     "DPTraining",
     "EpsilonResult",
+    "LIFNeuron",
+    "LIFStep",
+    "MembraneOutput",
     "PrivacyWarning",
     "calibrate_noise",
     "check_module",
     "compute_epsilon",
     "epsilon_from_history",
-    "make_private",
-    "validate_module",
-    "LIFNeuron",
-    "LIFStep",
-    "MembraneOutput",
     "lif",
+    "make_private",
+    "register_grad_samplers",
+    "validate_module",
 ]

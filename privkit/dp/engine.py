@@ -32,18 +32,18 @@ from ..api import PrivacyReport
 from ..errors import ParameterError, PrivacyBudgetError, UnsupportedLayerError
 
 __all__ = [
+    "MEANINGFUL_EPSILON",
+    "DPCompatibilityError",
     "DPConfig",
     "DPTraining",
-    "DPCompatibilityError",
-    "PrivacyWarning",
     "EpsilonResult",
-    "make_private",
+    "PrivacyWarning",
+    "calibrate_noise",
+    "check_module",
     "compute_epsilon",
     "epsilon_from_history",
-    "calibrate_noise",
+    "make_private",
     "validate_module",
-    "check_module",
-    "MEANINGFUL_EPSILON",
 ]
 
 log = logging.getLogger(__name__)
@@ -264,16 +264,16 @@ def validate_module(module: nn.Module, *, grad_sample_mode: str = "hooks") -> li
         if isinstance(m, _BatchNorm):
             problems.append((
                 name,
-                f"{kind} (affine={m.affine}) normalises with batch statistics, which mixes the "
+                (f"{kind} (affine={m.affine}) normalises with batch statistics, which mixes the "
                 "samples of a batch (one sample's data changes every other sample's gradient) and "
-                "leaks them through its running mean/variance",
+                "leaks them through its running mean/variance"),
                 norm_fix,
             ))
         elif isinstance(m, _InstanceNorm) and m.track_running_stats:
             problems.append((
                 name,
-                f"{kind} with track_running_stats=True accumulates running statistics of the "
-                "private data outside DP-SGD",
+                (f"{kind} with track_running_stats=True accumulates running statistics of the "
+                "private data outside DP-SGD"),
                 "set track_running_stats=False, or " + norm_fix,
             ))
         elif isinstance(m, _NormBase) and not isinstance(m, _InstanceNorm) and getattr(
@@ -297,8 +297,8 @@ def validate_module(module: nn.Module, *, grad_sample_mode: str = "hooks") -> li
         if list(m.buffers(recurse=False)):
             problems.append((
                 name,
-                f"{_qualname(m)} has trainable parameters and buffers: Opacus cannot compute its "
-                "per-sample gradients (and the buffers would not be private)",
+                (f"{_qualname(m)} has trainable parameters and buffers: Opacus cannot compute its "
+                "per-sample gradients (and the buffers would not be private)"),
                 "move the buffers out of the trainable module or freeze its parameters",
             ))
             continue
@@ -319,7 +319,7 @@ def validate_module(module: nn.Module, *, grad_sample_mode: str = "hooks") -> li
             if "BatchNorm" in msg and any("BatchNorm" in p[1] for p in problems):
                 continue
             problems.append(("", f"Opacus: {msg}", "see the Opacus message"))
-    except Exception as e:  # pragma: no cover - opacus internals
+    except Exception as e:  # noqa: BLE001  # pragma: no cover - opacus internals changed
         log.debug("opacus validator failed: %s", e)
     return problems
 
