@@ -73,3 +73,9 @@ def test_box_conv_digits_example_smoke(tmp_path):
     r = run([sys.executable, str(ROOT / "examples" / "box_conv_digits.py"), "--smoke"], tmp_path)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     assert "%" in r.stdout  # the accuracy table
+
+
+def test_dp_svae_example_smoke(tmp_path):
+    r = run([sys.executable, str(ROOT / "examples" / "dp_svae.py"), "--smoke"], tmp_path)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert "epsilon" in (r.stdout + r.stderr).lower()
