@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -37,15 +36,9 @@ from privkit.fhe.envelope import (
 )
 from privkit.fhe.keyfile import ScryptKDF, read_header
 
+from _timing import median_s  # bench/_timing.py
 
-def median_s(fn, repeat: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+
 
 
 def seal_rows(name: str, rotations, kdf: ScryptKDF, repeat: int, tmp: str) -> dict:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import time
 
@@ -21,15 +20,11 @@ import numpy as np
 from privkit.fhe import CKKSParams, KeySet
 from privkit.fhe.keys import default_rotations
 
+from _timing import median_s  # bench/_timing.py
+
 
 def median_ms(fn, repeat: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times) * 1e3
+    return median_s(fn, repeat) * 1e3
 
 
 def bench_preset(name: str, backend: str, repeat: int) -> None:

@@ -71,6 +71,7 @@ import numpy as np
 
 from ...errors import ParameterError, ShapeError, SlotOverflowError
 from ..backend import Backend, Ciphertext, Layout
+from .rotate_sum import _doubling_plan
 from .boxes import BoxFilterSet
 
 __all__ = [
@@ -415,17 +416,6 @@ def _element_engine(ops, xs: np.ndarray, grid, geo: SatGeometry, bias) -> np.nda
 
 
 # -- SIMD layout -----------------------------------------------------------------------------------
-def _doubling_plan(count: int) -> list[tuple[str, int]]:
-    plan, m = [], 1
-    for bit in bin(count)[3:]:
-        plan.append(("double", m))
-        m *= 2
-        if bit == "1":
-            plan.append(("extend", m))
-            m += 1
-    return plan
-
-
 def _prefix(ops, x, geo: SatGeometry, input_sat: bool = False):
     """The flat SAT: windowed prefix sums (right rotations) with every dimension's stride."""
     g = x
