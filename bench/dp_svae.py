@@ -1,16 +1,18 @@
 """Benchmark: the DP spiking VAE (issue 7).
 
-Part 1 - seconds per training step, DP-SGD (Opacus, hooks) vs non-private, for SpikingVAE and
-AnnVAE at T = 16, batch 64, in one run (target: DP <= 2x non-DP).
+Part 1 - seconds per training step at T = 16, batch 64, for SpikingVAE and AnnVAE, in one run:
+non-private, DP-SGD in privkit's default "fast" mode (ghost / direct per-sample norms and
+book-keeping clipped sums, privkit/dp/fastclip.py) and in Opacus' "hooks" mode (per-sample
+gradients, with privkit's samplers), at a CPU-sized configuration and at FSVAE's published size
+(target: DP <= 2x non-DP).
 
 Part 2 - a reduced-scale run on real Fashion-MNIST (Debian package ``dataset-fashion-mnist``):
 both models at real epsilon 1, 5, 10 and non-DP; reconstruction MSE, AID, IS / FD with a locally
 trained classifier (not Inception), membership-inference AUC and the attack table; the schedule
 and wall time are printed, with the paper's numbers beside ours.
 
-Default: sized for a 2-core CPU, ~3-8 minutes (part 1 at 16x16, widths 8/16; part 2 on 2000
-images for 4 epochs = 80 steps, far too short for the spiking model to learn much). ``--full``
-uses FSVAE's published sizes for part 1; ``--train-n``, ``--epochs``, ``--image-size``, ``--widths``, ``--attack-iters 50``
+Default: sized for a 2-core CPU (part 1 at 16x16 with widths 8/16, and at FSVAE's 32x32 with
+widths 32-256; ``--timing-configs small`` skips the latter); ``--train-n``, ``--epochs``, ``--image-size``, ``--widths``, ``--attack-iters 50``
 scale part 2 up.
 
     python bench/dp_svae.py [--fmnist /usr/share/datasets/fashion-mnist] [--json out.json]
@@ -41,7 +43,10 @@ PAPER = {  # DP-SVAE paper (ICPR 2024), MNIST; its "DP" used noise 0.001-0.01 (r
 }
 
 
-def step_time(cls, cfg: VAEConfig, dp: bool, batch: int, steps: int, warmup: int = 1) -> float:
+def step_time(cls, cfg: VAEConfig, mode: str | None, batch: int, steps: int,
+              warmup: int = 1) -> tuple[float, float]:
+    """Fastest wall / CPU seconds of one training step; ``mode`` None = non-private, else the
+    DP grad_sample_mode ("fast": privkit's default, "hooks": Opacus' per-sample gradients)."""
     torch.manual_seed(0)
     model = cls(cfg)
     net = model.net.train()
@@ -51,11 +56,11 @@ def step_time(cls, cfg: VAEConfig, dp: bool, batch: int, steps: int, warmup: int
     loader = torch.utils.data.DataLoader(ds, batch_size=batch, shuffle=True)
     opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
     module = net
-    if dp:
+    if mode is not None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             tr = make_private(net, opt, loader, noise_multiplier=1.0, delta=1e-5, max_grad_norm=1.0,
-                              epochs=1, poisson_sampling=False)
+                              epochs=1, poisson_sampling=False, grad_sample_mode=mode)
         module, opt, loader = tr.module, tr.optimizer, tr.data_loader
     times, cpu = [], []
     it = iter(loader)
@@ -70,32 +75,44 @@ def step_time(cls, cfg: VAEConfig, dp: bool, batch: int, steps: int, warmup: int
             if i >= warmup:
                 times.append(time.perf_counter() - t0)
                 cpu.append(time.process_time() - c0)
-    if dp:
+    if mode is not None:
         tr.module._close()
     # the minimum over steps: other processes on a shared machine only ever add time
     return float(np.min(times)), float(np.min(cpu))
 
 
+TIMING_CONFIGS = {
+    # CPU-sized (what part 2 trains) and FSVAE's published MNIST size
+    "small": {"image_size": 16, "widths": (8, 16), "latent_dim": 16, "k": 10},
+    "full": {"image_size": 32, "widths": (32, 64, 128, 256), "latent_dim": 128, "k": 20},
+}
+
+
 def part1(args) -> dict:
-    if args.full:
-        cfg = {"image_size": 32, "widths": (32, 64, 128, 256), "latent_dim": 128, "k": 20}
-    else:
-        cfg = {"image_size": 16, "widths": (8, 16), "latent_dim": 16, "k": 10}
-    cfg["n_steps"] = 16
-    out = {"config": cfg | {"batch": 64}}
-    print(f"\n== Part 1: seconds per step, T=16, batch 64, {cfg} ==")
-    print(f"(fastest of {args.timing_steps} steps after a warm-up; wall seconds, and CPU seconds of "
-          "this process, which other load on the machine inflates less)")
-    print(f"{'model':<12} {'non-DP wall':>11} {'DP wall':>8} {'ratio':>6} {'non-DP CPU':>11} "
-          f"{'DP CPU':>7} {'ratio':>6}")
-    for cls in (SpikingVAE, AnnVAE):
-        c = VAEConfig(**cfg)
-        w0, c0 = step_time(cls, c, False, 64, args.timing_steps)
-        w1, c1 = step_time(cls, c, True, 64, args.timing_steps)
-        out[cls.__name__] = {"non_dp_wall_s": w0, "dp_wall_s": w1, "wall_ratio": w1 / w0,
-                             "non_dp_cpu_s": c0, "dp_cpu_s": c1, "cpu_ratio": c1 / c0}
-        print(f"{cls.__name__:<12} {w0:>11.3f} {w1:>8.3f} {w1 / w0:>5.2f}x {c0:>11.3f} {c1:>7.3f} "
-              f"{c1 / c0:>5.2f}x", flush=True)
+    out: dict = {"batch": 64, "n_steps": 16, "threads": torch.get_num_threads()}
+    print("\n== Part 1: seconds per training step, T=16, batch 64 (target: DP <= 2x non-DP) ==")
+    print(f"(fastest of {args.timing_steps} steps after a warm-up; CPU seconds of this process "
+          "beside wall seconds, as other load on the machine inflates them less. 'fast' = privkit's "
+          "default DP mode, 'hooks' = Opacus' per-sample-gradient mode with privkit's samplers)")
+    print(f"{'config':<6} {'model':<11} {'non-DP':>8} {'DP fast':>8} {'ratio':>6} {'DP hooks':>9} "
+          f"{'ratio':>6}   (wall s; CPU-s ratios fast / hooks)")
+    for name in args.timing_configs:
+        cfg = dict(TIMING_CONFIGS[name], n_steps=16)
+        out[name] = {"config": {k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items()}}
+        for cls in (SpikingVAE, AnnVAE):
+            c = VAEConfig(**cfg)
+            steps = args.timing_steps if name == "small" else max(2, args.timing_steps // 2)
+            w0, c0 = step_time(cls, c, None, 64, steps)
+            w1, c1 = step_time(cls, c, "fast", 64, steps)
+            w2, c2 = step_time(cls, c, "hooks", 64, steps)
+            out[name][cls.__name__] = {
+                "non_dp_wall_s": w0, "fast_wall_s": w1, "hooks_wall_s": w2,
+                "fast_ratio": w1 / w0, "hooks_ratio": w2 / w0,
+                "non_dp_cpu_s": c0, "fast_cpu_s": c1, "hooks_cpu_s": c2,
+                "fast_cpu_ratio": c1 / c0, "hooks_cpu_ratio": c2 / c0,
+            }
+            print(f"{name:<6} {cls.__name__:<11} {w0:>8.3f} {w1:>8.3f} {w1 / w0:>5.2f}x {w2:>9.3f} "
+                  f"{w2 / w0:>5.2f}x   ({c1 / c0:.2f}x / {c2 / c0:.2f}x)", flush=True)
     return out
 
 
@@ -180,7 +197,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--fmnist", default="/usr/share/datasets/fashion-mnist")
-    ap.add_argument("--full", action="store_true", help="FSVAE's published sizes in part 1")
+    ap.add_argument("--timing-configs", default="small,full",
+                    help="part 1 model sizes: small (CPU-sized) and/or full (FSVAE's published)")
     ap.add_argument("--timing-steps", type=int, default=4)
     ap.add_argument("--skip-timing", action="store_true")
     ap.add_argument("--skip-fmnist", action="store_true")
@@ -205,6 +223,10 @@ def main() -> None:
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     args.epsilons = [float(e) for e in args.epsilons.split(",") if e]
+    args.timing_configs = [c for c in args.timing_configs.split(",") if c]
+    for c in args.timing_configs:
+        if c not in TIMING_CONFIGS:
+            ap.error(f"--timing-configs: unknown config {c!r} (choose from small, full)")
     if args.threads:
         torch.set_num_threads(args.threads)
     t0 = time.time()

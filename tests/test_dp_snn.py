@@ -99,19 +99,22 @@ def test_spiking_layer_per_sample_gradients_equal_micro_batch_oracle(mode):
 @pytest.mark.parametrize(
     "layer",
     [
-        nn.Conv3d(2, 3, (3, 3, 1), stride=(2, 2, 1), padding=(1, 1, 0)),  # privkit fast path
-        nn.Conv3d(2, 3, (3, 3, 2), padding=(1, 0, 1)),  # not time-sliced: Opacus' own sampler
-        "time-transpose",  # privkit's TimeConvTranspose3d: fast path
-        nn.ConvTranspose3d(2, 3, (2, 2, 2)),  # functorch fallback
+        nn.Conv3d(2, 3, (3, 3, 1), stride=(2, 2, 1), padding=(1, 1, 0)),  # time-sliced
+        nn.Conv3d(2, 3, (3, 3, 2), padding=(1, 0, 1)),  # not time-sliced
+        nn.Conv3d(2, 3, (3, 3, 1), padding="same"),  # string padding: Opacus' own sampler
+        "time-transpose",  # privkit's TimeConvTranspose3d
+        nn.ConvTranspose3d(2, 3, (2, 2, 2)),
     ],
 )
 def test_time_sliced_conv_grad_samplers_equal_oracle(layer):
     from opacus import GradSampleModule
 
     import privkit.dp  # noqa: F401  (registers the samplers)
-    from privkit.dp import snn
+    from privkit.dp import grad_samplers, snn
 
-    assert GradSampleModule.GRAD_SAMPLERS[nn.Conv3d] is snn._conv3d_grad_sample
+    assert GradSampleModule.GRAD_SAMPLERS[nn.Conv3d] is grad_samplers.conv_grad_sample
+    assert GradSampleModule.GRAD_SAMPLERS[snn.TimeConvTranspose3d] is (
+        grad_samplers.conv_transpose_grad_sample)
     torch.manual_seed(0)
     if layer == "time-transpose":
         layer = snn.TimeConvTranspose3d(2, 3)

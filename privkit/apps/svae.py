@@ -37,6 +37,7 @@ from torch import nn
 
 from ..api import PrivacyReport, PrivateModel
 from ..dp.engine import DPConfig, DPTraining, check_module, make_private
+from ..dp.grad_samplers import StepLinear
 from ..dp.snn import (
     DEFAULT_TAU,
     DEFAULT_THRESHOLD,
@@ -139,11 +140,12 @@ class _SpikingMLP(nn.Module):
 
     def __init__(self, d_in: int, d_hidden: int, d_mid: int, d_out: int, cfg: VAEConfig) -> None:
         super().__init__()
-        self.l1 = nn.Linear(d_in, d_hidden)
+        # StepLinear: called once per time step; DP-SGD forms its per-sample gradient once per pass
+        self.l1 = StepLinear(d_in, d_hidden)
         self.n1 = _norm(cfg.norm, d_hidden, cfg.groups, dims=0)
-        self.l2 = nn.Linear(d_hidden, d_mid)
+        self.l2 = StepLinear(d_hidden, d_mid)
         self.n2 = _norm(cfg.norm, d_mid, cfg.groups, dims=0)
-        self.l3 = nn.Linear(d_mid, d_out)
+        self.l3 = StepLinear(d_mid, d_out)
         self.cfg = cfg
 
     def step(self, x: torch.Tensor, state: list[torch.Tensor | None]) -> tuple[torch.Tensor, list]:

@@ -24,7 +24,7 @@ from .engine import (
 )
 from .snn import LIFNeuron, LIFStep, MembraneOutput, lif, register_grad_samplers
 
-register_grad_samplers()  # fast per-sample gradients for time-sliced Conv3d / ConvTranspose3d
+register_grad_samplers()  # fast per-sample gradients for convs and transposed convs
 
 __all__ = [
     "MEANINGFUL_EPSILON",

@@ -177,74 +177,17 @@ class MembraneOutput(nn.Module):
         return (x * coef).sum(-1)
 
 
-# --------------------------------------------------------------------------- fast grad samplers
+# --------------------------------------------------------------------------- grad samplers
 #
 # Spiking convs keep time as the last axis and use kernels (kh, kw, 1): a 2-D conv per time step.
-# Opacus' generic Conv3d grad sampler unfolds in 3-D (slow: most of a DP step's cost here) and
-# ConvTranspose3d has none (its functorch fallback re-runs the layer under vmap). These samplers
-# fold T into the batch and use 2-D unfolding; any other configuration goes to Opacus' own path.
-
-
-def _time_sliced(layer: nn.Module) -> bool:
-    k, s, p, d = layer.kernel_size, layer.stride, layer.padding, layer.dilation
-    return (
-        isinstance(p, tuple) and k[2] == 1 and s[2] == 1 and p[2] == 0 and d[2] == 1
-        and layer.groups == 1
-    )
-
-
-def _unfold_steps(x: torch.Tensor, layer: nn.Module) -> torch.Tensor:
-    """(N, C, H, W, T) -> (N, T, C*kh*kw, L): 2-D patches of every time step."""
-    import torch.nn.functional as F
-
-    n, c, h, w, t = x.shape
-    x2 = x.permute(0, 4, 1, 2, 3).reshape(n * t, c, h, w)
-    u = F.unfold(x2, layer.kernel_size[:2], dilation=layer.dilation[:2],
-                 padding=layer.padding[:2], stride=layer.stride[:2])
-    return u.view(n, t, u.shape[1], u.shape[2])
-
-
-def _conv3d_grad_sample(layer: nn.Conv3d, activations: list, backprops: torch.Tensor):
-    from opacus.grad_sample.conv import compute_conv_grad_sample
-
-    if not _time_sliced(layer):
-        return compute_conv_grad_sample(layer, activations, backprops)
-    a = activations[0]
-    n, t = a.shape[0], a.shape[-1]
-    u = _unfold_steps(a, layer)  # (N, T, Cin*k, L)
-    b = backprops.permute(0, 4, 1, 2, 3).reshape(n, t, backprops.shape[1], -1)  # (N, T, Cout, L)
-    ret = {}
-    if layer.weight.requires_grad:
-        gs = torch.einsum("ntol,ntkl->nok", b, u)
-        ret[layer.weight] = gs.reshape(n, *layer.weight.shape)
-    if layer.bias is not None and layer.bias.requires_grad:
-        ret[layer.bias] = backprops.sum(dim=(2, 3, 4))
-    return ret
-
-
-def _conv_transpose3d_grad_sample(layer: nn.ConvTranspose3d, activations: list,
-                                  backprops: torch.Tensor):
-    # y = conv_transpose(x, W) is the adjoint of x' = conv(y', W), so dL/dW = the weight gradient
-    # of that conv with input dL/dy and output gradient x: correlate x with patches of dL/dy.
-    a = activations[0]  # (N, Cin, H, W, T)
-    n, t = a.shape[0], a.shape[-1]
-    ret = {}
-    if layer.weight.requires_grad:
-        u = _unfold_steps(backprops, layer)  # (N, T, Cout*k, L), L = H*W of the input
-        x = a.permute(0, 4, 1, 2, 3).reshape(n, t, a.shape[1], -1)  # (N, T, Cin, L)
-        if u.shape[-1] != x.shape[-1]:
-            raise RuntimeError("ConvTranspose3d grad sampler: output padding mismatch")
-        gs = torch.einsum("ntil,ntkl->nik", x, u)
-        ret[layer.weight] = gs.reshape(n, *layer.weight.shape)
-    if layer.bias is not None and layer.bias.requires_grad:
-        ret[layer.bias] = backprops.sum(dim=(2, 3, 4))
-    return ret
+# Their per-sample gradients come from privkit.dp.grad_samplers (one batched product per kernel
+# offset, no im2col buffer), which also covers the transposed convs Opacus has no sampler for.
 
 
 class TimeConvTranspose3d(nn.ConvTranspose3d):
     """``ConvTranspose3d`` with kernel ``(k, k, 1)``: a 2-D transposed conv applied at every time
-    step of ``(N, C, H, W, T)``. Opacus has no grad sampler for transposed convs; privkit registers
-    a fast one for this class (plain ``ConvTranspose3d`` keeps Opacus' functorch fallback)."""
+    step of ``(N, C, H, W, T)``. Opacus has no grad sampler for transposed convs; ``import
+    privkit.dp`` registers one for this class and for every ``nn.ConvTranspose1d/2d/3d``."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 2,
                  padding: int = 1, output_padding: int = 1, bias: bool = True) -> None:
@@ -254,13 +197,8 @@ class TimeConvTranspose3d(nn.ConvTranspose3d):
 
 
 def register_grad_samplers() -> None:
-    """Install the fast samplers above into Opacus (idempotent; done on ``import privkit.dp``).
+    """Install privkit's conv and transposed-conv grad samplers into Opacus (idempotent; done on
+    ``import privkit.dp``). See :mod:`privkit.dp.grad_samplers`."""
+    from .grad_samplers import register_grad_samplers as _register
 
-    The Conv3d sampler handles only time-sliced kernels ``(kh, kw, 1)`` itself and hands every
-    other Conv3d to Opacus' original sampler; :class:`TimeConvTranspose3d` gets its own sampler.
-    """
-    from opacus.grad_sample import GradSampleModule
-
-    samplers = GradSampleModule.GRAD_SAMPLERS
-    samplers[nn.Conv3d] = _conv3d_grad_sample
-    samplers[TimeConvTranspose3d] = _conv_transpose3d_grad_sample
+    _register()

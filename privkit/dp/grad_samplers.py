@@ -1,0 +1,222 @@
+"""Fast per-sample gradients for convolutions and transposed convolutions, registered with Opacus.
+
+Opacus (hooks mode) computes a conv layer's per-sample weight gradient by unfolding the input into
+patches (``im2col``) and contracting them with the output gradient. For ``C_in * prod(kernel)``
+patch rows over every output position, the unfolded buffer is ``prod(kernel)`` times the input;
+for the spiking VAE's time-major 5-D activations that buffer (and the copies around it) made up
+most of a DP step. Transposed convolutions have no Opacus sampler at all, so Opacus re-runs those
+layers under ``torch.func.vmap``.
+
+Here the weight gradient is computed one kernel offset at a time. For a convolution
+``y[o, p] = sum_{i, a} W[o, i, a] * x_pad[i, s * p + d * a]`` (``p`` an output position, ``a`` a
+kernel offset, ``s`` the stride, ``d`` the dilation), the per-sample gradient is
+
+    dW[n, o, i, a] = sum_p g[n, o, p] * x_pad[n, i, s * p + d * a]
+
+i.e. for each offset ``a`` one batched matrix product of ``g`` with a strided view of the padded
+input: no patch buffer, ``prod(kernel)`` products. A transposed convolution is the adjoint, so its
+gradient is the same sum with the roles swapped (``x`` against strided views of the padded output
+gradient). Groups split the channel axes; any number of spatial dimensions works.
+
+:func:`register_grad_samplers` installs these for ``nn.Conv1d/2d/3d`` (any padding, including
+``'same'`` and the ``'reflect'`` / ``'replicate'`` / ``'circular'`` modes, which the input is
+padded with exactly as the layer's forward pads it: Opacus 1.6's own conv sampler zero-pads
+whatever the mode and so returns wrong per-sample gradients for them), for
+``nn.ConvTranspose1d/2d/3d`` and :class:`privkit.dp.snn.TimeConvTranspose3d`, and for
+:class:`StepLinear`.
+``import privkit.dp`` calls it; the change is process-wide (every Opacus ``GradSampleModule``
+created afterwards uses these samplers) and is exact up to float rounding: tests compare it with a
+batch-of-1 oracle in float64 over random shapes, strides, paddings, dilations and groups.
+
+>>> import torch
+>>> from torch import nn
+>>> conv = nn.Conv2d(2, 3, 3, stride=2, padding=1)
+>>> x = torch.randn(4, 2, 8, 8)
+>>> g = torch.randn_like(conv(x))
+>>> gs = conv_grad_sample(conv, [x], g)
+>>> gs[conv.weight].shape, gs[conv.bias].shape
+(torch.Size([4, 3, 2, 3, 3]), torch.Size([4, 3]))
+>>> conv.zero_grad(); (conv(x[:1]) * g[:1]).sum().backward()
+>>> torch.allclose(gs[conv.weight][0], conv.weight.grad, atol=1e-5)
+True
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = [
+    "StepLinear",
+    "conv_grad_sample",
+    "conv_transpose_grad_sample",
+    "register_grad_samplers",
+    "step_linear_grad_sample",
+]
+
+_ORIGINAL: dict[type, object] = {}
+
+
+def _pad(t: torch.Tensor, padding: tuple[int, ...]) -> torch.Tensor:
+    """Zero-pad the spatial dimensions of ``(N, C, *S)`` by ``padding[i]`` on both sides."""
+    if not any(padding):
+        return t
+    spec: list[int] = []
+    for p in reversed(padding):  # F.pad takes the last dimension first
+        spec += [p, p]
+    return F.pad(t, spec)
+
+
+def _per_offset(a: torch.Tensor, b_pad: torch.Tensor, kernel: tuple[int, ...],
+                stride: tuple[int, ...], dilation: tuple[int, ...], out_size: tuple[int, ...],
+                groups: int) -> torch.Tensor:
+    """``R[n, g, i, j, offset] = sum_p a[n, g*i, p] * b_pad[n, g*j, s*p + d*offset]``.
+
+    ``a``: ``(N, A, *out_size)``; ``b_pad``: ``(N, B, *padded)``. Returns ``(N, A, B/groups,
+    *kernel)`` with the group structure folded as Opacus / torch lay out conv weights.
+    """
+    n, ca = a.shape[:2]
+    cb = b_pad.shape[1]
+    ga, gb = ca // groups, cb // groups
+    a2 = a.reshape(n * groups, ga, -1)  # (N*G, A/G, P)
+    offsets = list(itertools.product(*(range(k) for k in kernel)))
+    # one contiguous (N*G, A/G, B/G) block per offset, written in place by bmm; the blocks are
+    # then interleaved into the weight layout (offset last) by a single copy
+    out = a.new_empty(len(offsets), n * groups, ga, gb)
+    for i, off in enumerate(offsets):
+        sl = tuple(
+            slice(d * o, d * o + s * (m - 1) + 1, s)
+            for o, s, d, m in zip(off, stride, dilation, out_size, strict=True)
+        )
+        view = b_pad[(slice(None), slice(None), *sl)]  # (N, B, *out_size)
+        bv = view.reshape(n * groups, gb, -1)
+        torch.bmm(a2, bv.transpose(1, 2), out=out[i])
+    return out.permute(1, 2, 3, 0).reshape(n, ca, gb, *kernel)
+
+
+def conv_grad_sample(layer: nn.Module, activations: list, backprops: torch.Tensor) -> dict:
+    """Per-sample gradients of an ``nn.Conv{1,2,3}d`` (Opacus grad-sampler signature).
+
+    ``activations[0]`` is the layer input ``(N, C_in, *S)``, ``backprops`` the gradient of the
+    (already reduction-scaled) loss with respect to the output ``(N, C_out, *S_out)``.
+    """
+    x = activations[0]
+    ret = {}
+    if layer.weight.requires_grad:
+        out_size = tuple(backprops.shape[2:])
+        # pad exactly as the layer's forward does: per-side amounts ('same' may be asymmetric)
+        # and its padding mode (Opacus 1.6's own sampler zero-pads whatever the mode)
+        spec = list(layer._reversed_padding_repeated_twice)
+        mode = "constant" if layer.padding_mode == "zeros" else layer.padding_mode
+        xp = F.pad(x, spec, mode=mode) if any(spec) else x
+        ret[layer.weight] = _per_offset(
+            backprops, xp, tuple(layer.kernel_size), tuple(layer.stride),
+            tuple(layer.dilation), out_size, layer.groups,
+        )
+    if layer.bias is not None and layer.bias.requires_grad:
+        ret[layer.bias] = backprops.flatten(2).sum(2)
+    return ret
+
+
+def conv_transpose_grad_sample(layer: nn.Module, activations: list,
+                               backprops: torch.Tensor) -> dict:
+    """Per-sample gradients of an ``nn.ConvTranspose{1,2,3}d`` (Opacus grad-sampler signature).
+
+    The layer's weight is ``(C_in, C_out/groups, *kernel)``; output padding, or an ``output_size``
+    given at call time, only lengthens the output gradient, which the strided views never reach.
+    """
+    x = activations[0]
+    ret = {}
+    if layer.weight.requires_grad:
+        in_size = tuple(x.shape[2:])
+        gp = _pad(backprops, tuple(layer.padding))
+        ret[layer.weight] = _per_offset(
+            x, gp, tuple(layer.kernel_size), tuple(layer.stride), tuple(layer.dilation),
+            in_size, layer.groups,
+        )
+    if layer.bias is not None and layer.bias.requires_grad:
+        ret[layer.bias] = backprops.flatten(2).sum(2)
+    return ret
+
+
+class StepLinear(nn.Linear):
+    """An ``nn.Linear`` meant to be called many times per forward pass (once per time step of a
+    recurrent or spiking network), whose per-sample gradient Opacus computes once per pass.
+
+    Opacus computes a layer's per-sample gradient at every call and adds it into a
+    ``(batch, out, in)`` buffer, so a layer called T times writes that buffer T times; for the
+    spiking VAE's posterior / prior MLPs (called once per time step, up to 1.3 M weights each)
+    that traffic dominated a DP step. :func:`step_linear_grad_sample` instead keeps each call's
+    input and output gradient until the pass's last backward call and then contracts them all in
+    one batched product: the same sum, one write. Outside DP training it is a plain ``nn.Linear``
+    (same parameters, same state dict).
+
+    >>> import torch
+    >>> layer = StepLinear(3, 2)
+    >>> layer(torch.ones(4, 3)).shape
+    torch.Size([4, 2])
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        stash = self.__dict__.get("_privkit_stash")
+        if stash:
+            # a forward while backward calls are stashed: that backward was abandoned (an
+            # exception, or a graph dropped half-way); its partial gradients must not leak
+            stash.clear()
+        return super().forward(x)
+
+
+def step_linear_grad_sample(layer: nn.Linear, activations: list, backprops: torch.Tensor) -> dict:
+    """Opacus grad sampler for :class:`StepLinear`: defers the work to the last call of a pass.
+
+    Opacus pops one stored input per backward call (``layer.activations`` holds the inputs of calls
+    whose backward has not run yet), so an empty list means this is the last call of the pass.
+    Each stashed entry records how many calls were still pending; a count that does not fall
+    means a new pass began, and the stale entries are dropped (so does the layer's next forward:
+    within one pass every forward call comes before the first backward call).
+    """
+    pending = len(getattr(layer, "activations", None) or [])
+    stash = layer.__dict__.setdefault("_privkit_stash", [])
+    if stash and pending >= stash[-1][0]:
+        stash.clear()  # a new pass: what is left over belongs to an abandoned one
+    a = activations[0]
+    stash.append((pending, a.reshape(a.shape[0], -1, a.shape[-1]),
+                  backprops.reshape(backprops.shape[0], -1, backprops.shape[-1])))
+    if pending:
+        return {}
+    acts = torch.cat([e[1] for e in stash], 1)  # (N, calls * positions, in)
+    grads = torch.cat([e[2] for e in stash], 1)  # (N, calls * positions, out)
+    stash.clear()
+    ret = {}
+    if layer.weight.requires_grad:
+        ret[layer.weight] = torch.bmm(grads.transpose(1, 2), acts)
+    if layer.bias is not None and layer.bias.requires_grad:
+        ret[layer.bias] = grads.sum(1)
+    return ret
+
+
+def register_grad_samplers() -> None:
+    """Install the samplers above into Opacus' ``GradSampleModule`` (idempotent).
+
+    Opacus' own conv sampler stays available through :func:`original_sampler`.
+    """
+    from opacus.grad_sample import GradSampleModule
+
+    from .snn import TimeConvTranspose3d
+
+    samplers = GradSampleModule.GRAD_SAMPLERS
+    for cls in (nn.Conv1d, nn.Conv2d, nn.Conv3d):
+        if samplers.get(cls) is not conv_grad_sample:
+            _ORIGINAL.setdefault(cls, samplers.get(cls))
+        samplers[cls] = conv_grad_sample
+    for cls in (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d, TimeConvTranspose3d):
+        samplers[cls] = conv_transpose_grad_sample
+    samplers[StepLinear] = step_linear_grad_sample
+
+
+def original_sampler(cls: type) -> object:
+    """Opacus' own grad sampler for ``cls`` as it was before :func:`register_grad_samplers`."""
+    return _ORIGINAL.get(cls)
