@@ -7,69 +7,43 @@ targets of issue 8 (frozen ReID <= 2x chance, HAR >= 85% of real, DFI transfer >
 which are missed. The autoencoder and the two judges are trained once and shared by the three
 strategies (``IMUAnonymiser.fit(reuse=...)``), so the strategies are compared on equal terms.
 
-    python bench/anonymiser.py                 # default: 8 subjects, 4 activities (~10 min idle)
-    python bench/anonymiser.py --paper-only    # the paper's losses only (no extra terms)
+    python bench/anonymiser.py                 # default: both modes below, one after the other
+    python bench/anonymiser.py --modes paper   # the paper's losses only
+    python bench/anonymiser.py --modes extras  # with the beyond-the-paper terms
     python bench/anonymiser.py --quick         # a few epochs, for a smoke test
+
+Two modes, each with its own pre-training, printed one after the other: ``paper`` (the paper's
+losses and ``AnonConfig()``; model selection by a separate selection critic, never the HAR judge)
+and ``extras`` (every beyond-the-paper term on at ``AnonConfig.beyond_paper()``'s settings:
+auxiliary activity critic, online attacker warm-started from the ReID judge and trained on real +
+anonymised windows with a confusion loss, model selection that counts the online attacker after a
+warm-up, the mean-code swap for dfi). It prints what it measured, the targets and whether each is
+met, the wall time, the load average and the command.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
+import shlex
 import sys
 import time
 
 import torch
 
+from privkit.anon.train import BEYOND_PAPER
 from privkit.apps.anonymiser import AnonConfig, IMUAnonymiser
 from privkit.data.imu import MinMaxNormaliser, split_recordings, synthetic_imu
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--subjects", type=int, default=8)
-    p.add_argument("--activities", type=int, default=4)
-    p.add_argument("--trials", type=int, default=3)
-    p.add_argument("--seconds", type=float, default=12.0)
-    p.add_argument("--window", type=int, default=64)
-    p.add_argument("--step", type=int, default=32)
-    p.add_argument("--identity-strength", type=float, default=1.0)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--strategies", default="ag,acg,dfi")
-    p.add_argument("--judge-filters", type=int, default=32,
-                   help="tCNN-IMU filters (paper: 64; 32 keeps the CPU bench short)")
-    p.add_argument("--ae-epochs", type=int, default=8)
-    p.add_argument("--judge-epochs", type=int, default=10)
-    p.add_argument("--gan-epochs", type=int, default=8)
-    p.add_argument("--attacker-epochs", type=int, default=8)
-    p.add_argument("--utility-weight", type=float, default=1.0,
-                   help="beyond the paper: auxiliary activity-critic term (0 = off)")
-    p.add_argument("--adaptive-weight", type=float, default=1.0,
-                   help="beyond the paper: online-attacker term (0 = off)")
-    p.add_argument("--paper-only", action="store_true", help="both extra terms off")
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--quick", action="store_true", help="2 epochs per stage")
-    p.add_argument("--json", help="also write the results to this JSON file")
-    p.add_argument("--progress", action="store_true", help="tqdm bars on stderr")
-    a = p.parse_args(argv)
-    torch.set_num_threads(a.threads)
-    if a.paper_only:
-        a.utility_weight = a.adaptive_weight = 0.0
-    if a.quick:
-        a.ae_epochs = a.judge_epochs = a.gan_epochs = a.attacker_epochs = 2
-
-    ds = synthetic_imu(n_subjects=a.subjects, n_activities=a.activities, trials=a.trials,
-                       seconds=a.seconds, window=a.window, step=a.step,
-                       identity_strength=a.identity_strength, seed=a.seed)
-    train, test = split_recordings(ds, 0.34, seed=a.seed)
-    norm = MinMaxNormaliser.fit(train.windows)
-    train = train.with_windows(norm.transform(train.windows))
-    test = test.with_windows(norm.transform(test.windows))
+def run_mode(a, mode: str, extra: dict, ds, train, test) -> dict:
+    """Pre-train, train every strategy and evaluate under one mode; prints its tables."""
     cfg = AnonConfig(judge_filters=a.judge_filters, ae_epochs=a.ae_epochs,
-                     judge_epochs=a.judge_epochs, gan_epochs=a.gan_epochs,
-                     utility_weight=a.utility_weight, adaptive_weight=a.adaptive_weight,
-                     seed=a.seed, progress=a.progress)
+                     judge_epochs=a.judge_epochs, gan_epochs=a.gan_epochs, seed=a.seed,
+                     progress=a.progress, **extra)
+    print(f"\n######## mode: {mode}")
     print(f"# privkit IMU anonymiser bench  (torch {torch.__version__}, {a.threads} threads, "
           f"{platform.processor() or platform.machine()})")
     print(f"# data: synthetic, {a.subjects} subjects, {a.activities} activities "
@@ -77,9 +51,9 @@ def main(argv: list[str] | None = None) -> int:
           f"{ds.device_channels}, window {a.window}; train {len(train)} / test {len(test)} "
           "windows (recording-wise split)")
     print(f"# config: judge filters {a.judge_filters}, epochs ae/judges/gan/attacker "
-          f"{a.ae_epochs}/{a.judge_epochs}/{a.gan_epochs}/{a.attacker_epochs}, "
-          f"utility_weight {a.utility_weight}, adaptive_weight {a.adaptive_weight} "
-          f"({'paper losses only' if a.paper_only else 'paper losses + extra terms'})")
+          f"{a.ae_epochs}/{a.judge_epochs}/{a.gan_epochs}/{a.attacker_epochs}; "
+          + ("paper losses only" if not extra else
+             "paper losses + extra terms " + ", ".join(f"{k}={v}" for k, v in extra.items())))
     sys.stdout.flush()
 
     results, base, pretrain_s = {}, None, 0.0
@@ -106,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
               f"evaluation {m['eval_s']:.0f} s")
         sys.stdout.flush()
 
-    print(f"\npre-training (autoencoder, ReID + HAR judges, utility critic; shared): "
+    print(f"\npre-training (autoencoder, ReID + HAR judges, utility and selection critics; "
+          "shared): "
           f"{pretrain_s:.0f} s")
     hdr = (f"{'strategy':<8} {'HAR acc':>13} {'HAR F1':>13} {'ReID acc':>13} {'ReID F1':>13} "
            f"{'retrained':>9} {'chance':>6} {'transfer':>8} {'MMD2':>6} {'GAN s':>6} "
@@ -139,10 +114,87 @@ def main(argv: list[str] | None = None) -> int:
                            m["dfi_transfer_rate"] >= 0.9))
         for text, ok in checks:
             print(f"  {strat:<4} {'met   ' if ok else 'MISSED'} {text}")
+    return {"config": cfg.to_dict(), "pretrain_s": pretrain_s, "results": results}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--subjects", type=int, default=8)
+    p.add_argument("--activities", type=int, default=4)
+    p.add_argument("--trials", type=int, default=3)
+    p.add_argument("--seconds", type=float, default=12.0)
+    p.add_argument("--window", type=int, default=64)
+    p.add_argument("--step", type=int, default=32)
+    p.add_argument("--identity-strength", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--strategies", default="ag,acg,dfi")
+    p.add_argument("--judge-filters", type=int, default=32,
+                   help="tCNN-IMU filters (paper: 64; 32 keeps the CPU bench short)")
+    p.add_argument("--ae-epochs", type=int, default=40)
+    p.add_argument("--judge-epochs", type=int, default=15)
+    p.add_argument("--gan-epochs", type=int, default=12)
+    p.add_argument("--attacker-epochs", type=int, default=15,
+                   help="epochs of the evaluation attacker (retrained on anonymised train)")
+    p.add_argument("--utility-weight", type=float, default=BEYOND_PAPER["utility_weight"],
+                   help="beyond the paper: auxiliary activity-critic term (0 = off)")
+    p.add_argument("--adaptive-weight", type=float, default=BEYOND_PAPER["adaptive_weight"],
+                   help="beyond the paper: online-attacker term (0 = off)")
+    p.add_argument("--set", action="append", default=[], metavar="NAME=JSON",
+                   help="any other AnonConfig field, e.g. --set attacker_steps=3")
+    p.add_argument("--modes", default="paper,extras",
+                   help="comma-separated: paper (the paper's losses), extras (beyond the paper)")
+    p.add_argument("--paper-only", action="store_true", help="same as --modes paper")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--quick", action="store_true", help="2 epochs per stage")
+    p.add_argument("--json", help="also write the results to this JSON file")
+    p.add_argument("--progress", action="store_true", help="tqdm bars on stderr")
+    a = p.parse_args(argv)
+    t_start = time.perf_counter()
+    load_start = os.getloadavg()
+    torch.set_num_threads(a.threads)
+    extra = dict(BEYOND_PAPER, utility_weight=a.utility_weight,
+                 adaptive_weight=a.adaptive_weight)
+    for item in a.set:
+        name, _, value = item.partition("=")
+        extra[name] = json.loads(value)
+    modes = ["paper"] if a.paper_only else [m for m in a.modes.split(",") if m]
+    for m in modes:
+        if m not in ("paper", "extras"):
+            p.error(f"--modes: unknown mode {m!r} (paper, extras)")
+    if a.quick:
+        a.ae_epochs = a.judge_epochs = a.gan_epochs = a.attacker_epochs = 2
+
+    ds = synthetic_imu(n_subjects=a.subjects, n_activities=a.activities, trials=a.trials,
+                       seconds=a.seconds, window=a.window, step=a.step,
+                       identity_strength=a.identity_strength, seed=a.seed)
+    train, test = split_recordings(ds, 0.34, seed=a.seed)
+    norm = MinMaxNormaliser.fit(train.windows)
+    train = train.with_windows(norm.transform(train.windows))
+    test = test.with_windows(norm.transform(test.windows))
+    runs = {}
+    for mode in modes:
+        runs[mode] = run_mode(a, mode, extra if mode == "extras" else {}, ds, train, test)
+    if len(runs) > 1:
+        print("\n######## side by side (HAR anon / frozen ReID anon / retrained ReID / transfer)")
+        for strat in a.strategies.split(","):
+            cells = []
+            for mode, r in runs.items():
+                m = r["results"][strat]
+                tr = f" / {m['dfi_transfer_rate']:.3f}" if "dfi_transfer_rate" in m else ""
+                cells.append(f"{mode}: {m['har_acc_anon']:.3f} / {m['reid_acc_anon']:.3f} / "
+                             f"{m['reid_retrained_acc']:.3f}{tr}")
+            print(f"  {strat:<4} " + "   ".join(cells))
+    wall = time.perf_counter() - t_start
+    load_end = os.getloadavg()
+    print(f"\nwall time {wall:.0f} s ({wall / 60:.1f} min); load average (1/5/15 min) at start "
+          f"{'/'.join(f'{v:.1f}' for v in load_start)}, at end "
+          f"{'/'.join(f'{v:.1f}' for v in load_end)}; {os.cpu_count()} cores")
+    print("command: python " + " ".join(shlex.quote(x) for x in
+                                        ["bench/anonymiser.py", *(argv or sys.argv[1:])]))
     if a.json:
         with open(a.json, "w") as fh:
-            json.dump({"args": vars(a), "pretrain_s": pretrain_s, "results": results}, fh,
-                      indent=2)
+            json.dump({"args": vars(a), "runs": runs, "wall_s": wall, "load_start": load_start,
+                       "load_end": load_end}, fh, indent=2)
     return 0
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from privkit.anon.networks import (
     TCNNIMU,
@@ -15,7 +17,9 @@ from privkit.anon.networks import (
 )
 from privkit.anon.train import (
     AnonConfig,
+    adaptive_term,
     build_generator,
+    content_term,
     generator_loss,
     random_targets,
 )
@@ -115,3 +119,54 @@ def test_random_targets_never_the_source():
     assert (t != src).all() and set(t.tolist()) == set(range(8))
     with pytest.raises(ParameterError):
         random_targets(torch.zeros(3, dtype=torch.long), 1)
+
+
+def test_dfi_target_mean_adds_the_target_mean_code():
+    torch.manual_seed(1)
+    ae = ConvAutoencoder(6, 32, bottleneck=8).eval()
+    plain = build_generator(ae, "dfi", 4, AnonConfig()).eval()
+    swap = build_generator(ae, "dfi", 4, AnonConfig(dfi_target_mean=True)).eval()
+    assert not plain.add_target_mean and swap.add_target_mean
+    assert not build_generator(ae, "acg", 4, AnonConfig(dfi_target_mean=True)).add_target_mean
+    swap.mapper.load_state_dict(plain.mapper.state_dict())
+    means = torch.randn(4, *ae.code_shape)
+    plain.code_means.copy_(means)
+    swap.code_means.copy_(means)
+    x, z = torch.rand(5, 32, 6), torch.randn(5, 32)
+    src, tgt = torch.tensor([0, 1, 2, 3, 1]), torch.tensor([3, 2, 1, 0, 0])
+    with torch.no_grad():
+        diff = swap.code(x, z, condition=tgt, source=src) - plain.code(x, z, condition=tgt,
+                                                                        source=src)
+    torch.testing.assert_close(diff, means[tgt], rtol=0, atol=1e-5)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(2, 9), st.integers(1, 6), st.integers(0, 2**31 - 1))
+def test_adaptive_terms(k, n, seed):
+    g = torch.Generator().manual_seed(seed)
+    logits = 3 * torch.randn(n, k, generator=g)
+    y = torch.randint(0, k, (n,), generator=g)
+    p = torch.softmax(logits, 1)[torch.arange(n), y].mean()
+    torch.testing.assert_close(adaptive_term("prob", logits, y), p)
+    conf = adaptive_term("confusion", logits, y)
+    # KL(uniform || p) >= 0, zero exactly for a uniform prediction, independent of the label
+    assert float(conf) > 0
+    torch.testing.assert_close(conf, adaptive_term("confusion", logits, (y + 1) % k))
+    flat = torch.zeros(n, k) + torch.randn(n, 1, generator=g)
+    assert abs(float(adaptive_term("confusion", flat, y))) < 1e-5
+    # a more confident attacker costs the generator more
+    assert float(adaptive_term("confusion", 2 * logits, y)) > float(conf)
+
+
+def test_extra_terms_reject_bad_settings():
+    with pytest.raises(ParameterError, match="adaptive_loss"):
+        AnonConfig(adaptive_loss="entropy")
+    with pytest.raises(ParameterError, match="adaptive_loss"):
+        adaptive_term("entropy", torch.zeros(2, 3), torch.zeros(2, dtype=torch.long))
+    for bad in ({"utility_weight": -1}, {"content_weight": -0.1}, {"attacker_steps": 0},
+                {"warmup_epochs": -1}, {"attacker_reset": -2}):
+        with pytest.raises(ParameterError):
+            AnonConfig(**bad)
+    x = torch.rand(3, 8, 2)
+    assert float(content_term(x, x)) == 0.0
+    torch.testing.assert_close(content_term(x, x + 0.5), torch.tensor(0.25))

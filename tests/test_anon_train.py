@@ -10,8 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-from privkit.anon.networks import ConvAutoencoder
-from privkit.anon.train import AnonConfig, pretrain_autoencoder
+from privkit.anon.networks import TCNNIMU, ConvAutoencoder, Discriminator
+from privkit.anon.train import (
+    AnonConfig,
+    build_generator,
+    pretrain_autoencoder,
+    train_gan,
+)
 from privkit.api import PrivacyReport
 from privkit.apps import anon_cli
 from privkit.apps.anonymiser import IMUAnonymiser
@@ -107,6 +112,51 @@ def test_dfi_reuses_pretraining_and_transfers(fitted, data):
     assert one.shape == (4, 32, 6)
 
 
+def test_gan_selection_waits_for_the_online_attacker():
+    """With select_attacker, epochs before the warm-up are scored without the attacker and
+    never kept, even when they score best; afterwards validate() gets the online attacker."""
+    torch.manual_seed(0)
+    x = torch.rand(40, 16, 3)
+    a, s = torch.randint(0, 2, (40,)), torch.arange(40) % 4
+    cfg = AnonConfig(**{**FAST, "batch_size": 20}, gan_epochs=4, warmup_epochs=2,
+                     adaptive_weight=1.0, adaptive_loss="confusion", attacker_steps=2,
+                     attacker_reset=2, attacker_real=True, select_attacker=True, patience=9)
+    ae = ConvAutoencoder(3, 16, channels=(8, 16, 16), bottleneck=8)
+    gen = build_generator(ae, "ag", 4, cfg)
+    judge = TCNNIMU((3,), 16, 4, filters=4, fc=8)
+    attacker = TCNNIMU((3,), 16, 4, filters=4, fc=8)
+    seen, states = [], []
+
+    def validate(g, online=None):
+        seen.append(online)
+        states.append({k: v.clone() for k, v in g.state_dict().items()})
+        return {"score": [10.0, 9.0, 1.0, 2.0][len(seen) - 1]}
+
+    hist = train_gan(gen, Discriminator(3, 16, channels=(4, 8, 8)), judge, "ag", x, a, s, cfg,
+                     validate=validate, attacker=attacker)
+    assert len(hist) == 4 and all("loss_a" in h for h in hist)
+    assert seen[0] is None and seen[1] is attacker and seen[3] is attacker
+    kept = gen.state_dict()
+    assert all(torch.equal(kept[k], states[1][k]) for k in kept)  # epoch 1, not epoch 0
+    assert not all(torch.equal(kept[k], states[0][k]) for k in kept)
+
+
+def test_model_selection_never_uses_the_har_judge(data, monkeypatch):
+    from privkit.apps import anonymiser as mod
+
+    calls = []
+    real_predict = mod.predict
+    monkeypatch.setattr(mod, "predict", lambda net, x, **k: (calls.append(net),
+                                                             real_predict(net, x, **k))[1])
+    train, _ = data
+    cfg = AnonConfig(**FAST, ae_epochs=1, judge_epochs=1, gan_epochs=2, utility_weight=1.0)
+    model = IMUAnonymiser(strategy="ag", config=cfg).fit(train)
+    assert calls and all(net is not model.har for net in calls)
+    assert any(net is model.selection_critic for net in calls)
+    assert model.selection_critic is not model.utility_critic
+    assert "activity_ratio" in model.history_["gan"][0]
+
+
 def test_fit_rejects_unscaled_data(data):
     train, _ = data
     with pytest.raises(ParameterError, match=r"\[0, 1\]"):
@@ -128,9 +178,12 @@ def test_cli_train_evaluate_apply(tmp_path, capsys):
     data = ["--data", "synthetic", "--subjects", "3", "--activities", "2", "--seconds", "6",
             "--window", "32", "--step", "16"]
     assert _cli(["anon", "train", *data, "--strategy", "dfi", "--out", model, "--smoke",
-                 "--quiet", "--json", "--plots", str(tmp_path / "png")]) == 0
+                 "--extras", "--quiet", "--json", "--plots", str(tmp_path / "png")]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["strategy"] == "dfi" and "dfi_transfer_rate" in out["metrics"]
+    back = IMUAnonymiser.load(model)
+    assert back.config.dfi_target_mean and back.config.select_attacker  # --extras took effect
+    assert back.generator.add_target_mean
     assert out["privacy_report"]["kind"] == "anonymisation"
     assert sorted(p.name for p in (tmp_path / "png").iterdir()) == ["anon_bars.png",
                                                                      "anon_window.png"]

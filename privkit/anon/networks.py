@@ -160,12 +160,17 @@ class Generator(nn.Module):
     """Autoencoder + latent mapper: ``X' = decode(C_x [- mu_source] + C_z(z[, subject]))``.
 
     ``code_means`` (``(n_subjects, *code_shape)``, a buffer) holds the mean code of every
-    training subject for identity transfer (``dfi``).
+    training subject for identity transfer (``dfi``). With ``add_target_mean`` (beyond the
+    paper) ``dfi`` uses ``C = C_x - mu_source + mu_target + C_z(z, target)``: the mapper then
+    learns a correction to a plain mean-code swap instead of the whole target code, which is
+    the same family of codes (``C_z`` is free) but starts from a code the decoder knows.
     """
 
-    def __init__(self, ae: ConvAutoencoder, mapper: LatentMapper, n_subjects: int = 0) -> None:
+    def __init__(self, ae: ConvAutoencoder, mapper: LatentMapper, n_subjects: int = 0, *,
+                 add_target_mean: bool = False) -> None:
         super().__init__()
         self.ae, self.mapper = ae, mapper
+        self.add_target_mean = bool(add_target_mean)
         self.register_buffer("code_means", torch.zeros(max(n_subjects, 1), *ae.code_shape))
 
     @property
@@ -181,10 +186,13 @@ class Generator(nn.Module):
         source: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """The combined code C. ``condition`` feeds the mapper's subject embedding (the subject
-        for ``acg``, the target for ``dfi``); ``source`` subtracts that subject's mean code."""
+        for ``acg``, the target for ``dfi``); ``source`` subtracts that subject's mean code (and,
+        with ``add_target_mean``, the condition's mean code is added)."""
         c = self.ae.encode(x)
         if source is not None:
             c = c - self.code_means[source]
+            if self.add_target_mean and condition is not None:
+                c = c + self.code_means[condition]
         return c + self.mapper(z, condition)
 
     def forward(self, x, z, *, condition=None, source=None) -> torch.Tensor:

@@ -15,15 +15,29 @@ and an optional checkpoint):
    * ``dfi``: ``C = (C_x - mean code of the source) + C_z(z, target)``,
      ``L_G = BCE(D[X'], 1) * CE(ReID[X'], target)``.
 
-   Beyond the paper, two switchable terms (both off when their weight is 0):
-   ``utility_weight`` adds ``CE(U[X'], activity)`` for an auxiliary activity critic U, trained
-   on real data *separately from the HAR judge* (the generator never sees the HAR judge's
-   gradients); ``adaptive_weight`` adds the mean probability of the true subject under an
-   *online attacker*, a ReID network retrained on the generator's own outputs at every step, so
-   the generator cannot merely fool one frozen network (the weakness a retrained attacker
-   exposes). Early stopping keeps the GAN state with the best validation score
-   ``HAR(X')/HAR(X) - privacy``, privacy being the frozen ReID's accuracy above chance
-   (normalised) for ``ag``/``acg`` and ``1 - transfer rate`` for ``dfi``.
+   Beyond the paper, switchable (all off in ``AnonConfig()``; :meth:`AnonConfig.beyond_paper`
+   turns them on at the bench's settings, :data:`BEYOND_PAPER`):
+
+   * ``utility_weight``: ``+ w * CE(U[X'], activity)``, U an auxiliary activity critic trained
+     on real data *separately from the HAR judge* (the HAR judge never gives a gradient);
+   * ``adaptive_weight``: ``+ w * adaptive_term(A[X'])``, A an *online attacker*, a ReID network
+     retrained on the generator's outputs during GAN training (``attacker_steps`` updates per
+     batch, optionally on real windows too: ``attacker_real``; started from the ReID judge's
+     weights with ``attacker_init="reid"``; re-initialised every ``attacker_reset`` epochs);
+     ``adaptive_loss`` is ``"prob"`` (mean probability of the true subject) or ``"confusion"``
+     (``KL(uniform || p_A)``);
+   * ``content_weight``: ``+ w * MSE(X', X)``;
+   * ``dfi_target_mean``: ``C = C_x - mu_source + mu_target + C_z(z, target)`` for ``dfi``
+     (the mapper learns a correction to a mean-code swap).
+
+   Early stopping keeps the GAN state with the best validation score
+   ``activity(X')/activity(X) - privacy``. Activity is scored by a *selection critic*, a third
+   activity network trained on real data, never by the HAR judge (the independent judge of
+   :meth:`IMUAnonymiser.evaluate`) nor by the utility critic (which the generator trains
+   against). Privacy is the frozen ReID's accuracy above chance (normalised) for ``ag``/``acg``
+   and ``1 - transfer rate`` for ``dfi``; with ``select_attacker`` the online attacker's
+   normalised accuracy above chance on the held-out anonymised windows is added, and epochs
+   before ``warmup_epochs`` are never kept.
 """
 
 from __future__ import annotations
@@ -48,10 +62,14 @@ from ..errors import ParameterError
 from .networks import TCNNIMU, ConvAutoencoder, Discriminator, Generator, LatentMapper
 
 __all__ = [
+    "ADAPTIVE_LOSSES",
+    "BEYOND_PAPER",
     "STRATEGIES",
     "AnonConfig",
+    "adaptive_term",
     "build_generator",
     "compute_code_means",
+    "content_term",
     "generate",
     "generator_loss",
     "predict",
@@ -64,6 +82,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 STRATEGIES = ("ag", "acg", "dfi")
+ADAPTIVE_LOSSES = ("prob", "confusion")
 
 
 @dataclasses.dataclass
@@ -86,9 +105,9 @@ class AnonConfig:
     judge_fc: int = 128
     # training
     batch_size: int = 64
-    ae_epochs: int = 20
-    ae_lr: float = 1e-3
-    ae_noise: float = 0.05
+    ae_epochs: int = 40
+    ae_lr: float = 3e-3
+    ae_noise: float = 0.02
     judge_epochs: int = 15
     judge_lr: float = 1e-3
     gan_epochs: int = 20
@@ -96,9 +115,18 @@ class AnonConfig:
     disc_lr: float = 2e-4
     lr_decay: float = 0.97
     ag_m: float = 0.9
-    # beyond the paper (0 = off)
+    # beyond the paper (0 / False / 'prob' = off, i.e. the paper's protocol)
     utility_weight: float = 0.0
     adaptive_weight: float = 0.0
+    adaptive_loss: str = "prob"
+    attacker_steps: int = 1
+    attacker_init: str = "random"
+    attacker_reset: int = 0
+    attacker_real: bool = False
+    select_attacker: bool = False
+    warmup_epochs: int = 0
+    dfi_target_mean: bool = False
+    content_weight: float = 0.0
     # early stopping / bookkeeping
     val_fraction: float = 0.15
     patience: int = 5
@@ -113,9 +141,31 @@ class AnonConfig:
             raise ParameterError(f"batch_size must be >= 2 (batch norm), got {self.batch_size}")
         if not 0.0 < self.val_fraction < 0.5:
             raise ParameterError(f"val_fraction must be in (0, 0.5), got {self.val_fraction}")
+        if self.adaptive_loss not in ADAPTIVE_LOSSES:
+            raise ParameterError(f"adaptive_loss must be one of {ADAPTIVE_LOSSES}, "
+                                 f"got {self.adaptive_loss!r}")
+        for name in ("utility_weight", "adaptive_weight", "content_weight"):
+            if getattr(self, name) < 0:
+                raise ParameterError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.attacker_init not in ("random", "reid"):
+            raise ParameterError(f"attacker_init must be 'random' or 'reid', "
+                                 f"got {self.attacker_init!r}")
+        for name in ("attacker_steps",):
+            if getattr(self, name) < 1:
+                raise ParameterError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("attacker_reset", "warmup_epochs"):
+            if getattr(self, name) < 0:
+                raise ParameterError(f"{name} must be >= 0, got {getattr(self, name)}")
         self.ae_channels = tuple(self.ae_channels)  # type: ignore[assignment]
         self.disc_channels = tuple(self.disc_channels)  # type: ignore[assignment]
         self.mapper_hidden = tuple(self.mapper_hidden)
+
+    @classmethod
+    def beyond_paper(cls, **overrides: Any) -> AnonConfig:
+        """The configuration with every beyond-the-paper term on at the settings chosen on the
+        synthetic bench (:data:`BEYOND_PAPER`); ``overrides`` win. ``AnonConfig()`` itself is
+        the paper's protocol."""
+        return cls(**{**BEYOND_PAPER, **overrides})
 
     @property
     def ag_b(self) -> float:
@@ -130,6 +180,20 @@ class AnonConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items()
                       if k in names})
+
+
+#: Settings of the beyond-the-paper terms used by the bench (``AnonConfig.beyond_paper()``).
+BEYOND_PAPER: dict[str, Any] = {
+    "utility_weight": 1.0,
+    "adaptive_weight": 1.0,
+    "adaptive_loss": "confusion",
+    "attacker_steps": 2,
+    "attacker_init": "reid",
+    "attacker_real": True,
+    "select_attacker": True,
+    "warmup_epochs": 2,
+    "dfi_target_mean": True,
+}
 
 
 # --------------------------------------------------------------------------------------------
@@ -289,7 +353,8 @@ def build_generator(ae: ConvAutoencoder, strategy: str, n_subjects: int,
     mapper = LatentMapper(ae.code_shape, z_dim=cfg.z_dim,
                           n_subjects=n_subjects if strategy in ("acg", "dfi") else None,
                           embed_dim=cfg.embed_dim, hidden=cfg.mapper_hidden)
-    return Generator(ae, mapper, n_subjects)
+    return Generator(ae, mapper, n_subjects,
+                     add_target_mean=strategy == "dfi" and cfg.dfi_target_mean)
 
 
 @torch.no_grad()
@@ -316,6 +381,34 @@ def generator_loss(strategy: str, d_logits: torch.Tensor, reid_logits: torch.Ten
         return (adv * F.cross_entropy(reid_logits, label, reduction="none")).mean()
     p = F.softmax(reid_logits, dim=1).gather(1, label[:, None]).squeeze(1)
     return (adv * (cfg.ag_m * p + cfg.ag_b)).mean()
+
+
+def adaptive_term(kind: str, attacker_logits: torch.Tensor, subject: torch.Tensor
+                  ) -> torch.Tensor:
+    """The online-attacker term (beyond the paper), >= 0, lower = less identity left.
+
+    ``"prob"``: the mean probability the attacker gives the true subject (its gradient vanishes
+    as that probability nears 1, i.e. when the attacker is most right); ``"confusion"``:
+    ``KL(uniform || p_A(. | X'))``, zero only when the attacker cannot tell the subjects apart.
+    """
+    if kind == "prob":
+        return F.softmax(attacker_logits, 1).gather(1, subject[:, None]).mean()
+    if kind == "confusion":
+        k = attacker_logits.shape[1]
+        return (-F.log_softmax(attacker_logits, 1).mean(1) - math.log(k)).mean()
+    raise ParameterError(f"adaptive_loss must be one of {ADAPTIVE_LOSSES}, got {kind!r}")
+
+
+def content_term(fake: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Content term (beyond the paper): MSE between X' and the input window, a pull towards
+    the input that keeps whatever the privacy terms do not need to change."""
+    return F.mse_loss(fake, x)
+
+
+def _reset(net: nn.Module) -> None:
+    for m in net.modules():
+        if m is not net and hasattr(m, "reset_parameters"):
+            m.reset_parameters()
 
 
 def generate(gen: Generator, strategy: str, x: torch.Tensor, subject: torch.Tensor,
@@ -346,15 +439,18 @@ def train_gan(
     s_train: torch.Tensor,
     cfg: AnonConfig,
     *,
-    validate: Callable[[Generator], dict[str, float]],
+    validate: Callable[..., dict[str, float]],
     utility_critic: TCNNIMU | None = None,
     attacker: TCNNIMU | None = None,
 ) -> list[dict[str, float]]:
     """Adversarial training of the generator against D and the frozen ReID judge.
 
-    ``validate(gen)`` returns at least ``score`` (higher is better); the best-scoring state is
-    kept (early stopping with ``cfg.patience``). Returns one dict per epoch (losses, the
-    validation numbers, seconds).
+    ``validate(gen, attacker)`` returns at least ``score`` (higher is better); ``attacker`` is
+    the online attacker when ``cfg.select_attacker`` is on and the warm-up is over, else
+    ``None``. The best-scoring state is kept (early stopping with ``cfg.patience``; epochs
+    before ``cfg.warmup_epochs`` are never kept when ``select_attacker`` is on, because the
+    online attacker has not caught up yet). Returns one dict per epoch (losses, the validation
+    numbers, seconds).
     """
     n_subjects = int(reid.n_classes)
     _freeze(reid)
@@ -366,17 +462,38 @@ def train_gan(
     gparams = [p for p in gen.parameters() if p.requires_grad]
     opt_g = torch.optim.Adam(gparams, lr=cfg.gen_lr, betas=(0.5, 0.999))
     opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.disc_lr, betas=(0.5, 0.999))
-    opt_a = (torch.optim.Adam(attacker.parameters(), lr=cfg.judge_lr)
-             if attacker is not None else None)
+
+    def new_attacker_opt():
+        return torch.optim.Adam(attacker.parameters(), lr=cfg.judge_lr)
+
+    def init_attacker(epoch: int) -> None:
+        if cfg.attacker_init == "reid":  # start from the real-data judge: strong at once
+            attacker.load_state_dict(reid.state_dict())
+        else:
+            torch.manual_seed(cfg.seed + 1000 + epoch)
+            _reset(attacker)
+        for p in attacker.parameters():
+            p.requires_grad_(True)
+
+    opt_a = None
+    if attacker is not None:
+        init_attacker(0)
+        opt_a = new_attacker_opt()
     scheds = [torch.optim.lr_scheduler.ExponentialLR(o, cfg.lr_decay) for o in (opt_g, opt_d)]
     best, best_state, bad, history = -math.inf, None, 0, []
+    use_u = utility_critic is not None and cfg.utility_weight > 0
+    use_a = attacker is not None and cfg.adaptive_weight > 0
     bar = _bar(cfg.gan_epochs, f"gan[{strategy}]", cfg)
     for epoch in range(cfg.gan_epochs):
         t0 = time.perf_counter()
+        if attacker is not None and cfg.attacker_reset and epoch and \
+                epoch % cfg.attacker_reset == 0:
+            init_attacker(epoch)
+            opt_a = new_attacker_opt()
         gen.train()
         gen.ae.encoder.eval()  # frozen: no dropout, running BN statistics
         disc.train()
-        sums = {"loss_d": 0.0, "loss_g": 0.0, "n": 0}
+        sums = {"loss_d": 0.0, "loss_g": 0.0, "loss_a": 0.0, "n": 0}
         for idx in _batches(len(x_train), cfg.batch_size, g):
             xb, sb = x_train[idx], s_train[idx]
             tb = random_targets(sb, n_subjects, g) if strategy == "dfi" else None
@@ -388,23 +505,30 @@ def train_gan(
             opt_d.zero_grad()
             loss_d.backward()
             opt_d.step()
-            # online attacker step (beyond the paper)
+            # online attacker steps (beyond the paper): learns the source subject of X'
             if attacker is not None and opt_a is not None:
                 attacker.train()
-                loss_a = F.cross_entropy(attacker(fake.detach()), sb)
-                opt_a.zero_grad()
-                loss_a.backward()
-                opt_a.step()
+                xa_in, ya_in = fake.detach(), sb
+                if cfg.attacker_real:
+                    xa_in, ya_in = torch.cat([xa_in, xb]), torch.cat([sb, sb])
+                for _ in range(cfg.attacker_steps):
+                    loss_a = F.cross_entropy(attacker(xa_in), ya_in)
+                    opt_a.zero_grad()
+                    loss_a.backward()
+                    opt_a.step()
+                sums["loss_a"] += loss_a.item()
             # generator step
             label = tb if strategy == "dfi" else sb
             loss_g = generator_loss(strategy, disc(fake), reid(fake), label, cfg)
-            if utility_critic is not None and cfg.utility_weight > 0:
+            if use_u:
                 loss_g = loss_g + cfg.utility_weight * F.cross_entropy(utility_critic(fake),
                                                                        a_train[idx])
-            if attacker is not None and cfg.adaptive_weight > 0:
+            if use_a:
                 attacker.eval()
-                p = F.softmax(attacker(fake), 1).gather(1, sb[:, None]).mean()
-                loss_g = loss_g + cfg.adaptive_weight * p
+                loss_g = loss_g + cfg.adaptive_weight * adaptive_term(
+                    cfg.adaptive_loss, attacker(fake), sb)
+            if cfg.content_weight > 0:
+                loss_g = loss_g + cfg.content_weight * content_term(fake, xb)
             opt_g.zero_grad()
             loss_g.backward()
             opt_g.step()
@@ -416,14 +540,19 @@ def train_gan(
         for s in scheds:
             s.step()
         gen.eval()
-        val = validate(gen)
-        rec = {"epoch": epoch, "loss_d": sums["loss_d"] / max(sums["n"], 1),
-               "loss_g": sums["loss_g"] / max(sums["n"], 1), **val,
+        counted = cfg.select_attacker and attacker is not None
+        eligible = not counted or epoch + 1 >= cfg.warmup_epochs
+        val = validate(gen, attacker if counted and eligible else None)
+        n = max(sums["n"], 1)
+        rec = {"epoch": epoch, "loss_d": sums["loss_d"] / n, "loss_g": sums["loss_g"] / n,
+               **({"loss_a": sums["loss_a"] / n} if attacker is not None else {}), **val,
                "seconds": time.perf_counter() - t0}
         history.append(rec)
         bar.update(1)
         bar.set_postfix({k: f"{v:.3f}" for k, v in val.items()})
         log.info("gan[%s] epoch %d: %s", strategy, epoch, rec)
+        if not eligible:
+            continue
         if val["score"] > best:
             best, bad = val["score"], 0
             best_state = (copy.deepcopy(gen.state_dict()), copy.deepcopy(disc.state_dict()))

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from ..anon.train import BEYOND_PAPER
 from ..data.imu import IMUDataset, MinMaxNormaliser, load_imu, split_recordings
 from .anonymiser import AnonConfig, IMUAnonymiser
 
@@ -150,6 +151,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         "utility_weight": args.utility_weight, "adaptive_weight": args.adaptive_weight,
         "checkpoint_dir": args.checkpoint_dir}.items() if v is not None}
     base = _SMOKE if args.smoke else {}
+    if getattr(args, "extras", False):
+        base = {**BEYOND_PAPER, **base}
     cfg = AnonConfig(**{**base, **over, "seed": args.seed, "progress": not args.quiet})
     model = IMUAnonymiser(strategy=args.strategy, config=cfg)
     model.normaliser, model.data_spec = norm, spec
@@ -233,6 +236,9 @@ def register(subparsers: Any) -> None:
     t.add_argument("--judge-epochs", type=int)
     t.add_argument("--gan-epochs", type=int)
     t.add_argument("--judge-filters", type=int, help="tCNN-IMU filters (paper: 64)")
+    t.add_argument("--extras", action="store_true",
+                   help="beyond the paper: every extra term on at the bench's settings "
+                        "(AnonConfig.beyond_paper(); the default is the paper's protocol)")
     t.add_argument("--utility-weight", type=float,
                    help="beyond the paper: weight of an auxiliary activity critic term")
     t.add_argument("--adaptive-weight", type=float,

@@ -84,6 +84,7 @@ class IMUAnonymiser(PrivateModel):
         self.history_: dict[str, Any] = {}
         self._fitted = False
         self.utility_critic: TCNNIMU | None = None
+        self.selection_critic: TCNNIMU | None = None
         self._train: tuple[np.ndarray, np.ndarray] | None = None  # (x, subject idx), not saved
 
     # ---------------------------------------------------------------- shapes and labels
@@ -184,24 +185,42 @@ class IMUAnonymiser(PrivateModel):
                 train_classifier(critic, X[tr], A[tr], X[va], A[va], cfg,
                                  name="utility_critic", seed_offset=3)
         self.utility_critic = critic  # not saved: only training uses it
+        # early stopping scores activity with its own critic, never with the HAR judge (the
+        # independent judge of the evaluation), and never with the utility critic (which the
+        # generator is trained against and can fool)
+        selector = getattr(reuse, "selection_critic", None)
+        if selector is None:
+            selector = self._judge(len(self.activities_))
+            train_classifier(selector, X[tr], A[tr], X[va], A[va], cfg,
+                             name="selection_critic", seed_offset=4)
+        self.selection_critic = selector  # not saved: only model selection uses it
         if cfg.adaptive_weight > 0:
+            torch.manual_seed(cfg.seed + 5)
             attacker = self._judge(K)
-        har_real = accuracy(a_idx[va], predict(self.har, X[va]))
+        har_real = accuracy(a_idx[va], predict(selector, X[va]))
         gval = torch.Generator().manual_seed(cfg.seed + 11)
         t_val = random_targets(S[va], K, gval) if self.strategy == "dfi" else None
 
-        def validate(gen: Generator) -> dict[str, float]:
+        chance = 1.0 / K
+
+        def validate(gen: Generator, online: TCNNIMU | None = None) -> dict[str, float]:
             g = torch.Generator().manual_seed(cfg.seed + 12)
             xa = self._run(X[va], S[va], t_val, g)
-            har = accuracy(a_idx[va], predict(self.har, xa)) / max(har_real, 1e-9)
+            har = accuracy(a_idx[va], predict(selector, xa)) / max(har_real, 1e-9)
             pred = predict(self.reid, xa)
+            out: dict[str, float] = {"activity_ratio": har}
             if self.strategy == "dfi":
                 rate = transfer_rate(t_val.numpy(), pred)
-                return {"har_ratio": har, "transfer": rate, "score": har - (1 - rate)}
-            chance = 1.0 / K
-            acc = accuracy(s_idx[va], pred)
-            priv = max(acc - chance, 0.0) / (1 - chance)
-            return {"har_ratio": har, "reid": acc, "score": har - priv}
+                out["transfer"], priv = rate, 1.0 - rate
+            else:
+                acc = accuracy(s_idx[va], pred)
+                out["reid"], priv = acc, max(acc - chance, 0.0) / (1 - chance)
+            if online is not None:  # the online attacker's ReID on held-out X' (after warm-up)
+                acc = accuracy(s_idx[va], predict(online, xa))
+                out["online_reid"] = acc
+                priv = priv + max(acc - chance, 0.0) / (1 - chance)
+            out["score"] = har - priv
+            return out
 
         self.history_["gan"] = train_gan(
             self.generator, self.discriminator, self.reid, self.strategy, X[tr], A[tr], S[tr],
