@@ -119,7 +119,10 @@ def test_attacks_increase_loss_of_undefended_model():
     assert table["fgsm"]["linf"] == pytest.approx(0.6, abs=1e-5)  # 0.3 on the [0, 1] scale
     ms = SpikingVAE(**TINY)
     t2 = attack_table(ms, x[:8], iters=5)
-    assert t2["fgsm"]["increase"] >= 0 and t2["square"]["increase"] >= 0
+    # C&W and Square keep the worst input found (the clean one included), so they never lower the
+    # loss; one FGSM step along the sign of a surrogate gradient of an untrained spiking net can
+    assert t2["cw"]["increase"] >= 0 and t2["square"]["increase"] >= 0
+    assert np.isfinite(t2["fgsm"]["loss"])
 
 
 def test_membership_inference_auc_is_a_probability():
@@ -129,3 +132,59 @@ def test_membership_inference_auc_is_a_probability():
     m = AnnVAE(**TINY).fit(x[:32], epochs=2, batch_size=16)
     res = membership_inference(m, x[:32], x[32:], repeats=1)
     assert 0.0 <= res["auc"] <= 1.0 and res["n"] == 32
+
+
+def _surrogate_window_fractions(net, x):
+    """Fraction of LIF membrane inputs inside the surrogate-gradient window, per LIFNeuron."""
+    from privkit.dp.snn import LIFNeuron
+
+    out, hooks = {}, []
+    for name, mod in net.named_modules():
+        if isinstance(mod, LIFNeuron):
+            def hook(m, inp, _o, name=name):
+                out[name] = float(((inp[0] - m.threshold).abs() < m.width / 2).double().mean())
+            hooks.append(mod.register_forward_hook(hook))
+    with torch.no_grad():
+        net.reconstruct(x)
+    for h in hooks:
+        h.remove()
+    return out
+
+
+def test_threshold_norm_keeps_lif_inputs_in_the_surrogate_window():
+    # unit-variance membrane inputs against threshold 0.2 put ~2/3 of the neurons outside the
+    # rectangular surrogate window (no gradient; they fire always or never): the spiking VAE
+    # barely learned. FSVAE's tdBN scale (gain alpha * threshold) keeps most of them inside.
+    torch.manual_seed(0)
+    x = _images(32, size=16)
+    cfg = {"image_size": 16, "widths": (8, 16), "latent_dim": 8, "n_steps": 4, "k": 3}
+    fixed = _surrogate_window_fractions(SpikingVAENet(VAEConfig(**cfg)).eval(), x)
+    plain = _surrogate_window_fractions(
+        SpikingVAENet(VAEConfig(**cfg, threshold_norm=False)).eval(), x)
+    assert len(fixed) == 6
+    assert min(fixed.values()) > 0.75, fixed
+    assert sum(plain.values()) / len(plain) < 0.45, plain
+    m = SpikingVAE(VAEConfig(**cfg))
+    rates = m.spike_rates(x)
+    assert set(fixed) < set(rates) and {"posterior", "prior", "z"} < set(rates)
+    assert all(0.02 < r < 0.6 for r in rates.values()), rates
+
+
+FMNIST = "/usr/share/datasets/fashion-mnist"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not __import__("os").path.isdir(FMNIST), reason="dataset-fashion-mnist not installed")
+def test_spiking_vae_learns_well_below_the_mean_image_on_fashion_mnist():
+    # ~30 s: 200 AdamW steps, batch 100, widths 16/32, latent 32, T 4. Before the tdBN gain the
+    # same run stayed above 0.45x the mean-image MSE (0.135 vs 0.105 after) (see docs/dp.md)
+    from privkit.data.images import load_dataset
+
+    torch.set_num_threads(1)
+    tr = load_dataset(f"fashion-mnist:{FMNIST}", "train", image_size=16, limit=2000, seed=0)
+    te = load_dataset(f"fashion-mnist:{FMNIST}", "test", image_size=16, limit=500, seed=0)
+    baseline = float(np.mean((te.images - tr.images.mean(0, keepdims=True)) ** 2))
+    m = SpikingVAE(image_size=16, widths=(16, 32), latent_dim=32, n_steps=4, k=5)
+    m.fit(tr, epochs=10, batch_size=100, lr=2e-3, seed=0)
+    mse = m.evaluate(te)["recon_mse"]
+    assert mse < 0.45 * baseline, (mse, baseline)

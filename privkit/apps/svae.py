@@ -61,6 +61,13 @@ class VAEConfig:
     down for CPU runs. ``distance_weight=None`` means ``1 / (latent_dim * n_steps)`` (the FSVAE code
     averages the PSP distance over latent units and steps); ``kl_weight=None`` (ANN) means
     ``1 / (C * H * W)``.
+
+    ``threshold_norm=True`` (FSVAE's threshold-dependent normalisation, tdBN) starts every
+    normalisation of the spiking network with gain ``alpha * threshold`` (alpha = 1 in the encoder,
+    latent and decoder layers, 2 in the posterior / prior MLPs) instead of 1, so that membrane
+    inputs have a spread comparable to the firing threshold: with unit-variance inputs and threshold
+    0.2 most neurons either fire at every step or never, and sit outside the surrogate-gradient
+    window (see docs/dp.md, "Why the spiking VAE learned slowly"). The ANN ignores it.
     """
 
     in_channels: int = 1
@@ -78,6 +85,7 @@ class VAEConfig:
     distance_weight: float | None = None
     scheduled_sampling: float = 0.0
     kl_weight: float | None = None
+    threshold_norm: bool = True
 
     def __post_init__(self) -> None:
         self.widths = tuple(int(w) for w in self.widths)
@@ -105,21 +113,28 @@ class VAEConfig:
         return d
 
 
-def _norm(kind: str, channels: int, groups: int, dims: int = 3) -> nn.Module:
-    """A normalisation over channels. ``dims`` is the number of spatial/time axes after C."""
+def _norm(kind: str, channels: int, groups: int, dims: int = 3, gain: float = 1.0) -> nn.Module:
+    """A normalisation over channels. ``dims`` is the number of spatial/time axes after C; ``gain``
+    is the initial value of its affine weight (the output's standard deviation at initialisation)."""
+    norm: nn.Module
     if kind == "group" and dims <= 1:
         # feature vectors (N, F) or (N, F, T): a per-sample norm over small groups of features
         # would erase what distinguishes samples (e.g. groups of 2 latent units x T equal steps
         # normalise to +-1); normalise over all features (LayerNorm) instead
-        return nn.GroupNorm(1, channels)
-    if kind == "group":
+        norm = nn.GroupNorm(1, channels)
+    elif kind == "group":
         g = math.gcd(channels, groups) or 1
-        return nn.GroupNorm(g, channels)
-    if kind == "layer":
-        return nn.GroupNorm(1, channels)  # LayerNorm over (C, ...) per sample
-    if kind == "batch":
-        return {1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d}.get(dims, nn.BatchNorm1d)(channels)
-    return nn.Identity()
+        norm = nn.GroupNorm(g, channels)
+    elif kind == "layer":
+        norm = nn.GroupNorm(1, channels)  # LayerNorm over (C, ...) per sample
+    elif kind == "batch":
+        norm = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d}.get(dims, nn.BatchNorm1d)(channels)
+    else:
+        return nn.Identity()
+    if gain != 1.0:
+        with torch.no_grad():
+            norm.weight.fill_(gain)
+    return norm
 
 
 def psp(x: torch.Tensor, tau_s: float = 2.0) -> torch.Tensor:
@@ -142,9 +157,10 @@ class _SpikingMLP(nn.Module):
         super().__init__()
         # StepLinear: called once per time step; DP-SGD forms its per-sample gradient once per pass
         self.l1 = StepLinear(d_in, d_hidden)
-        self.n1 = _norm(cfg.norm, d_hidden, cfg.groups, dims=0)
+        gain = 2 * cfg.threshold if cfg.threshold_norm else 1.0  # tdBN with alpha = 2, as in FSVAE
+        self.n1 = _norm(cfg.norm, d_hidden, cfg.groups, dims=0, gain=gain)
         self.l2 = StepLinear(d_hidden, d_mid)
-        self.n2 = _norm(cfg.norm, d_mid, cfg.groups, dims=0)
+        self.n2 = _norm(cfg.norm, d_mid, cfg.groups, dims=0, gain=gain)
         self.l3 = StepLinear(d_mid, d_out)
         self.cfg = cfg
 
@@ -175,37 +191,38 @@ class SpikingVAENet(nn.Module):
         super().__init__()
         self.cfg = cfg
         c, L = cfg, cfg.latent_dim
+        g = c.threshold if c.threshold_norm else 1.0  # tdBN's alpha * threshold, alpha = 1
         enc: list[nn.Module] = []
         ch = c.in_channels
         for w in c.widths:
             enc += [
                 nn.Conv3d(ch, w, (3, 3, 1), stride=(2, 2, 1), padding=(1, 1, 0), bias=c.norm == "none"),
-                _norm(c.norm, w, c.groups),
+                _norm(c.norm, w, c.groups, gain=g),
                 self._lif(w),
             ]
             ch = w
         self.encoder = nn.Sequential(*enc)
         feat = c.widths[-1] * c.bottom * c.bottom
         self.before_latent = nn.Linear(feat, L)
-        self.before_latent_norm = _norm(c.norm, L, c.groups, dims=1)
+        self.before_latent_norm = _norm(c.norm, L, c.groups, dims=1, gain=g)
         self.before_latent_lif = self._lif(None)
         self.posterior = _SpikingMLP(2 * L, 2 * L, 4 * L, L * c.k, c)
         self.prior = _SpikingMLP(L, 2 * L, 4 * L, L * c.k, c)
         self.decoder_input = nn.Linear(L, feat)
-        self.decoder_input_norm = _norm(c.norm, c.widths[-1], c.groups)
+        self.decoder_input_norm = _norm(c.norm, c.widths[-1], c.groups, gain=g)
         self.decoder_input_lif = self._lif(c.widths[-1])
         dec: list[nn.Module] = []
         rev = list(reversed(c.widths))
         for a, b in itertools.pairwise(rev):
             dec += [
                 TimeConvTranspose3d(a, b, bias=c.norm == "none"),
-                _norm(c.norm, b, c.groups),
+                _norm(c.norm, b, c.groups, gain=g),
                 self._lif(b),
             ]
         w0 = c.widths[0]
         dec += [
             TimeConvTranspose3d(w0, w0, bias=c.norm == "none"),
-            _norm(c.norm, w0, c.groups),
+            _norm(c.norm, w0, c.groups, gain=g),
             self._lif(w0),
             nn.Conv3d(w0, c.in_channels, (3, 3, 1), padding=(1, 1, 0)),
         ]
@@ -306,6 +323,27 @@ class SpikingVAENet(nn.Module):
     def reconstruct(self, x: torch.Tensor, noise: dict | None = None) -> torch.Tensor:
         z, _, _ = self.latent(x, noise, 0.0)
         return self.decode(z)
+
+    @torch.no_grad()
+    def spike_rates(self, x: torch.Tensor, noise: dict | None = None) -> dict[str, float]:
+        """Mean firing rate of every spiking layer on images ``x``, in forward order (encoder,
+        latent, posterior / prior candidates, sampled ``z``, decoder). A layer near 0 or 1 passes
+        little information; a diagnostic for training, not part of the loss."""
+        rates: dict[str, float] = {}
+
+        def hook(mod: nn.Module, inp: Any, out: torch.Tensor, name: str = "") -> None:
+            rates[name] = float(out.mean())
+
+        hooks = [m.register_forward_hook(lambda mod, inp, out, name=name: hook(mod, inp, out, name))
+                 for name, m in self.named_modules() if isinstance(m, LIFNeuron)]
+        try:
+            z, q, p = self.latent(x, noise, 0.0)
+            rates.update(posterior=float(q.mean()), prior=float(p.mean()), z=float(z.mean()))
+            self.decode(z)
+        finally:
+            for h in hooks:
+                h.remove()
+        return rates
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -640,6 +678,15 @@ class SpikingVAE(_VAEModel):
 
     model_kind: ClassVar[str] = "svae-spiking"
     net_class = SpikingVAENet
+
+    @torch.no_grad()
+    def spike_rates(self, data: Any, n: int = 256, seed: int = 0) -> dict[str, float]:
+        """Mean firing rate per spiking layer on the first ``n`` images of ``data`` (see
+        :meth:`SpikingVAENet.spike_rates`)."""
+        x = _as_tensor(data)[:n]
+        torch.manual_seed(seed)
+        self.net.eval()
+        return self.net.spike_rates(x)
 
 
 class AnnVAE(_VAEModel):
