@@ -83,10 +83,22 @@ def conv_cases(draw):
     return layer, (n, cin, *size), reduction
 
 
-@settings(max_examples=60, deadline=None)
-@given(conv_cases(), st.integers(0, 2**31 - 1))
-def test_conv_grad_samplers_equal_oracle(case, seed):
+@pytest.mark.parametrize("gconv", [0, 1 << 20], ids=["per-offset", "grouped-conv"])
+@settings(max_examples=40, deadline=None)
+@given(case=conv_cases(), seed=st.integers(0, 2**31 - 1))
+def test_conv_grad_samplers_equal_oracle(gconv, case, seed):
+    """Both ways of forming per-sample conv gradients (one product per kernel offset, or one
+    grouped convolution when a side has few channels) are forced in turn."""
     layer, shape, reduction = case
+    old = grad_samplers._GCONV_MAX_CHANNELS
+    grad_samplers._GCONV_MAX_CHANNELS = gconv
+    try:
+        _check_case(layer, shape, reduction, seed)
+    finally:
+        grad_samplers._GCONV_MAX_CHANNELS = old
+
+
+def _check_case(layer, shape, reduction, seed):
     torch.manual_seed(seed)
     layer = layer.double()
     x = torch.randn(shape, dtype=torch.float64)

@@ -70,6 +70,29 @@ def _pad(t: torch.Tensor, padding: tuple[int, ...]) -> torch.Tensor:
     return F.pad(t, spec)
 
 
+# with few channels on either side, the per-offset products are thin and copy-bound; one grouped
+# convolution over all offsets (samples as groups) is then faster (measured: 1.7 ms against 8.9 ms
+# for a 32 -> 1 channel 3x3 conv on 64 samples of 32x32)
+_GCONV_MAX_CHANNELS = 4
+_CONVND = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+
+
+def _per_sample_by_conv(a: torch.Tensor, b_pad: torch.Tensor, kernel: tuple[int, ...],
+                        stride: tuple[int, ...], dilation: tuple[int, ...],
+                        out_size: tuple[int, ...]) -> torch.Tensor:
+    """:func:`_per_offset` for ``groups == 1`` as one convolution: ``b_pad`` with its channels as
+    the batch and its samples as channels, correlated with each sample's ``a`` as a kernel dilated
+    by the stride (``groups`` = samples). Returns ``(N, A, B, *kernel)``."""
+    n, ca = a.shape[:2]
+    cb = b_pad.shape[1]
+    inp = b_pad.transpose(0, 1)  # (B, N, *padded)
+    w = a.reshape(n * ca, 1, *out_size)
+    out = _CONVND[len(kernel)](inp, w, stride=dilation, dilation=stride, groups=n)
+    out = out[(slice(None), slice(None), *(slice(0, k) for k in kernel))]  # (B, N*A, *kernel)
+    out = out.reshape(cb, n, ca, *kernel)
+    return out.permute(1, 2, 0, *range(3, 3 + len(kernel))).contiguous()
+
+
 def _per_offset(a: torch.Tensor, b_pad: torch.Tensor, kernel: tuple[int, ...],
                 stride: tuple[int, ...], dilation: tuple[int, ...], out_size: tuple[int, ...],
                 groups: int) -> torch.Tensor:
@@ -81,6 +104,8 @@ def _per_offset(a: torch.Tensor, b_pad: torch.Tensor, kernel: tuple[int, ...],
     n, ca = a.shape[:2]
     cb = b_pad.shape[1]
     ga, gb = ca // groups, cb // groups
+    if groups == 1 and min(ca, cb) <= _GCONV_MAX_CHANNELS and 1 <= len(kernel) <= 3:
+        return _per_sample_by_conv(a, b_pad, kernel, stride, dilation, out_size)
     a2 = a.reshape(n * groups, ga, -1)  # (N*G, A/G, P)
     offsets = list(itertools.product(*(range(k) for k in kernel)))
     # one contiguous (N*G, A/G, B/G) block per offset, written in place by bmm; the blocks are
