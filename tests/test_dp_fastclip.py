@@ -8,6 +8,7 @@ both the ghost and the direct per-sample norms. With noise, the accountant sees 
 
 from __future__ import annotations
 
+import copy
 import warnings
 
 import pytest
@@ -16,8 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from privkit.dp import make_private
-from privkit.dp import fastclip
+from privkit.dp import fastclip, make_private
 from privkit.dp.grad_samplers import StepLinear
 
 
@@ -48,7 +48,7 @@ class _Mixed(nn.Module):
 
 
 def _update(mode: str, model: nn.Module, x: torch.Tensor, clip: float) -> list[torch.Tensor]:
-    m = _clone(model)
+    m = copy.deepcopy(model)
     opt = torch.optim.SGD(m.parameters(), lr=1.0)
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x), batch_size=len(x))
     with warnings.catch_warnings():
@@ -62,12 +62,6 @@ def _update(mode: str, model: nn.Module, x: torch.Tensor, clip: float) -> list[t
     assert tr.steps == 1
     tr.module._close()
     return grads
-
-
-def _clone(model):
-    import copy
-
-    return copy.deepcopy(model)
 
 
 @settings(max_examples=12, deadline=None)

@@ -150,9 +150,8 @@ class AnonConfig:
         if self.attacker_init not in ("random", "reid"):
             raise ParameterError(f"attacker_init must be 'random' or 'reid', "
                                  f"got {self.attacker_init!r}")
-        for name in ("attacker_steps",):
-            if getattr(self, name) < 1:
-                raise ParameterError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.attacker_steps < 1:
+            raise ParameterError(f"attacker_steps must be >= 1, got {self.attacker_steps}")
         for name in ("attacker_reset", "warmup_epochs"):
             if getattr(self, name) < 0:
                 raise ParameterError(f"{name} must be >= 0, got {getattr(self, name)}")
@@ -470,8 +469,10 @@ def train_gan(
         if cfg.attacker_init == "reid":  # start from the real-data judge: strong at once
             attacker.load_state_dict(reid.state_dict())
         else:
-            torch.manual_seed(cfg.seed + 1000 + epoch)
-            _reset(attacker)
+            # seeded re-initialisation that leaves the training's own random stream alone
+            with torch.random.fork_rng():
+                torch.manual_seed(cfg.seed + 1000 + epoch)
+                _reset(attacker)
         for p in attacker.parameters():
             p.requires_grad_(True)
 

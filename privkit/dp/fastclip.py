@@ -36,13 +36,12 @@ import itertools
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from opacus.grad_sample import GradSampleModule
 from opacus.optimizers import DPOptimizer
 from opacus.optimizers.optimizer import _generate_noise
 from torch import nn
 
-from .grad_samplers import StepLinear, _per_offset
+from .grad_samplers import StepLinear, _per_offset, offset_slices, weight_grad_operands
 
 __all__ = ["FastClipModule", "FastClipOptimizer"]
 
@@ -78,22 +77,10 @@ def _use_ghost(n: int, p: int, d_in: int, d_out: int) -> bool:
     return p * (d_in + d_out) < d_in * d_out and n * p * p <= _GHOST_MAX_ELEMENTS
 
 
-def _conv_input(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """The input padded exactly as the layer's forward pads it (size and mode)."""
-    spec = list(layer._reversed_padding_repeated_twice)
-    if not any(spec):
-        return x
-    mode = "constant" if layer.padding_mode == "zeros" else layer.padding_mode
-    return F.pad(x, spec, mode=mode)
-
-
 def _patches(t: torch.Tensor, kernel, stride, dilation, out_size) -> torch.Tensor:
     """im2col by strided views: ``(N, C, *padded) -> (N, C * prod(kernel), P)``."""
-    views = []
-    for off in itertools.product(*(range(k) for k in kernel)):
-        sl = tuple(slice(d * o, d * o + s * (m - 1) + 1, s)
-                   for o, s, d, m in zip(off, stride, dilation, out_size, strict=True))
-        views.append(t[(slice(None), slice(None), *sl)])
+    views = [t[(slice(None), slice(None), *offset_slices(off, stride, dilation, out_size))]
+             for off in itertools.product(*(range(k) for k in kernel))]
     st = torch.stack(views, 2)  # (N, C, K, *out)
     return st.reshape(t.shape[0], -1, st[0, 0, 0].numel())
 
@@ -122,13 +109,7 @@ def _conv_weight_norm2(layer: nn.Module, x: torch.Tensor, g: torch.Tensor,
     kernel, stride, dil, groups = (tuple(layer.kernel_size), tuple(layer.stride),
                                    tuple(layer.dilation), layer.groups)
     n = x.shape[0]
-    if transposed:
-        # dW[i, o, off] = sum_p x[i, p] g_pad[o, s p + d off]: x plays the output gradient's part
-        left, right = x, F.pad(g, [q for p in reversed(layer.padding) for q in (p, p)])
-        size = tuple(x.shape[2:])
-    else:
-        left, right = g, _conv_input(layer, x)
-        size = tuple(g.shape[2:])
+    left, right, size = weight_grad_operands(layer, x, g, transposed)
     p = int(torch.Size(size).numel())
     c_left = left.shape[1] // groups
     c_right = right.shape[1] // groups * int(torch.Size(kernel).numel())
@@ -155,14 +136,9 @@ def _conv_norm2(layer: nn.Module, calls: list,
         else:  # a conv called several times per pass: add the calls' gradients, then the norm
             total = None
             for x, g in calls:
-                kernel, stride, dil = (tuple(layer.kernel_size), tuple(layer.stride),
-                                       tuple(layer.dilation))
-                if transposed:
-                    gp = F.pad(g, [q for p in reversed(layer.padding) for q in (p, p)])
-                    gs = _per_offset(x, gp, kernel, stride, dil, tuple(x.shape[2:]), layer.groups)
-                else:
-                    gs = _per_offset(g, _conv_input(layer, x), kernel, stride, dil,
-                                     tuple(g.shape[2:]), layer.groups)
+                left, right, size = weight_grad_operands(layer, x, g, transposed)
+                gs = _per_offset(left, right, tuple(layer.kernel_size), tuple(layer.stride),
+                                 tuple(layer.dilation), size, layer.groups)
                 total = gs if total is None else total + gs
             norm2 = norm2 + total.flatten(1).square().sum(1)
     if layer.bias is not None and layer.bias.requires_grad:
@@ -260,7 +236,7 @@ def _clipped_sum(rec: _Record, c: torch.Tensor) -> dict[nn.Parameter, torch.Tens
                 out[layer.bias] = out.get(layer.bias, 0) + cg.flatten(2).sum((0, 2))
             continue
         if rec.kind == "conv":
-            xin = _conv_input(layer, x)
+            xin = weight_grad_operands(layer, x, g, False)[1]
             padding = [0] * (x.dim() - 2)
             out_pad = [0] * (x.dim() - 2)
             transposed = False

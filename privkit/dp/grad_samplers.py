@@ -60,14 +60,29 @@ __all__ = [
 _ORIGINAL: dict[type, object] = {}
 
 
-def _pad(t: torch.Tensor, padding: tuple[int, ...]) -> torch.Tensor:
-    """Zero-pad the spatial dimensions of ``(N, C, *S)`` by ``padding[i]`` on both sides."""
-    if not any(padding):
-        return t
-    spec: list[int] = []
-    for p in reversed(padding):  # F.pad takes the last dimension first
-        spec += [p, p]
-    return F.pad(t, spec)
+def offset_slices(off: tuple[int, ...], stride: tuple[int, ...], dilation: tuple[int, ...],
+                  out_size: tuple[int, ...]) -> tuple[slice, ...]:
+    """The positions ``s * p + d * off`` (``p`` over ``out_size``) as one slice per dimension."""
+    return tuple(slice(d * o, d * o + s * (m - 1) + 1, s)
+                 for o, s, d, m in zip(off, stride, dilation, out_size, strict=True))
+
+
+def weight_grad_operands(layer: nn.Module, x: torch.Tensor, g: torch.Tensor, transposed: bool
+                         ) -> tuple[torch.Tensor, torch.Tensor, tuple[int, ...]]:
+    """``(left, right_padded, size)`` with ``dW[n, l, r, off] = sum_p left[n, l, p] *
+    right_padded[n, r, s * p + d * off]`` over the ``size`` positions ``p``.
+
+    A convolution correlates its output gradient (left) with its input, padded exactly as the
+    layer's forward pads it: per-side amounts (``'same'`` may be asymmetric) and its padding mode
+    (Opacus 1.6's own sampler zero-pads whatever the mode). A transposed convolution is the
+    adjoint: its input (left) against the output gradient zero-padded by ``padding``.
+    """
+    if transposed:
+        spec = [q for p in reversed(layer.padding) for q in (p, p)]
+        return x, (F.pad(g, spec) if any(spec) else g), tuple(x.shape[2:])
+    spec = list(layer._reversed_padding_repeated_twice)
+    mode = "constant" if layer.padding_mode == "zeros" else layer.padding_mode
+    return g, (F.pad(x, spec, mode=mode) if any(spec) else x), tuple(g.shape[2:])
 
 
 # with few channels on either side, the per-offset products are thin and copy-bound; one grouped
@@ -112,10 +127,7 @@ def _per_offset(a: torch.Tensor, b_pad: torch.Tensor, kernel: tuple[int, ...],
     # then interleaved into the weight layout (offset last) by a single copy
     out = a.new_empty(len(offsets), n * groups, ga, gb)
     for i, off in enumerate(offsets):
-        sl = tuple(
-            slice(d * o, d * o + s * (m - 1) + 1, s)
-            for o, s, d, m in zip(off, stride, dilation, out_size, strict=True)
-        )
+        sl = offset_slices(off, stride, dilation, out_size)
         view = b_pad[(slice(None), slice(None), *sl)]  # (N, B, *out_size)
         bv = view.reshape(n * groups, gb, -1)
         torch.bmm(a2, bv.transpose(1, 2), out=out[i])
@@ -128,19 +140,11 @@ def conv_grad_sample(layer: nn.Module, activations: list, backprops: torch.Tenso
     ``activations[0]`` is the layer input ``(N, C_in, *S)``, ``backprops`` the gradient of the
     (already reduction-scaled) loss with respect to the output ``(N, C_out, *S_out)``.
     """
-    x = activations[0]
     ret = {}
     if layer.weight.requires_grad:
-        out_size = tuple(backprops.shape[2:])
-        # pad exactly as the layer's forward does: per-side amounts ('same' may be asymmetric)
-        # and its padding mode (Opacus 1.6's own sampler zero-pads whatever the mode)
-        spec = list(layer._reversed_padding_repeated_twice)
-        mode = "constant" if layer.padding_mode == "zeros" else layer.padding_mode
-        xp = F.pad(x, spec, mode=mode) if any(spec) else x
-        ret[layer.weight] = _per_offset(
-            backprops, xp, tuple(layer.kernel_size), tuple(layer.stride),
-            tuple(layer.dilation), out_size, layer.groups,
-        )
+        left, right, size = weight_grad_operands(layer, activations[0], backprops, False)
+        ret[layer.weight] = _per_offset(left, right, tuple(layer.kernel_size), tuple(layer.stride),
+                                        tuple(layer.dilation), size, layer.groups)
     if layer.bias is not None and layer.bias.requires_grad:
         ret[layer.bias] = backprops.flatten(2).sum(2)
     return ret
@@ -153,15 +157,11 @@ def conv_transpose_grad_sample(layer: nn.Module, activations: list,
     The layer's weight is ``(C_in, C_out/groups, *kernel)``; output padding, or an ``output_size``
     given at call time, only lengthens the output gradient, which the strided views never reach.
     """
-    x = activations[0]
     ret = {}
     if layer.weight.requires_grad:
-        in_size = tuple(x.shape[2:])
-        gp = _pad(backprops, tuple(layer.padding))
-        ret[layer.weight] = _per_offset(
-            x, gp, tuple(layer.kernel_size), tuple(layer.stride), tuple(layer.dilation),
-            in_size, layer.groups,
-        )
+        left, right, size = weight_grad_operands(layer, activations[0], backprops, True)
+        ret[layer.weight] = _per_offset(left, right, tuple(layer.kernel_size), tuple(layer.stride),
+                                        tuple(layer.dilation), size, layer.groups)
     if layer.bias is not None and layer.bias.requires_grad:
         ret[layer.bias] = backprops.flatten(2).sum(2)
     return ret
