@@ -22,7 +22,8 @@ from privkit.dp.grad_samplers import StepLinear
 
 
 class _Mixed(nn.Module):
-    """conv -> groupnorm -> conv (reflect) -> transposed conv -> linear, plus a recurrent part."""
+    """conv -> groupnorm -> conv (reflect) -> transposed conv -> linear -> layernorm, plus a
+    recurrent part (a linear and a layernorm called at every step)."""
 
     def __init__(self, dims: int = 2, channels: int = 3, steps: int = 3):
         super().__init__()
@@ -33,17 +34,19 @@ class _Mixed(nn.Module):
         self.c2 = conv(channels, 4, 3, padding=1, padding_mode="reflect", groups=1)
         self.t1 = convt(4, 2, 3, stride=2, padding=1, output_padding=1, groups=2)
         self.fc = nn.Linear(2, 3)
+        self.ln = nn.LayerNorm(3)
         self.rec = StepLinear(3, 3)
+        self.rec_norm = nn.LayerNorm(3)
         self.steps = steps
 
     def forward(self, x):
         h = torch.tanh(self.norm(self.c1(x)))
         h = torch.tanh(self.c2(h))
         h = self.t1(h)  # (N, 2, ...)
-        h = self.fc(h.flatten(2).transpose(1, 2))  # (N, P, 3): linear over positions
+        h = self.ln(self.fc(h.flatten(2).transpose(1, 2)))  # (N, P, 3): linear over positions
         s = h.mean(1)
         for _ in range(self.steps):
-            s = torch.tanh(self.rec(s) + s)
+            s = torch.tanh(self.rec_norm(self.rec(s)) + s)
         return (h.pow(2).mean((1, 2)) + s.pow(2).sum(1))  # per-sample loss (N,)
 
 
@@ -79,21 +82,23 @@ def test_fast_mode_update_equals_hooks_mode(dims, n, clip, seed):
 
 
 @pytest.mark.parametrize("dims", [1, 2, 3])
-@pytest.mark.parametrize("ghost,keep", [(True, True), (False, True), (False, False)])
-def test_ghost_and_direct_norms_agree(monkeypatch, dims, ghost, keep):
+@pytest.mark.parametrize("ghost,keep,way", [
+    (True, True, None), (False, True, "offset"), (False, True, "batch-groups"),
+    (False, False, "gconv"),
+])
+def test_ghost_and_direct_norms_agree(monkeypatch, dims, ghost, keep, way):
     """Force every layer onto one norm path (ghost, or per-sample gradients kept for the clipped
-    sum, or formed for the norm and then recomputed by a convolution backward); the update must
-    not change."""
+    sum, or formed for the norm and then recomputed by a convolution backward) and one way of
+    forming per-sample conv gradients; the update must not change."""
+    from privkit.dp import grad_samplers
+
     torch.manual_seed(0)
     model = _Mixed(dims).double()
     x = torch.randn(4, 1, *{1: (12,), 2: (6, 5), 3: (4, 4, 3)}[dims], dtype=torch.float64)
     ref = _update("hooks", model, x, 0.05)
     monkeypatch.setattr(fastclip, "_use_ghost", lambda *a: ghost)
     monkeypatch.setattr(fastclip, "_KEEP_MAX_ELEMENTS", (1 << 30) if keep else 0)
-    # direct norms by per-offset products when kept, by the grouped convolution otherwise
-    from privkit.dp import grad_samplers
-
-    monkeypatch.setattr(grad_samplers, "_GCONV_MAX_CHANNELS", 0 if keep else 1 << 20)
+    monkeypatch.setattr(grad_samplers, "_FORCE", way)
     got = _update("fast", model, x, 0.05)
     for a, b in zip(got, ref, strict=True):
         assert torch.allclose(a, b, atol=1e-12, rtol=1e-9)
@@ -177,3 +182,112 @@ def test_unused_parameter_raises():
     tr.module(x).mean().backward()
     with pytest.raises(ValueError, match="got no per-sample gradient"):
         tr.optimizer.step()
+
+
+def _virtual_step_grads(mode: str, model: nn.Module, x: torch.Tensor, physical: int):
+    """One logical batch split by Opacus' BatchMemoryManager into physical batches whose steps
+    are skipped until the last; returns the gradients the real step used."""
+    from opacus.utils.batch_memory_manager import BatchMemoryManager
+
+    m = copy.deepcopy(model)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x), batch_size=len(x))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        tr = make_private(m, torch.optim.SGD(m.parameters(), lr=1.0), loader,
+                          noise_multiplier=0.0, delta=1e-5, max_grad_norm=0.05, epochs=1,
+                          poisson_sampling=False, grad_sample_mode=mode)
+    with BatchMemoryManager(data_loader=tr.data_loader, max_physical_batch_size=physical,
+                            optimizer=tr.optimizer) as mem_loader:
+        for (xb,) in mem_loader:
+            tr.optimizer.zero_grad()
+            tr.module(xb).mean().backward()
+            tr.optimizer.step()
+    grads = [p.grad.detach().clone() for p in tr.module.parameters()]
+    assert tr.steps == 1
+    tr.module._close()
+    return grads
+
+
+def test_fast_mode_virtual_steps_equal_hooks_mode():
+    """Physical batches under BatchMemoryManager: the skipped steps accumulate the clipped sums
+    (one flat buffer in fast mode) and the real step gives hooks mode's update."""
+    torch.manual_seed(0)
+    model = _Mixed(2).double()
+    x = torch.randn(7, 1, 6, 5, dtype=torch.float64)
+    fast = _virtual_step_grads("fast", model, x, 3)
+    hooks = _virtual_step_grads("hooks", model, x, 3)
+    whole = _virtual_step_grads("fast", model, x, 7)
+    for a, b, c in zip(fast, hooks, whole, strict=True):
+        assert torch.allclose(a, b, atol=1e-12, rtol=1e-9)
+        assert torch.allclose(a, c, atol=1e-12, rtol=1e-9)
+
+
+def test_fast_mode_ignores_forward_passes_without_backward():
+    """A forward pass in training mode whose output is dropped (e.g. a monitoring pass) leaves
+    nothing behind: the next step equals a clean one."""
+    torch.manual_seed(0)
+    model = _Mixed(2).double()
+    x = torch.randn(5, 1, 6, 5, dtype=torch.float64)
+    ref = _update("fast", model, x, 0.05)
+    m = copy.deepcopy(model)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x), batch_size=len(x))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        tr = make_private(m, torch.optim.SGD(m.parameters(), lr=1.0), loader,
+                          noise_multiplier=0.0, delta=1e-5, max_grad_norm=0.05, epochs=1,
+                          poisson_sampling=False)
+    tr.module(x[:2] + 1.0)  # dropped
+    tr.optimizer.zero_grad()
+    tr.module(x).mean().backward()
+    tr.optimizer.step()
+    for a, b in zip((p.grad for p in tr.module.parameters()), ref, strict=True):
+        assert torch.allclose(a, b, atol=1e-12, rtol=1e-9)
+
+
+def test_fast_mode_gradients_are_views_of_one_noisy_buffer():
+    """With noise, every parameter gets noise of std noise_multiplier * clip / batch (checked on
+    a frozen-data step whose clipped sum is zero: all-zero inputs and a bias-free model)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(50, 40, bias=False), nn.Linear(40, 30, bias=False))
+    x = torch.zeros(8, 50)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x), batch_size=8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        tr = make_private(model, torch.optim.SGD(model.parameters(), lr=1.0), loader,
+                          noise_multiplier=2.0, delta=1e-5, max_grad_norm=0.5, epochs=1,
+                          poisson_sampling=False)
+    tr.optimizer.zero_grad()
+    tr.module(x).sum().backward()
+    tr.optimizer.step()
+    grads = torch.cat([p.grad.flatten() for p in tr.module.parameters()])
+    assert grads.numel() == 50 * 40 + 40 * 30
+    # std 2.0 * 0.5 / 8 = 0.125 (mean loss reduction); 3200 draws give it to a few percent
+    assert abs(grads.std().item() - 0.125) < 0.01
+    assert abs(grads.mean().item()) < 0.01
+
+
+@settings(max_examples=20, deadline=None)
+@given(kind=st.sampled_from(["group", "layer"]), dims=st.integers(0, 3), k=st.integers(1, 3),
+       n=st.integers(1, 4), seed=st.integers(0, 2**31 - 1))
+def test_norm_layer_samples_equal_batch_of_one(kind, dims, k, n, seed):
+    """Per-sample affine gradients of GroupNorm / LayerNorm (any input rank, LayerNorm over
+    several trailing dimensions) equal each sample's own gradient, computed alone in float64."""
+    torch.manual_seed(seed)
+    spatial = tuple(range(3, 3 + dims))
+    if kind == "group":
+        layer = nn.GroupNorm(2, 4).double()
+        shape = (n, 4, *spatial)
+    else:
+        shape = (n, 3, *spatial)
+        layer = nn.LayerNorm(shape[len(shape) - min(k, len(shape) - 1):]).double()
+    with torch.no_grad():
+        for p in layer.parameters():
+            p.copy_(torch.randn_like(p))
+    x = torch.randn(shape, dtype=torch.float64)
+    g = torch.randn_like(layer(x))
+    got = fastclip._norm_samples(layer, [(x, g)])
+    for i in range(n):
+        layer.zero_grad()
+        (layer(x[i:i + 1]) * g[i:i + 1]).sum().backward()
+        for p in layer.parameters():
+            assert torch.allclose(got[p][i], p.grad, atol=1e-12), (kind, shape)

@@ -83,19 +83,21 @@ def conv_cases(draw):
     return layer, (n, cin, *size), reduction
 
 
-@pytest.mark.parametrize("gconv", [0, 1 << 20], ids=["per-offset", "grouped-conv"])
+@pytest.mark.parametrize("way", ["offset", "gconv", "batch-groups", None])
 @settings(max_examples=40, deadline=None)
 @given(case=conv_cases(), seed=st.integers(0, 2**31 - 1))
-def test_conv_grad_samplers_equal_oracle(gconv, case, seed):
-    """Both ways of forming per-sample conv gradients (one product per kernel offset, or one
-    grouped convolution when a side has few channels) are forced in turn."""
+def test_conv_grad_samplers_equal_oracle(way, case, seed):
+    """Every way of forming per-sample conv gradients (one product per kernel offset; one grouped
+    convolution when a side has few channels; the weight gradient of one convolution whose groups
+    are the samples; and the automatic choice) is forced in turn. "gconv" falls back to the
+    per-offset products for grouped layers."""
     layer, shape, reduction = case
-    old = grad_samplers._GCONV_MAX_CHANNELS
-    grad_samplers._GCONV_MAX_CHANNELS = gconv
+    old = grad_samplers._FORCE
+    grad_samplers._FORCE = way
     try:
         _check_case(layer, shape, reduction, seed)
     finally:
-        grad_samplers._GCONV_MAX_CHANNELS = old
+        grad_samplers._FORCE = old
 
 
 def _check_case(layer, shape, reduction, seed):
@@ -118,7 +120,9 @@ def test_registered_for_every_conv_kind():
 @pytest.mark.parametrize("dims", [1, 2, 3])
 @pytest.mark.parametrize("padding", [1, "same", "valid", (2, 1, 0)])
 @pytest.mark.parametrize("padding_mode", ["zeros", "reflect", "replicate", "circular"])
-def test_every_padding_mode_equals_oracle(dims, padding, padding_mode):
+@pytest.mark.parametrize("way", ["offset", "gconv", "batch-groups"])
+def test_every_padding_mode_equals_oracle(monkeypatch, dims, padding, padding_mode, way):
+    monkeypatch.setattr(grad_samplers, "_FORCE", way)
     torch.manual_seed(0)
     if isinstance(padding, tuple):
         padding = padding[:dims]
@@ -141,8 +145,10 @@ def test_opacus_own_sampler_is_wrong_for_reflect_padding():
     assert (ours - theirs).abs().max() > 1e-3
 
 
-def test_conv_transpose_with_output_size_argument():
+@pytest.mark.parametrize("way", ["offset", "gconv", "batch-groups"])
+def test_conv_transpose_with_output_size_argument(monkeypatch, way):
     """An output_size given at call time lengthens the output; the gradient is unaffected."""
+    monkeypatch.setattr(grad_samplers, "_FORCE", way)
 
     class Up(nn.Module):
         def __init__(self):
