@@ -7,17 +7,20 @@ targets of issue 8 (frozen ReID <= 2x chance, HAR >= 85% of real, DFI transfer >
 which are missed. The autoencoder and the two judges are trained once and shared by the three
 strategies (``IMUAnonymiser.fit(reuse=...)``), so the strategies are compared on equal terms.
 
-    python bench/anonymiser.py                 # default: both modes below, one after the other
-    python bench/anonymiser.py --modes paper   # the paper's losses only
-    python bench/anonymiser.py --modes extras  # with the beyond-the-paper terms
+    python bench/anonymiser.py                  # default: modes default and extras
+    python bench/anonymiser.py --modes default  # AnonConfig(), what IMUAnonymiser uses
+    python bench/anonymiser.py --modes paper    # the paper's losses only
+    python bench/anonymiser.py --modes extras   # every beyond-the-paper term
     python bench/anonymiser.py --quick         # a few epochs, for a smoke test
 
-Two modes, each with its own pre-training, printed one after the other: ``paper`` (the paper's
-losses and ``AnonConfig()``; model selection by a separate selection critic, never the HAR judge)
-and ``extras`` (every beyond-the-paper term on at ``AnonConfig.beyond_paper()``'s settings:
-auxiliary activity critic, online attacker warm-started from the ReID judge and trained on real +
-anonymised windows with a confusion loss, model selection that counts the online attacker after a
-warm-up, the mean-code swap for dfi). It prints what it measured, the targets and whether each is
+Three modes, each with its own pre-training, printed one after the other: ``default``
+(``AnonConfig()``: the paper's losses plus the auxiliary activity critic and, for dfi, the
+mean-code swap), ``paper`` (``AnonConfig.paper()``: the paper's losses only) and ``extras`` (every
+beyond-the-paper term on at ``AnonConfig.beyond_paper()``'s settings: also the online attacker
+warm-started from the ReID judge and trained on real + anonymised windows with a confusion loss,
+and model selection that counts the online attacker after a warm-up). In every mode model
+selection scores activity with the selection critics (the lowest of their accuracy ratios), never
+with the HAR judge. It prints what it measured, the targets and whether each is
 met, the wall time, the load average and the command.
 """
 
@@ -33,7 +36,7 @@ import time
 
 import torch
 
-from privkit.anon.train import BEYOND_PAPER
+from privkit.anon.train import BEYOND_PAPER, PAPER
 from privkit.apps.anonymiser import AnonConfig, IMUAnonymiser
 from privkit.data.imu import MinMaxNormaliser, split_recordings, synthetic_imu
 
@@ -52,8 +55,8 @@ def run_mode(a, mode: str, extra: dict, ds, train, test) -> dict:
           "windows (recording-wise split)")
     print(f"# config: judge filters {a.judge_filters}, epochs ae/judges/gan/attacker "
           f"{a.ae_epochs}/{a.judge_epochs}/{a.gan_epochs}/{a.attacker_epochs}; "
-          + ("paper losses only" if not extra else
-             "paper losses + extra terms " + ", ".join(f"{k}={v}" for k, v in extra.items())))
+          + ("AnonConfig() defaults" if not extra else
+             "AnonConfig() with " + ", ".join(f"{k}={v}" for k, v in extra.items())))
     sys.stdout.flush()
 
     results, base, pretrain_s = {}, None, 0.0
@@ -140,9 +143,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--adaptive-weight", type=float, default=BEYOND_PAPER["adaptive_weight"],
                    help="beyond the paper: online-attacker term (0 = off)")
     p.add_argument("--set", action="append", default=[], metavar="NAME=JSON",
-                   help="any other AnonConfig field, e.g. --set attacker_steps=3")
-    p.add_argument("--modes", default="paper,extras",
-                   help="comma-separated: paper (the paper's losses), extras (beyond the paper)")
+                   help="any other AnonConfig field, in every mode, e.g. --set gen_lr=1e-4")
+    p.add_argument("--modes", default="default,extras",
+                   help="comma-separated: default (AnonConfig()), paper (the paper's losses "
+                        "only), extras (every beyond-the-paper term)")
     p.add_argument("--paper-only", action="store_true", help="same as --modes paper")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--quick", action="store_true", help="2 epochs per stage")
@@ -152,15 +156,20 @@ def main(argv: list[str] | None = None) -> int:
     t_start = time.perf_counter()
     load_start = os.getloadavg()
     torch.set_num_threads(a.threads)
-    extra = dict(BEYOND_PAPER, utility_weight=a.utility_weight,
-                 adaptive_weight=a.adaptive_weight)
+    sets = {}
     for item in a.set:
         name, _, value = item.partition("=")
-        extra[name] = json.loads(value)
+        sets[name] = json.loads(value)
+    mode_extra = {
+        "default": dict(sets),
+        "paper": {**PAPER, **sets},
+        "extras": {**BEYOND_PAPER, "utility_weight": a.utility_weight,
+                   "adaptive_weight": a.adaptive_weight, **sets},
+    }
     modes = ["paper"] if a.paper_only else [m for m in a.modes.split(",") if m]
     for m in modes:
-        if m not in ("paper", "extras"):
-            p.error(f"--modes: unknown mode {m!r} (paper, extras)")
+        if m not in mode_extra:
+            p.error(f"--modes: unknown mode {m!r} ({', '.join(mode_extra)})")
     if a.quick:
         a.ae_epochs = a.judge_epochs = a.gan_epochs = a.attacker_epochs = 2
 
@@ -173,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     test = test.with_windows(norm.transform(test.windows))
     runs = {}
     for mode in modes:
-        runs[mode] = run_mode(a, mode, extra if mode == "extras" else {}, ds, train, test)
+        runs[mode] = run_mode(a, mode, mode_extra[mode], ds, train, test)
     if len(runs) > 1:
         print("\n######## side by side (HAR anon / frozen ReID anon / retrained ReID / transfer)")
         for strat in a.strategies.split(","):

@@ -80,7 +80,7 @@ def test_networks_reject_wrong_shapes():
 
 def test_dfi_code_arithmetic_is_exact():
     torch.manual_seed(0)
-    cfg = AnonConfig()
+    cfg = AnonConfig.paper()  # the paper's code: C_x - mean(source) + C_z
     ae = ConvAutoencoder(6, 32, bottleneck=8).eval()
     gen = build_generator(ae, "dfi", n_subjects=4, cfg=cfg).eval()
     means = torch.randn(4, *ae.code_shape)
@@ -124,7 +124,7 @@ def test_random_targets_never_the_source():
 def test_dfi_target_mean_adds_the_target_mean_code():
     torch.manual_seed(1)
     ae = ConvAutoencoder(6, 32, bottleneck=8).eval()
-    plain = build_generator(ae, "dfi", 4, AnonConfig()).eval()
+    plain = build_generator(ae, "dfi", 4, AnonConfig(dfi_target_mean=False)).eval()
     swap = build_generator(ae, "dfi", 4, AnonConfig(dfi_target_mean=True)).eval()
     assert not plain.add_target_mean and swap.add_target_mean
     assert not build_generator(ae, "acg", 4, AnonConfig(dfi_target_mean=True)).add_target_mean

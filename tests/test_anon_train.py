@@ -157,6 +157,42 @@ def test_model_selection_never_uses_the_har_judge(data, monkeypatch):
     assert "activity_ratio" in model.history_["gan"][0]
 
 
+def test_selection_scores_the_most_pessimistic_selection_critic(data):
+    """Model selection's activity ratio is the lowest of the selection critics' ratios
+    (anonymised / real accuracy on the validation windows), recomputed here independently."""
+    from privkit.anon.metrics import accuracy
+    from privkit.anon.train import predict
+
+    torch.set_num_threads(1)
+    train, _ = data
+    cfg = AnonConfig(**FAST, ae_epochs=1, judge_epochs=2, gan_epochs=1, selection_critics=2,
+                     utility_weight=0.0, seed=1)
+    model = IMUAnonymiser(strategy="acg", config=cfg).fit(train)
+    critics = model.selection_critics
+    assert len(critics) == 2 and critics[0] is model.selection_critic
+    assert critics[0] is not critics[1] and all(c is not model.har for c in critics)
+    # rebuild the validation split and the validation anonymisation exactly as fit() does
+    perm = np.random.default_rng(cfg.seed).permutation(len(train.windows))
+    va = perm[:max(2, round(cfg.val_fraction * len(perm)))]
+    x = torch.as_tensor(train.windows[va])
+    s = torch.as_tensor(model._map(train.subject[va], model.subjects_, "subject"))
+    a = model._map(train.activity[va], model.activities_, "activity")
+    xa = model._run(x, s, None, torch.Generator().manual_seed(cfg.seed + 12))
+    ratios = [accuracy(a, predict(c, xa)) / accuracy(a, predict(c, x)) for c in critics]
+    assert model.history_["gan"][0]["activity_ratio"] == pytest.approx(min(ratios))
+
+
+def test_default_and_paper_configurations():
+    d, p = AnonConfig(), AnonConfig.paper()
+    assert d.utility_weight > 0 and d.dfi_target_mean and d.selection_critics == 3
+    assert p.utility_weight == 0 and not p.dfi_target_mean and p.adaptive_weight == 0
+    assert p.selection_critics == d.selection_critics  # selection is the same in both
+    assert AnonConfig.paper(gan_epochs=3).gan_epochs == 3
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ParameterError, match="selection_critics"):
+            AnonConfig(selection_critics=bad)
+
+
 def test_fit_rejects_unscaled_data(data):
     train, _ = data
     with pytest.raises(ParameterError, match=r"\[0, 1\]"):

@@ -85,6 +85,7 @@ class IMUAnonymiser(PrivateModel):
         self._fitted = False
         self.utility_critic: TCNNIMU | None = None
         self.selection_critic: TCNNIMU | None = None
+        self.selection_critics: list[TCNNIMU] = []
         self._train: tuple[np.ndarray, np.ndarray] | None = None  # (x, subject idx), not saved
 
     # ---------------------------------------------------------------- shapes and labels
@@ -188,16 +189,22 @@ class IMUAnonymiser(PrivateModel):
         # early stopping scores activity with its own critic, never with the HAR judge (the
         # independent judge of the evaluation), and never with the utility critic (which the
         # generator is trained against and can fool)
-        selector = getattr(reuse, "selection_critic", None)
-        if selector is None:
-            selector = self._judge(len(self.activities_))
-            train_classifier(selector, X[tr], A[tr], X[va], A[va], cfg,
-                             name="selection_critic", seed_offset=4)
-        self.selection_critic = selector  # not saved: only model selection uses it
+        selectors = list(getattr(reuse, "selection_critics", None) or [])
+        if len(selectors) != cfg.selection_critics:
+            selectors = []
+            for k in range(cfg.selection_critics):
+                critic_k = self._judge(len(self.activities_))
+                train_classifier(critic_k, X[tr], A[tr], X[va], A[va], cfg,
+                                 name="selection_critic" + (f"_{k}" if k else ""),
+                                 seed_offset=4 if k == 0 else 10 + k)
+                selectors.append(critic_k)
+        # not saved: only model selection uses them
+        self.selection_critics = selectors
+        self.selection_critic = selectors[0]
         if cfg.adaptive_weight > 0:
             torch.manual_seed(cfg.seed + 5)
             attacker = self._judge(K)
-        har_real = accuracy(a_idx[va], predict(selector, X[va]))
+        har_real = [accuracy(a_idx[va], predict(c, X[va])) for c in selectors]
         gval = torch.Generator().manual_seed(cfg.seed + 11)
         t_val = random_targets(S[va], K, gval) if self.strategy == "dfi" else None
 
@@ -206,7 +213,9 @@ class IMUAnonymiser(PrivateModel):
         def validate(gen: Generator, online: TCNNIMU | None = None) -> dict[str, float]:
             g = torch.Generator().manual_seed(cfg.seed + 12)
             xa = self._run(X[va], S[va], t_val, g)
-            har = accuracy(a_idx[va], predict(selector, xa)) / max(har_real, 1e-9)
+            # the most pessimistic selection critic: accuracy on X' relative to real windows
+            har = min(accuracy(a_idx[va], predict(c, xa)) / max(real, 1e-9)
+                      for c, real in zip(selectors, har_real))
             pred = predict(self.reid, xa)
             out: dict[str, float] = {"activity_ratio": har}
             if self.strategy == "dfi":
