@@ -50,21 +50,30 @@ class _Mixed(nn.Module):
         return (h.pow(2).mean((1, 2)) + s.pow(2).sum(1))  # per-sample loss (N,)
 
 
-def _update(mode: str, model: nn.Module, x: torch.Tensor, clip: float) -> list[torch.Tensor]:
+def _private(mode: str, model: nn.Module, x: torch.Tensor, clip: float):
+    """A noise-free DP-SGD run (SGD, lr 1) on a copy of ``model``, one batch of all of ``x``."""
     m = copy.deepcopy(model)
-    opt = torch.optim.SGD(m.parameters(), lr=1.0)
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x), batch_size=len(x))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        tr = make_private(m, opt, loader, noise_multiplier=0.0, delta=1e-5, max_grad_norm=clip,
-                          epochs=1, poisson_sampling=False, grad_sample_mode=mode)
-    tr.optimizer.zero_grad()
-    tr.module(x).mean().backward()
-    tr.optimizer.step()
+        return make_private(m, torch.optim.SGD(m.parameters(), lr=1.0), loader,
+                            noise_multiplier=0.0, delta=1e-5, max_grad_norm=clip, epochs=1,
+                            poisson_sampling=False, grad_sample_mode=mode)
+
+
+def _grads_after_one_step(tr) -> list[torch.Tensor]:
     grads = [p.grad.detach().clone() for p in tr.module.parameters()]
     assert tr.steps == 1
     tr.module._close()
     return grads
+
+
+def _update(mode: str, model: nn.Module, x: torch.Tensor, clip: float) -> list[torch.Tensor]:
+    tr = _private(mode, model, x, clip)
+    tr.optimizer.zero_grad()
+    tr.module(x).mean().backward()
+    tr.optimizer.step()
+    return _grads_after_one_step(tr)
 
 
 @settings(max_examples=12, deadline=None)
@@ -189,23 +198,14 @@ def _virtual_step_grads(mode: str, model: nn.Module, x: torch.Tensor, physical: 
     are skipped until the last; returns the gradients the real step used."""
     from opacus.utils.batch_memory_manager import BatchMemoryManager
 
-    m = copy.deepcopy(model)
-    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x), batch_size=len(x))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        tr = make_private(m, torch.optim.SGD(m.parameters(), lr=1.0), loader,
-                          noise_multiplier=0.0, delta=1e-5, max_grad_norm=0.05, epochs=1,
-                          poisson_sampling=False, grad_sample_mode=mode)
+    tr = _private(mode, model, x, 0.05)
     with BatchMemoryManager(data_loader=tr.data_loader, max_physical_batch_size=physical,
                             optimizer=tr.optimizer) as mem_loader:
         for (xb,) in mem_loader:
             tr.optimizer.zero_grad()
             tr.module(xb).mean().backward()
             tr.optimizer.step()
-    grads = [p.grad.detach().clone() for p in tr.module.parameters()]
-    assert tr.steps == 1
-    tr.module._close()
-    return grads
+    return _grads_after_one_step(tr)
 
 
 def test_fast_mode_virtual_steps_equal_hooks_mode():
@@ -229,18 +229,12 @@ def test_fast_mode_ignores_forward_passes_without_backward():
     model = _Mixed(2).double()
     x = torch.randn(5, 1, 6, 5, dtype=torch.float64)
     ref = _update("fast", model, x, 0.05)
-    m = copy.deepcopy(model)
-    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x), batch_size=len(x))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        tr = make_private(m, torch.optim.SGD(m.parameters(), lr=1.0), loader,
-                          noise_multiplier=0.0, delta=1e-5, max_grad_norm=0.05, epochs=1,
-                          poisson_sampling=False)
+    tr = _private("fast", model, x, 0.05)
     tr.module(x[:2] + 1.0)  # dropped
     tr.optimizer.zero_grad()
     tr.module(x).mean().backward()
     tr.optimizer.step()
-    for a, b in zip((p.grad for p in tr.module.parameters()), ref, strict=True):
+    for a, b in zip(_grads_after_one_step(tr), ref, strict=True):
         assert torch.allclose(a, b, atol=1e-12, rtol=1e-9)
 
 

@@ -208,7 +208,8 @@ def _norm_samples(layer: nn.Module, calls: list) -> dict[nn.Parameter, torch.Ten
 
 class FastClipModule(GradSampleModule):
     """Opacus' ``GradSampleModule`` whose linear and conv layers keep their inputs and output
-    gradients and per-sample gradient norms instead of per-sample gradients.
+    gradients and per-sample gradient norms instead of per-sample gradients (GroupNorm and
+    LayerNorm keep their small per-sample gradients directly).
 
     Other layers go through Opacus' usual per-sample path (``p.grad_sample``). The optimizer that
     consumes the records is :class:`FastClipOptimizer`.
