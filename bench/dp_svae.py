@@ -11,7 +11,9 @@ both models at real epsilon 1, 5, 10 and non-DP; reconstruction MSE, AID, IS / F
 trained classifier (not Inception), membership-inference AUC and the attack table; the schedule
 and wall time are printed, with the paper's numbers beside ours.
 
-Default: sized for a 2-core CPU (part 1 at 16x16 with widths 8/16, and at FSVAE's 32x32 with
+DP runs may take their own schedule (``--dp-batch``, ``--dp-epochs``, ``--dp-lr``, ``--dp-clip``;
+DP-SGD's noise on the mean gradient shrinks with the batch), and ``--models spiking`` runs one
+model. Default: sized for a 2-core CPU (part 1 at 16x16 with widths 8/16, and at FSVAE's 32x32 with
 widths 32-256; ``--timing-configs small`` skips the latter); ``--train-n``, ``--epochs``, ``--image-size``, ``--widths``, ``--attack-iters 50``
 scale part 2 up. Part 2's default: 10000 images at 16x16, widths 16/32, latent 32, T = 4, k = 5,
 3 epochs x 100 steps of batch 100 (~6-7 min on 2 cores, most of it the spiking VAE's DP runs;
@@ -138,12 +140,20 @@ def part2(args) -> dict:
                     n_steps=args.steps, k=args.k)
     n = len(train)
     steps_per_epoch = int(np.ceil(n / args.batch))
+    # DP runs may use their own schedule (DP-SGD wants larger batches: the noise on the mean
+    # gradient is noise_multiplier * clip / batch); unset = the non-DP schedule
+    dp_batch = args.dp_batch or args.batch
+    dp_epochs = args.dp_epochs or args.epochs
+    dp_lr = args.dp_lr or args.lr
+    dp_clip = args.dp_clip or args.clip
+    dp_steps = int(np.ceil(n / dp_batch))
     print(f"\n== Part 2: Fashion-MNIST (real files, {args.fmnist}), reduced scale ==")
     print(f"train {n} / test {len(test)} images at {args.image_size}x{args.image_size}; "
           f"model widths {widths}, latent {args.latent}, T={args.steps}, k={args.k}")
     print(f"schedule: {args.epochs} epochs x {steps_per_epoch} steps = "
-          f"{args.epochs * steps_per_epoch} steps, batch {args.batch} (sample rate "
-          f"{1 / steps_per_epoch:.4g}, Poisson), clip {args.clip}, AdamW lr {args.lr}, "
+          f"{args.epochs * steps_per_epoch} steps, batch {args.batch}, AdamW lr {args.lr}; "
+          f"DP runs: {dp_epochs} epochs x {dp_steps} steps = {dp_epochs * dp_steps} steps, batch "
+          f"{dp_batch} (sample rate {1 / dp_steps:.4g}, Poisson), clip {dp_clip}, lr {dp_lr}, "
           f"delta = 1/N = {1 / n:.3g}; PRV accountant")
     t0 = time.time()
     # the reconstruction of a model that ignores its input: the mean training image
@@ -154,17 +164,21 @@ def part2(args) -> dict:
           f"{time.time() - t0:.0f}s; classifier train accuracy {metrics.classifier_accuracy:.3f}")
     rows = []
     settings = [("non-DP", None)] + [(f"eps={e:g}", e) for e in args.epsilons]
-    for cls in (SpikingVAE, AnnVAE):
+    models = {"spiking": SpikingVAE, "ann": AnnVAE}
+    unknown = set(args.models.split(",")) - set(models)
+    if unknown:
+        raise SystemExit(f"--models: unknown {sorted(unknown)}; use spiking, ann or spiking,ann")
+    for cls in (models[m] for m in args.models.split(",")):
         for label, eps in settings:
             t1 = time.time()
             dp = None
             if eps is not None:
-                dp = DPConfig(target_epsilon=eps, max_grad_norm=args.clip, epochs=args.epochs,
-                              batch_size=args.batch)
+                dp = DPConfig(target_epsilon=eps, max_grad_norm=dp_clip, epochs=dp_epochs,
+                              batch_size=dp_batch)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 model = cls(cfg).fit(train, dp=dp, epochs=args.epochs, batch_size=args.batch,
-                                     lr=args.lr, seed=0)
+                                     lr=args.lr if dp is None else dp_lr, seed=0)
                 train_s = time.time() - t1
                 ev = model.evaluate(test, metrics=metrics, n_samples=args.samples, seed=0)
                 mia = membership_inference(model, train, test, max_n=args.mia_n, repeats=2)
@@ -209,7 +223,9 @@ def part2(args) -> dict:
           f"{args.attack_iters} iterations (paper: 50), Square 4x4 patches, {args.attack_n} images;"
           " columns are the increase of the reconstruction loss under attack.")
     return {"rows": rows, "train_n": n, "test_n": len(test), "epochs": args.epochs,
-            "batch": args.batch, "mean_image_mse": mean_image_mse, "config": cfg.to_dict()}
+            "batch": args.batch, "lr": args.lr, "dp_epochs": dp_epochs, "dp_batch": dp_batch,
+            "dp_lr": dp_lr, "dp_clip": dp_clip, "mean_image_mse": mean_image_mse,
+            "config": cfg.to_dict()}
 
 
 def main() -> None:
@@ -234,6 +250,11 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--clip", type=float, default=3.0, help="paper: 3")
     ap.add_argument("--epsilons", default="1,5,10")
+    ap.add_argument("--models", default="spiking,ann", help="part 2: spiking, ann or both")
+    ap.add_argument("--dp-batch", type=int, default=None, help="DP runs' batch (default --batch)")
+    ap.add_argument("--dp-epochs", type=int, default=None, help="DP runs' epochs")
+    ap.add_argument("--dp-lr", type=float, default=None, help="DP runs' learning rate")
+    ap.add_argument("--dp-clip", type=float, default=None, help="DP runs' clip (default --clip)")
     ap.add_argument("--samples", type=int, default=400)
     ap.add_argument("--metric-epochs", type=int, default=2)
     ap.add_argument("--mia-n", type=int, default=400)
