@@ -20,8 +20,10 @@ beyond-the-paper term on at ``AnonConfig.beyond_paper()``'s settings: also the o
 warm-started from the ReID judge and trained on real + anonymised windows with a confusion loss,
 and model selection that counts the online attacker after a warm-up). In every mode model
 selection scores activity with the selection critics (the lowest of their accuracy ratios), never
-with the HAR judge. It prints what it measured, the targets and whether each is
-met, the wall time, the load average and the command.
+with the HAR judge, and keeps the best epoch among those meeting the validation privacy and
+activity constraints (``AnonConfig.selection``; ``--set selection='"score"'`` for the old rule).
+It prints the kept epoch, what it measured, the targets and whether each is met, the wall time,
+the load average and the command.
 """
 
 from __future__ import annotations
@@ -76,11 +78,16 @@ def run_mode(a, mode: str, extra: dict, ds, train, test) -> dict:
         wps = len(xa) / (time.perf_counter() - t0)
         t0 = time.perf_counter()
         m = model.evaluate(test, attacker_epochs=a.attacker_epochs)
+        hist = model.history_["gan"]
+        kept = next((h for h in hist if h.get("selected")), None)
         m.update(train_gan_s=gan_s, eval_s=time.perf_counter() - t0, windows_per_s=wps,
-                 gan_epochs_run=len(model.history_["gan"]))
+                 gan_epochs_run=len(hist),
+                 gan_epoch_kept=-1 if kept is None else kept["epoch"],
+                 gan_kept_feasible=bool(kept and kept.get("feasible")))
         results[strat] = m
-        print(f"# {strat}: GAN {gan_s:.0f} s ({len(model.history_['gan'])} epochs), "
-              f"evaluation {m['eval_s']:.0f} s")
+        how = "feasible" if m["gan_kept_feasible"] else "no feasible epoch: best score"
+        print(f"# {strat}: GAN {gan_s:.0f} s ({len(hist)} epochs, kept epoch "
+              f"{m['gan_epoch_kept']}, {how}), evaluation {m['eval_s']:.0f} s")
         sys.stdout.flush()
 
     print(f"\npre-training (autoencoder, ReID + HAR judges, utility and selection critics; "

@@ -120,7 +120,8 @@ def test_gan_selection_waits_for_the_online_attacker():
     a, s = torch.randint(0, 2, (40,)), torch.arange(40) % 4
     cfg = AnonConfig(**{**FAST, "batch_size": 20}, gan_epochs=4, warmup_epochs=2,
                      adaptive_weight=1.0, adaptive_loss="confusion", attacker_steps=2,
-                     attacker_reset=2, attacker_real=True, select_attacker=True, patience=9)
+                     attacker_reset=2, attacker_real=True, select_attacker=True, patience=9,
+                     select_extra_epochs=0)  # score-only records are never feasible
     ae = ConvAutoencoder(3, 16, channels=(8, 16, 16), bottleneck=8)
     gen = build_generator(ae, "ag", 4, cfg)
     judge = TCNNIMU((3,), 16, 4, filters=4, fc=8)
@@ -179,7 +180,8 @@ def test_selection_scores_the_most_pessimistic_selection_critic(data):
     a = model._map(train.activity[va], model.activities_, "activity")
     xa = model._run(x, s, None, torch.Generator().manual_seed(cfg.seed + 12))
     ratios = [accuracy(a, predict(c, xa)) / accuracy(a, predict(c, x)) for c in critics]
-    assert model.history_["gan"][0]["activity_ratio"] == pytest.approx(min(ratios))
+    kept = next(r for r in model.history_["gan"] if r["selected"])  # the state fit() kept
+    assert kept["activity_ratio"] == pytest.approx(min(ratios))
 
 
 def test_default_and_paper_configurations():
@@ -235,6 +237,20 @@ def test_cli_train_evaluate_apply(tmp_path, capsys):
     assert meta["strategy"] == "dfi"
 
 
+def test_cli_paper_flag(tmp_path, capsys):
+    model = str(tmp_path / "p.pt")
+    data = ["--data", "synthetic", "--subjects", "3", "--activities", "2", "--seconds", "6",
+            "--window", "32", "--step", "16"]
+    assert _cli(["anon", "train", *data, "--strategy", "dfi", "--out", model, "--smoke",
+                 "--paper", "--quiet", "--no-eval"]) == 0
+    back = IMUAnonymiser.load(model)
+    assert back.config.utility_weight == 0 and not back.config.dfi_target_mean
+    assert not back.generator.add_target_mean
+    with pytest.raises(SystemExit):
+        _cli(["anon", "train", *data, "--out", model, "--paper", "--extras"])
+    assert "not allowed with argument" in capsys.readouterr().err
+
+
 def test_example_smoke_runs():
     import os
     import subprocess
@@ -248,3 +264,110 @@ def test_example_smoke_runs():
     assert r.returncode == 0, r.stderr[-2000:]
     assert "reloaded model gives the same output: True" in r.stdout
     assert "Anonymisation (no formal guarantee; empirical)" in r.stdout
+
+
+def _ag_rec(act, reid, k=8):
+    """A validation record as IMUAnonymiser.fit's validate() builds it for ag/acg."""
+    return {"activity_ratio": act, "reid": reid,
+            "score": act - max(reid - 1 / k, 0.0) / (1 - 1 / k)}
+
+
+def test_constrained_selection_prefers_feasible_epochs():
+    from privkit.anon.train import EpochSelector, select_epoch
+
+    hist = [_ag_rec(1.00, 0.30),   # 0: too identifiable
+            _ag_rec(0.93, 0.18),   # 1: feasible
+            _ag_rec(0.96, 0.19),   # 2: feasible, best score among feasible
+            _ag_rec(0.99, 0.21),   # 3: best combined score, but above 1.6 x chance = 0.2
+            _ag_rec(0.85, 0.00)]   # 4: private, activity below 0.9
+    assert max(range(5), key=lambda i: hist[i]["score"]) == 3
+    cfg = AnonConfig(patience=10)
+    assert select_epoch(hist, cfg, 8) == 2
+    assert select_epoch(hist, AnonConfig(patience=10, selection="score"), 8) == 3
+    sel = EpochSelector(cfg, 8)
+    assert [sel.feasible(r) for r in hist] == [False, True, True, False, False]
+    # the thresholds are knobs: a looser ReID bound makes epoch 3 feasible and best
+    assert select_epoch(hist, AnonConfig(patience=10, select_reid_factor=1.8), 8) == 3
+    # a stricter activity floor leaves nothing feasible: fall back to the combined score
+    assert select_epoch(hist, AnonConfig(patience=10, select_activity_min=0.995), 8) == 3
+    # among feasible epochs the combined score counts, not the activity ratio alone
+    hist2 = [_ag_rec(0.99, 0.19), _ag_rec(0.95, 0.05)]
+    assert hist2[0]["activity_ratio"] > hist2[1]["activity_ratio"]
+    assert select_epoch(hist2, cfg, 8) == 1
+    # records without the constraint fields (score only) are never feasible
+    assert select_epoch([{"score": 1.0}, {"score": 2.0}], cfg, 8) == 1
+
+
+def test_constrained_selection_dfi_and_patience():
+    from privkit.anon.train import select_epoch
+
+    def dfi(act, tr):
+        return {"activity_ratio": act, "transfer": tr, "score": act - (1 - tr)}
+
+    cfg = AnonConfig(patience=2)
+    # no epoch is feasible for a while: patience must not stop training before the first
+    # feasible epoch (the combined-score rule stops at epoch 2 and keeps epoch 0)
+    hist = [dfi(0.99, 0.85), dfi(0.98, 0.84), dfi(0.97, 0.83), dfi(0.96, 0.86),
+            dfi(0.95, 0.94), dfi(0.94, 0.94), dfi(0.93, 0.94), dfi(0.99, 0.99)]
+    assert select_epoch(hist, AnonConfig(patience=2, selection="score"), 8) == 0
+    # epoch 4 is the first feasible one; patience counts from there, so epoch 7 is never seen
+    assert select_epoch(hist, cfg, 8) == 4
+    assert select_epoch(hist, AnonConfig(patience=3), 8) == 7
+    # transfer just under the threshold is infeasible
+    assert select_epoch([dfi(1.0, 0.929), dfi(0.91, 0.93)], cfg, 8) == 1
+
+
+def test_selection_knobs_are_validated():
+    for kw, what in [({"selection": "best"}, "selection"),
+                     ({"select_reid_factor": 0}, "select_reid_factor"),
+                     ({"select_reid_factor": float("nan")}, "select_reid_factor"),
+                     ({"select_reid_factor": "2"}, "select_reid_factor"),
+                     ({"select_transfer_min": 1.5}, "select_transfer_min"),
+                     ({"select_activity_min": -0.1}, "select_activity_min"),
+                     ({"select_extra_epochs": -1}, "select_extra_epochs")]:
+        with pytest.raises(ParameterError, match=what):
+            AnonConfig(**kw)
+
+
+def test_fit_marks_the_epoch_the_selector_keeps(fitted):
+    from privkit.anon.train import select_epoch
+
+    model, _ = fitted
+    hist = model.history_["gan"]
+    assert all("feasible" in r for r in hist)
+    assert sum(r["selected"] for r in hist) == 1
+    kept = next(r["epoch"] for r in hist if r["selected"])
+    assert kept == select_epoch(hist, model.config, len(model.subjects_))
+
+
+def test_extra_epochs_only_while_nothing_is_feasible():
+    """Constrained selection trains past gan_epochs only while no epoch was feasible, and
+    stops after the first extra epoch that is; the score rule never trains past gan_epochs."""
+    torch.manual_seed(0)
+    x = torch.rand(40, 16, 3)
+    a, s = torch.randint(0, 2, (40,)), torch.arange(40) % 4
+
+    def run(reids, **kw):
+        cfg = AnonConfig(**{**FAST, "batch_size": 20}, gan_epochs=2, patience=1, **kw)
+        ae = ConvAutoencoder(3, 16, channels=(8, 16, 16), bottleneck=8)
+        gen = build_generator(ae, "ag", 4, cfg)
+        judge = TCNNIMU((3,), 16, 4, filters=4, fc=8)
+        it = iter(reids)
+
+        def validate(g, online=None):
+            r = next(it)
+            return {"activity_ratio": 1.0, "reid": r, "score": 1.0 - r}
+
+        return train_gan(gen, Discriminator(3, 16, channels=(4, 8, 8)), judge, "ag", x, a, s,
+                         cfg, validate=validate)
+
+    # chance 0.25: feasible needs reid <= 1.6 * 0.25 = 0.4; first feasible at epoch 3
+    hist = run([0.9, 0.8, 0.7, 0.3, 0.1, 0.1], select_extra_epochs=3)
+    assert len(hist) == 4 and [h["selected"] for h in hist] == [0, 0, 0, 1]
+    assert [h["feasible"] for h in hist] == [0, 0, 0, 1]
+    hist = run([0.9, 0.8, 0.7, 0.6, 0.5], select_extra_epochs=2)  # never feasible: 2 + 2
+    assert len(hist) == 4 and hist[3]["selected"] == 1
+    hist = run([0.9, 0.8, 0.7], selection="score", select_extra_epochs=5)
+    assert len(hist) == 2
+    hist = run([0.3, 0.9, 0.9, 0.9], select_extra_epochs=5)  # feasible at once: patience 1
+    assert len(hist) == 2 and hist[0]["selected"] == 1

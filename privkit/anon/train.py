@@ -32,15 +32,21 @@ and an optional checkpoint):
    * ``dfi_target_mean``: ``C = C_x - mu_source + mu_target + C_z(z, target)`` for ``dfi``
      (the mapper learns a correction to a mean-code swap).
 
-   Early stopping keeps the GAN state with the best validation score
-   ``activity(X')/activity(X) - privacy``. Activity is scored by ``selection_critics``
-   activity networks trained on real data (the lowest of their ratios counts), never by the HAR
-   judge (the independent judge of
-   :meth:`IMUAnonymiser.evaluate`) nor by the utility critic (which the generator trains
-   against). Privacy is the frozen ReID's accuracy above chance (normalised) for ``ag``/``acg``
-   and ``1 - transfer rate`` for ``dfi``; with ``select_attacker`` the online attacker's
-   normalised accuracy above chance on the held-out anonymised windows is added, and epochs
-   before ``warmup_epochs`` are never kept.
+   Model selection (:class:`EpochSelector`) scores every epoch on a validation split.
+   Activity is the lowest accuracy ratio (anonymised / real) of ``selection_critics`` activity
+   networks trained on real data, never the HAR judge (the independent judge of
+   :meth:`IMUAnonymiser.evaluate`) nor the utility critic (which the generator trains against).
+   Privacy is the frozen ReID judge's accuracy (``ag``/``acg``) or transfer rate (``dfi``).
+   With ``selection="constrained"`` (default) an epoch is *feasible* when its ReID accuracy is
+   at most ``select_reid_factor`` x chance (or its transfer rate at least
+   ``select_transfer_min``) and its activity ratio at least ``select_activity_min``; the
+   feasible epoch with the best combined score (below) is kept, patience counts only from the first
+   feasible epoch, and up to ``select_extra_epochs`` more epochs are trained while none is
+   feasible. Without a feasible epoch (and with ``selection="score"``) the best combined score
+   ``activity ratio - privacy`` is kept, privacy being the frozen ReID's normalised accuracy
+   above chance or ``1 - transfer rate``; with ``select_attacker`` the online attacker's
+   normalised accuracy above chance on the held-out anonymised windows is added to it, and
+   epochs before ``warmup_epochs`` are never kept.
 """
 
 from __future__ import annotations
@@ -68,8 +74,10 @@ __all__ = [
     "ADAPTIVE_LOSSES",
     "BEYOND_PAPER",
     "PAPER",
+    "SELECTIONS",
     "STRATEGIES",
     "AnonConfig",
+    "EpochSelector",
     "adaptive_term",
     "build_generator",
     "compute_code_means",
@@ -79,6 +87,7 @@ __all__ = [
     "predict",
     "pretrain_autoencoder",
     "random_targets",
+    "select_epoch",
     "train_classifier",
     "train_gan",
 ]
@@ -87,6 +96,7 @@ log = logging.getLogger(__name__)
 
 STRATEGIES = ("ag", "acg", "dfi")
 ADAPTIVE_LOSSES = ("prob", "confusion")
+SELECTIONS = ("constrained", "score")
 
 
 @dataclasses.dataclass
@@ -140,6 +150,28 @@ class AnonConfig:
     #: accuracy ratios anonymised / real, so an epoch is kept only if no critic saw its activity
     #: fade (one critic alone kept epochs that other activity networks misread)
     selection_critics: int = 3
+    #: model-selection rule after every GAN epoch (:class:`EpochSelector`). ``"constrained"``:
+    #: among the *feasible* epochs - validation privacy meets ``select_reid_factor`` (``ag``,
+    #: ``acg``) or ``select_transfer_min`` (``dfi``) and the activity ratio meets
+    #: ``select_activity_min`` - keep the one with the best combined score ``activity ratio -
+    #: privacy``; while no epoch is feasible, keep the best combined score and do not stop early
+    #: (``patience`` counts from the first feasible epoch). ``"score"``: always the combined
+    #: score (the rule before the constraints; it traded privacy for activity on some draws)
+    selection: str = "constrained"
+    #: ``ag``/``acg`` feasibility: the frozen ReID judge's validation accuracy on anonymised
+    #: windows is at most this multiple of chance (1 / subjects); 1.6 leaves a margin under the
+    #: 2x-chance target of the evaluation
+    select_reid_factor: float = 1.6
+    #: ``dfi`` feasibility: the frozen ReID judge assigns at least this fraction of anonymised
+    #: validation windows to their target (a margin over the 0.90 target)
+    select_transfer_min: float = 0.93
+    #: feasibility for every strategy: the lowest selection-critic accuracy ratio (anonymised /
+    #: real) on the validation windows is at least this
+    select_activity_min: float = 0.9
+    #: constrained selection: when no epoch has been feasible after ``gan_epochs``, train up to
+    #: this many more epochs, stopping at the end of the first extra epoch after which a
+    #: feasible epoch is kept (0 = never train past ``gan_epochs``)
+    select_extra_epochs: int = 8
     val_fraction: float = 0.15
     patience: int = 5
     seed: int = 0
@@ -168,7 +200,17 @@ class AnonConfig:
                 self.selection_critics, int) or self.selection_critics < 1:
             raise ParameterError(f"selection_critics must be an integer >= 1, "
                                  f"got {self.selection_critics!r}")
-        for name in ("attacker_reset", "warmup_epochs"):
+        if self.selection not in SELECTIONS:
+            raise ParameterError(f"selection must be one of {SELECTIONS}, got {self.selection!r}")
+        if not (isinstance(self.select_reid_factor, (int, float))
+                and 0.0 < self.select_reid_factor and math.isfinite(self.select_reid_factor)):
+            raise ParameterError("select_reid_factor (feasible frozen ReID accuracy as a multiple "
+                                 f"of chance) must be > 0, got {self.select_reid_factor!r}")
+        for name in ("select_transfer_min", "select_activity_min"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and 0.0 <= v <= 1.0):
+                raise ParameterError(f"{name} must be in [0, 1], got {v!r}")
+        for name in ("attacker_reset", "warmup_epochs", "select_extra_epochs"):
             if getattr(self, name) < 0:
                 raise ParameterError(f"{name} must be >= 0, got {getattr(self, name)}")
         self.ae_channels = tuple(self.ae_channels)  # type: ignore[assignment]
@@ -178,8 +220,8 @@ class AnonConfig:
     @classmethod
     def beyond_paper(cls, **overrides: Any) -> AnonConfig:
         """The configuration with every beyond-the-paper term on at the settings chosen on the
-        synthetic bench (:data:`BEYOND_PAPER`); ``overrides`` win. ``AnonConfig()`` itself is
-        the paper's protocol."""
+        synthetic bench (:data:`BEYOND_PAPER`); ``overrides`` win. ``AnonConfig()`` has two of
+        them on (the utility critic and the mean-code swap); :meth:`paper` has none."""
         return cls(**{**BEYOND_PAPER, **overrides})
 
     @classmethod
@@ -453,6 +495,80 @@ def generate(gen: Generator, strategy: str, x: torch.Tensor, subject: torch.Tens
     return gen(x, z, condition=target, source=subject)
 
 
+class EpochSelector:
+    """Model selection over GAN epochs, fed one validation record per epoch (``cfg.selection``).
+
+    A record holds ``score`` (``activity_ratio - privacy``, higher is better) and, for the
+    ``"constrained"`` rule, ``activity_ratio`` (the lowest selection-critic ratio) and ``reid``
+    (the frozen ReID judge's accuracy, ``ag``/``acg``) or ``transfer`` (``dfi``); a record
+    without them is never feasible. An epoch is *feasible* when ``activity_ratio >=
+    cfg.select_activity_min`` and ``reid <= cfg.select_reid_factor / n_subjects`` or ``transfer
+    >= cfg.select_transfer_min``. Any feasible epoch beats every infeasible one; among feasible
+    epochs, and among infeasible ones, the higher score wins (ties among feasible epochs: the
+    higher activity ratio). Keeping the best score rather than the best activity among feasible
+    epochs avoids settling on the least private epoch that just meets the bound. ``patience``
+    counts epochs without improvement only once a feasible epoch has been seen (with
+    ``"score"``: always), so training does not stop early on a run that has not yet reached the
+    privacy target.
+    """
+
+    def __init__(self, cfg: AnonConfig, n_subjects: int) -> None:
+        if n_subjects < 1:
+            raise ParameterError(f"n_subjects must be >= 1, got {n_subjects}")
+        self.cfg, self.chance = cfg, 1.0 / n_subjects
+        self.best_key: tuple[float, float, float] | None = None
+        self.best_epoch: int | None = None
+        self.bad = 0
+
+    def feasible(self, rec: dict[str, float]) -> bool:
+        """Whether one validation record meets the privacy and activity constraints."""
+        cfg = self.cfg
+        act = rec.get("activity_ratio")
+        if act is None or act < cfg.select_activity_min:
+            return False
+        if "transfer" in rec:
+            return rec["transfer"] >= cfg.select_transfer_min
+        if "reid" in rec:
+            return rec["reid"] <= cfg.select_reid_factor * self.chance + 1e-12
+        return False
+
+    def key(self, rec: dict[str, float]) -> tuple[float, float, float]:
+        """Sort key of a record (larger is better)."""
+        if self.cfg.selection == "constrained" and self.feasible(rec):
+            return (1.0, float(rec["score"]), float(rec["activity_ratio"]))
+        return (0.0, float(rec["score"]), 0.0)
+
+    @property
+    def found_feasible(self) -> bool:
+        return self.best_key is not None and self.best_key[0] > 0
+
+    def update(self, epoch: int, rec: dict[str, float]) -> bool:
+        """Feed one epoch's record; True when it becomes the kept epoch."""
+        k = self.key(rec)
+        if self.best_key is None or k > self.best_key:
+            self.best_key, self.best_epoch, self.bad = k, epoch, 0
+            return True
+        if self.cfg.selection == "score" or self.found_feasible:
+            self.bad += 1
+        return False
+
+    @property
+    def stop(self) -> bool:
+        """Whether early stopping should end training now."""
+        return self.bad >= self.cfg.patience
+
+
+def select_epoch(history: list[dict[str, float]], cfg: AnonConfig, n_subjects: int) -> int | None:
+    """The epoch :func:`train_gan` keeps for a history of validation records (one per epoch, in
+    order, all eligible), replaying :class:`EpochSelector` with early stopping."""
+    sel = EpochSelector(cfg, n_subjects)
+    for epoch, rec in enumerate(history):
+        sel.update(epoch, rec)
+        if sel.stop:
+            break
+    return sel.best_epoch
+
+
 def _freeze(net: nn.Module) -> None:
     net.eval()
     for p in net.parameters():
@@ -475,12 +591,14 @@ def train_gan(
 ) -> list[dict[str, float]]:
     """Adversarial training of the generator against D and the frozen ReID judge.
 
-    ``validate(gen, attacker)`` returns at least ``score`` (higher is better); ``attacker`` is
-    the online attacker when ``cfg.select_attacker`` is on and the warm-up is over, else
-    ``None``. The best-scoring state is kept (early stopping with ``cfg.patience``; epochs
-    before ``cfg.warmup_epochs`` are never kept when ``select_attacker`` is on, because the
-    online attacker has not caught up yet). Returns one dict per epoch (losses, the validation
-    numbers, seconds).
+    ``validate(gen, attacker)`` returns at least ``score`` (higher is better) and, for the
+    constrained rule, ``activity_ratio`` and ``reid`` or ``transfer``; ``attacker`` is the online
+    attacker when ``cfg.select_attacker`` is on and the warm-up is over, else ``None``. The
+    state :class:`EpochSelector` prefers is kept (early stopping with ``cfg.patience``, counted
+    from the first feasible epoch under the constrained rule; epochs before
+    ``cfg.warmup_epochs`` are never kept when ``select_attacker`` is on, because the online
+    attacker has not caught up yet). Returns one dict per epoch (losses, the validation numbers,
+    ``feasible``, ``selected`` = 1 for the kept epoch, seconds).
     """
     n_subjects = int(reid.n_classes)
     _freeze(reid)
@@ -512,11 +630,14 @@ def train_gan(
         init_attacker(0)
         opt_a = new_attacker_opt()
     scheds = [torch.optim.lr_scheduler.ExponentialLR(o, cfg.lr_decay) for o in (opt_g, opt_d)]
-    best, best_state, bad, history = -math.inf, None, 0, []
+    selector, best_state, history = EpochSelector(cfg, n_subjects), None, []
     use_u = utility_critic is not None and cfg.utility_weight > 0
     use_a = attacker is not None and cfg.adaptive_weight > 0
     bar = _bar(cfg.gan_epochs, f"gan[{strategy}]", cfg)
-    for epoch in range(cfg.gan_epochs):
+    for epoch in range(cfg.gan_epochs + cfg.select_extra_epochs):
+        if epoch >= cfg.gan_epochs and (cfg.selection != "constrained"
+                                        or selector.found_feasible):
+            break  # extra epochs only while no epoch has been feasible
         t0 = time.perf_counter()
         if attacker is not None and cfg.attacker_reset and epoch and \
                 epoch % cfg.attacker_reset == 0:
@@ -585,15 +706,15 @@ def train_gan(
         log.info("gan[%s] epoch %d: %s", strategy, epoch, rec)
         if not eligible:
             continue
-        if val["score"] > best:
-            best, bad = val["score"], 0
+        rec["feasible"] = float(selector.feasible(val))
+        if selector.update(epoch, val):
             best_state = (copy.deepcopy(gen.state_dict()), copy.deepcopy(disc.state_dict()))
-            _save_ckpt(cfg, f"gan_{strategy}", gen, epoch=epoch, score=best)
-        else:
-            bad += 1
-            if bad >= cfg.patience:
-                break
+            _save_ckpt(cfg, f"gan_{strategy}", gen, epoch=epoch, score=val["score"])
+        elif selector.stop:
+            break
     bar.close()
+    for rec in history:
+        rec["selected"] = float(rec["epoch"] == selector.best_epoch)
     if best_state is not None:
         gen.load_state_dict(best_state[0])
         disc.load_state_dict(best_state[1])

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from ..anon.train import BEYOND_PAPER
+from ..anon.train import BEYOND_PAPER, PAPER
 from ..data.imu import IMUDataset, MinMaxNormaliser, load_imu, split_recordings
 from .anonymiser import AnonConfig, IMUAnonymiser
 
@@ -153,6 +153,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     base = _SMOKE if args.smoke else {}
     if getattr(args, "extras", False):
         base = {**BEYOND_PAPER, **base}
+    elif getattr(args, "paper", False):
+        base = {**PAPER, **base}
     cfg = AnonConfig(**{**base, **over, "seed": args.seed, "progress": not args.quiet})
     model = IMUAnonymiser(strategy=args.strategy, config=cfg)
     model.normaliser, model.data_spec = norm, spec
@@ -236,9 +238,15 @@ def register(subparsers: Any) -> None:
     t.add_argument("--judge-epochs", type=int)
     t.add_argument("--gan-epochs", type=int)
     t.add_argument("--judge-filters", type=int, help="tCNN-IMU filters (paper: 64)")
-    t.add_argument("--extras", action="store_true",
-                   help="beyond the paper: every extra term on at the bench's settings "
-                        "(AnonConfig.beyond_paper(); the default is the paper's protocol)")
+    losses = t.add_mutually_exclusive_group()
+    losses.add_argument("--extras", action="store_true",
+                        help="beyond the paper: every extra term on at the bench's settings "
+                             "(AnonConfig.beyond_paper(): also the online attacker). The "
+                             "default, AnonConfig(), already adds an auxiliary activity critic "
+                             "and, for dfi, the mean-code swap to the paper's losses")
+    losses.add_argument("--paper", action="store_true",
+                        help="the paper's losses only (AnonConfig.paper(): no activity critic, "
+                             "no mean-code swap); model selection is the default's")
     t.add_argument("--utility-weight", type=float,
                    help="beyond the paper: weight of an auxiliary activity critic term")
     t.add_argument("--adaptive-weight", type=float,
