@@ -285,3 +285,25 @@ def test_norm_layer_samples_equal_batch_of_one(kind, dims, k, n, seed):
         (layer(x[i:i + 1]) * g[i:i + 1]).sum().backward()
         for p in layer.parameters():
             assert torch.allclose(got[p][i], p.grad, atol=1e-12), (kind, shape)
+
+
+def test_fast_mode_mixed_parameter_dtypes_equal_hooks_mode():
+    """Parameters of different dtypes cannot share one flat buffer: the per-parameter path gives
+    hooks mode's update."""
+
+    class Mixed(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Linear(4, 3).double()
+            self.b = nn.Linear(3, 2)
+
+        def forward(self, x):
+            return self.b(torch.tanh(self.a(x)).float()).double().pow(2).sum(1)
+
+    torch.manual_seed(0)
+    model = Mixed()
+    x = torch.randn(5, 4, dtype=torch.float64)
+    fast, hooks = _update("fast", model, x, 0.05), _update("hooks", model, x, 0.05)
+    assert [g.dtype for g in fast] == [torch.float64] * 2 + [torch.float32] * 2
+    for a, b in zip(fast, hooks, strict=True):
+        assert torch.allclose(a, b, atol=1e-6, rtol=1e-5)

@@ -250,33 +250,31 @@ class FastClipModule(GradSampleModule):
             fast = self._fast(module)
             if not fast and (force_functorch or type(module) not in self.GRAD_SAMPLERS):
                 prepare_layer(module, batch_first=batch_first)
-            hook = self._fast_forward_hook if fast else self._opacus_forward_hook
             self.autograd_grad_sample_hooks.append(module.register_forward_hook(
-                partial(hook, loss_reduction=loss_reduction, batch_first=batch_first)))
+                self._fast_forward_hook if fast else self._opacus_forward_hook))
         self.enable_hooks()
 
-    def _fast_forward_hook(self, module, inputs, output, *, loss_reduction, batch_first):
+    def _fast_forward_hook(self, module, inputs, output):
         if not (self.hooks_enabled and module.training and torch.is_grad_enabled()):
             return
         if not isinstance(output, torch.Tensor) or not output.requires_grad:
             return
         x = inputs[0].detach()
-        output.register_hook(partial(self._fast_backward, module, x, loss_reduction == "mean",
-                                     batch_first))
+        output.register_hook(partial(self._fast_backward, module, x))
 
     @torch.no_grad()
-    def _fast_backward(self, module, x, mean, batch_first, grad):
+    def _fast_backward(self, module, x, grad):
         if not self.hooks_enabled:
             return
         g = grad.detach()
-        if not batch_first:
+        if not self.batch_first:
             x, g = x.movedim(1, 0), g.movedim(1, 0)
-        self._pending.setdefault(module, []).append((x, g, mean))
+        self._pending.setdefault(module, []).append((x, g))
         if not self._finalise_queued:
             self._finalise_queued = True
             torch.autograd.Variable._execution_engine.queue_callback(self._finalise)
 
-    def _opacus_forward_hook(self, module, inputs, output, *, loss_reduction, batch_first):
+    def _opacus_forward_hook(self, module, inputs, output):
         """Opacus' activation capture, with its backward hook on the output tensor."""
         before = len(getattr(module, "activations", ()))
         self.capture_activations_hook(module, inputs, output)
@@ -290,7 +288,7 @@ class FastClipModule(GradSampleModule):
                 p._forward_counter -= 1
             return
         out.register_hook(lambda g: self.capture_backprops_hook(
-            module, None, (g,), loss_reduction=loss_reduction, batch_first=batch_first))
+            module, None, (g,), loss_reduction=self.loss_reduction, batch_first=self.batch_first))
 
     @torch.no_grad()
     def _finalise(self) -> None:
@@ -308,8 +306,8 @@ class FastClipModule(GradSampleModule):
             # loss_reduction="mean": Opacus multiplies the output gradients by the batch size
             # to undo the 1/N; the same factor is applied to the norms and the clip factors
             # instead (an N-vector, not every output gradient)
-            scale = float(max(x.shape[0] for x, _, _ in calls)) if calls[0][2] else 1.0
-            calls = [(x, g) for x, g, _ in calls]
+            scale = (float(max(x.shape[0] for x, _ in calls)) if self.loss_reduction == "mean"
+                     else 1.0)
             kept = None
             if isinstance(module, _NORM):
                 samples = _norm_samples(module, calls)

@@ -222,12 +222,7 @@ def conv_grad_sample(layer: nn.Module, activations: list, backprops: torch.Tenso
     ``activations[0]`` is the layer input ``(N, C_in, *S)``, ``backprops`` the gradient of the
     (already reduction-scaled) loss with respect to the output ``(N, C_out, *S_out)``.
     """
-    ret = {}
-    if layer.weight.requires_grad:
-        ret[layer.weight] = per_sample_weight_grad(layer, activations[0], backprops, False)
-    if layer.bias is not None and layer.bias.requires_grad:
-        ret[layer.bias] = backprops.flatten(2).sum(2)
-    return ret
+    return _conv_samples(layer, activations[0], backprops, False)
 
 
 def conv_transpose_grad_sample(layer: nn.Module, activations: list,
@@ -237,11 +232,15 @@ def conv_transpose_grad_sample(layer: nn.Module, activations: list,
     The layer's weight is ``(C_in, C_out/groups, *kernel)``; output padding, or an ``output_size``
     given at call time, only lengthens the output gradient, which the strided views never reach.
     """
+    return _conv_samples(layer, activations[0], backprops, True)
+
+
+def _conv_samples(layer: nn.Module, x: torch.Tensor, g: torch.Tensor, transposed: bool) -> dict:
     ret = {}
     if layer.weight.requires_grad:
-        ret[layer.weight] = per_sample_weight_grad(layer, activations[0], backprops, True)
+        ret[layer.weight] = per_sample_weight_grad(layer, x, g, transposed)
     if layer.bias is not None and layer.bias.requires_grad:
-        ret[layer.bias] = backprops.flatten(2).sum(2)
+        ret[layer.bias] = g.flatten(2).sum(2)
     return ret
 
 
