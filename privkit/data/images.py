@@ -14,14 +14,17 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
+import math
 import os
-import pickle
 import struct
+import zlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from ..errors import DataFormatError, ParameterError
+from .safe_pickle import load_data_pickle
 
 __all__ = [
     "DATASET_HELP",
@@ -31,6 +34,7 @@ __all__ = [
     "load_digits",
     "load_image_folder",
     "load_mnist",
+    "MAX_IDX_BYTES",
     "read_idx",
     "write_idx",
 ]
@@ -94,43 +98,150 @@ class ImageData:
         return ImageData(torch.cat(out).numpy(), self.labels, self.name)
 
 
-def _open_maybe_gz(path: Path) -> bytes:
-    try:
-        raw = path.read_bytes()
-    except OSError as e:
-        raise DataFormatError(f"cannot read {str(path)!r}: {e}") from e
-    if raw[:2] == b"\x1f\x8b":
-        try:
-            return gzip.decompress(raw)
-        except (OSError, EOFError) as e:
-            raise DataFormatError(f"{str(path)!r} is a truncated or corrupt gzip file: {e}") from e
-    return raw
+#: the largest IDX payload :func:`read_idx` accepts by default (EMNIST "byclass" is 547 MB)
+MAX_IDX_BYTES = 1 << 30
+#: deflate cannot compress by more than ~1032:1; a header declaring more than this ratio over
+#: the compressed file size is refused before anything is decompressed
+_MAX_GZIP_RATIO = 1100
+_CHUNK = 1 << 20
 
 
-def read_idx(path: str | os.PathLike) -> np.ndarray:
-    """Read an IDX file (gzip-compressed or raw), checking its header against its length."""
-    path = Path(path)
-    raw = _open_maybe_gz(path)
-    if len(raw) < 4:
-        raise DataFormatError(f"{str(path)!r} is too short ({len(raw)} bytes) to be an IDX file")
-    zero, code, ndim = struct.unpack(">HBB", raw[:4])
+def _idx_header(head: bytes, path: Path) -> tuple[tuple[int, ...], np.dtype, int]:
+    if len(head) < 4:
+        raise DataFormatError(f"{str(path)!r} is too short ({len(head)} bytes) to be an IDX file")
+    zero, code, ndim = struct.unpack(">HBB", head[:4])
     if zero != 0 or code not in _IDX_DTYPES or ndim == 0:
         raise DataFormatError(
-            f"{str(path)!r} is not an IDX file (magic bytes {raw[:4].hex()}; expected 0000 08..0e "
+            f"{str(path)!r} is not an IDX file (magic bytes {head[:4].hex()}; expected 0000 08..0e "
             "followed by a dimension count)"
         )
-    if len(raw) < 4 + 4 * ndim:
+    if len(head) < 4 + 4 * ndim:
         raise DataFormatError(f"{str(path)!r}: IDX header truncated")
-    dims = struct.unpack(">" + "I" * ndim, raw[4:4 + 4 * ndim])
+    dims = struct.unpack(">" + "I" * ndim, head[4:4 + 4 * ndim])
     dtype = np.dtype(_IDX_DTYPES[code])
-    expected = int(np.prod(dims)) * dtype.itemsize
-    body = raw[4 + 4 * ndim:]
-    if len(body) != expected:
+    return dims, dtype, math.prod(dims) * dtype.itemsize  # python ints: never wraps
+
+
+def _check_declared(path: Path, dims: tuple[int, ...], n_bytes: int, max_bytes: int) -> None:
+    if n_bytes > max_bytes:
         raise DataFormatError(
-            f"{str(path)!r}: header says shape {dims} ({expected} bytes of data) but the file holds "
-            f"{len(body)} bytes; the file is truncated or corrupt"
+            f"{str(path)!r}: header declares shape {dims} = {n_bytes} bytes of data, more than the "
+            f"limit of {max_bytes} bytes; pass max_bytes= to read_idx if the file is genuine"
         )
-    return np.frombuffer(body, dtype=dtype).reshape(dims).astype(dtype.newbyteorder("="))
+
+
+def read_idx(path: str | os.PathLike, *, max_bytes: int = MAX_IDX_BYTES) -> np.ndarray:
+    """Read an IDX file (gzip-compressed or raw), checking its header against its length.
+
+    The declared size (product of the dimensions times the item size) is checked against
+    ``max_bytes`` and, for a raw file, against the file size before anything is allocated; a
+    gzip file is decompressed in chunks into a buffer of exactly the declared size, so a small
+    file that expands to gigabytes (a decompression bomb) or a header that lies about its size
+    raises :class:`~privkit.errors.DataFormatError` without using more memory than declared.
+
+    >>> import tempfile, os
+    >>> p = os.path.join(tempfile.mkdtemp(), "x-idx1-ubyte.gz")
+    >>> write_idx(p, np.arange(5, dtype=np.uint8))
+    >>> read_idx(p).tolist()
+    [0, 1, 2, 3, 4]
+    """
+    path = Path(path)
+    try:
+        fh = open(path, "rb")  # noqa: SIM115 - closed below
+    except OSError as e:
+        raise DataFormatError(f"cannot read {str(path)!r}: {e}") from e
+    with fh:
+        try:
+            size = os.fstat(fh.fileno()).st_size
+            magic = fh.read(2)
+            fh.seek(0)
+        except OSError as e:
+            raise DataFormatError(f"cannot read {str(path)!r}: {e}") from e
+        if magic == b"\x1f\x8b":
+            return _read_idx_gz(fh, path, size, max_bytes)
+        try:
+            head = fh.read(4)
+            if len(head) == 4:
+                head += fh.read(4 * head[3])
+        except OSError as e:
+            raise DataFormatError(f"cannot read {str(path)!r}: {e}") from e
+        dims, dtype, n_bytes = _idx_header(head, path)
+        _check_declared(path, dims, n_bytes, max_bytes)
+        if size - len(head) != n_bytes:
+            raise DataFormatError(
+                f"{str(path)!r}: header says shape {dims} ({n_bytes} bytes of data) but the file "
+                f"holds {size - len(head)} bytes; the file is truncated or corrupt"
+            )
+        try:
+            body = fh.read(n_bytes)
+        except (OSError, MemoryError) as e:
+            raise DataFormatError(f"cannot read {str(path)!r}: {e}") from e
+    if len(body) != n_bytes:
+        raise DataFormatError(f"{str(path)!r}: file changed while reading (truncated)")
+    return _idx_array(body, dims, dtype)
+
+
+def _idx_array(body: bytes | bytearray, dims: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    arr = np.frombuffer(body, dtype=dtype).reshape(dims)
+    return arr.astype(dtype.newbyteorder("="), copy=dtype.byteorder not in "=|")
+
+
+def _read_idx_gz(fh: Any, path: Path, size: int, max_bytes: int) -> np.ndarray:
+    dec = zlib.decompressobj(16 + zlib.MAX_WBITS)  # gzip wrapper
+    pending = b""  # decompressed bytes not yet consumed
+    eof = False
+
+    def more(want: int) -> bytes:
+        """Up to ``want`` more decompressed bytes (never more: bounded memory)."""
+        nonlocal pending, eof
+        while len(pending) < want and not eof:
+            if dec.unconsumed_tail:
+                chunk = dec.unconsumed_tail
+            else:
+                chunk = fh.read(_CHUNK)
+                if not chunk:
+                    if not dec.eof:
+                        raise EOFError("compressed stream ends before its end marker")
+                    eof = True
+                    break
+            pending += dec.decompress(chunk, want - len(pending))
+            if dec.eof:
+                eof = True
+        out, pending = pending[:want], pending[want:]
+        return out
+
+    try:
+        head = more(4)
+        if len(head) == 4:
+            head += more(4 * head[3])
+        dims, dtype, n_bytes = _idx_header(head, path)
+        _check_declared(path, dims, n_bytes, max_bytes)
+        if n_bytes > _MAX_GZIP_RATIO * max(size, 1):
+            raise DataFormatError(
+                f"{str(path)!r}: header declares {n_bytes} bytes of data but the gzip file has "
+                f"only {size} bytes (deflate cannot compress that much); the file is corrupt"
+            )
+        body = bytearray(n_bytes)
+        view = memoryview(body)
+        got = 0
+        while got < n_bytes:
+            part = more(min(_CHUNK, n_bytes - got))
+            if not part:
+                break
+            view[got:got + len(part)] = part
+            got += len(part)
+        extra = more(1)
+    except DataFormatError:
+        raise
+    except (OSError, EOFError, zlib.error) as e:
+        raise DataFormatError(f"{str(path)!r} is a truncated or corrupt gzip file: {e}") from e
+    if got != n_bytes or extra:
+        raise DataFormatError(
+            f"{str(path)!r}: header says shape {dims} ({n_bytes} bytes of data) but the file "
+            f"decompresses to {'more' if extra else got + len(head)} bytes; the file is truncated "
+            "or corrupt"
+        )
+    return _idx_array(body, dims, dtype)
 
 
 def write_idx(path: str | os.PathLike, array: np.ndarray, compress: bool | None = None) -> None:
@@ -198,12 +309,25 @@ def load_cifar10(directory: str | os.PathLike, split: str = "train") -> ImageDat
         if not p.is_file():
             raise DataFormatError(f"cifar10: {str(p)!r} not found (expected the python batches)")
         try:
-            with open(p, "rb") as fh:
-                batch = pickle.load(fh, encoding="bytes")
-            data = np.asarray(batch[b"data"], dtype=np.uint8)
-            labels = np.asarray(batch[b"labels"], dtype=np.int64)
-        except Exception as e:
-            raise DataFormatError(f"cifar10: {str(p)!r} is not a CIFAR-10 python batch: {e}") from e
+            raw = p.read_bytes()
+        except OSError as e:
+            raise DataFormatError(f"cifar10: cannot read {str(p)!r}: {e}") from e
+        batch = load_data_pickle(raw, f"cifar10: {str(p)!r}")  # plain data only, never code
+        try:
+            data = batch[b"data"]
+            labels = np.asarray(batch[b"labels"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise DataFormatError(f"cifar10: {str(p)!r} is not a CIFAR-10 python batch (expected "
+                                  f"a dict with b'data' and b'labels'; {type(e).__name__}: {e})"
+                                  ) from e
+        if not isinstance(data, np.ndarray) or data.dtype != np.uint8:
+            raise DataFormatError(f"cifar10: {str(p)!r}: b'data' must be a uint8 array, got "
+                                  f"{getattr(data, 'dtype', type(data).__name__)}")
+        if labels.ndim != 1 or labels.dtype.kind not in "iu" or (
+                len(labels) and (labels.min() < 0 or labels.max() > 9)):
+            raise DataFormatError(f"cifar10: {str(p)!r}: b'labels' must be a list of integers "
+                                  "0..9")
+        labels = labels.astype(np.int64)
         if data.ndim != 2 or data.shape[1] != 3072 or len(labels) != len(data):
             raise DataFormatError(
                 f"cifar10: {str(p)!r} holds data {data.shape} and {len(labels)} labels; expected "
@@ -214,9 +338,19 @@ def load_cifar10(directory: str | os.PathLike, split: str = "train") -> ImageDat
     return ImageData(_to_unit(np.concatenate(xs)), np.concatenate(ys), "cifar10")
 
 
+#: images declaring more pixels than this are refused before decoding (decompression bombs)
+MAX_IMAGE_PIXELS = 1 << 25
+
+
 def load_image_folder(directory: str | os.PathLike, image_size: int = 64,
                       limit: int | None = None) -> ImageData:
-    """All PNG/JPEG images under ``directory`` (sorted), centre-cropped square and resized (RGB)."""
+    """All PNG/JPEG images under ``directory`` (sorted), centre-cropped square and resized (RGB).
+
+    An unreadable image, or one whose header declares more than :data:`MAX_IMAGE_PIXELS`
+    pixels, raises :class:`~privkit.errors.DataFormatError` naming the file.
+    """
+    if not isinstance(image_size, int) or not 1 <= image_size <= 4096:
+        raise ParameterError(f"image_size must be an integer in 1..4096, got {image_size!r}")
     from PIL import Image, UnidentifiedImageError
 
     d = Path(directory)
@@ -231,14 +365,24 @@ def load_image_folder(directory: str | os.PathLike, image_size: int = 64,
     for i, p in enumerate(files):
         try:
             with Image.open(p) as im:
+                w, h = im.size  # from the header: nothing decoded yet
+                if w < 1 or h < 1 or w * h > MAX_IMAGE_PIXELS:
+                    raise DataFormatError(
+                        f"{str(p)!r}: declares {w} x {h} pixels (limit {MAX_IMAGE_PIXELS}); "
+                        "not a usable image"
+                    )
                 im = im.convert("RGB")
-                w, h = im.size
                 s = min(w, h)
                 im = im.crop(((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s))
                 im = im.resize((image_size, image_size), Image.BILINEAR)
                 out[i] = np.asarray(im).transpose(2, 0, 1)
+        except DataFormatError:
+            raise
         except (UnidentifiedImageError, OSError) as e:
             raise DataFormatError(f"{str(p)!r} is not a readable image: {e}") from e
+        except Exception as e:  # noqa: BLE001 - Pillow raises SyntaxError, ValueError, ... on bad files
+            raise DataFormatError(f"{str(p)!r} is not a readable image ({type(e).__name__}: "
+                                  f"{e})") from e
     return ImageData(_to_unit(out), None, f"folder:{d.name}")
 
 
