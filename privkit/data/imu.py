@@ -415,20 +415,39 @@ _MS_DIR = re.compile(r"^([a-z]+)_(\d+)$")
 _MS_FILE = re.compile(r"^sub_(\d+)\.csv$")
 
 
-def _read_numeric_csv(path: Path, expected: list[str], what: str) -> np.ndarray:
-    """Read a CSV whose header holds ``expected`` (in order, optionally after an index column)."""
+def _csv_rows(path: Path, what: str, *, dict_reader: bool = False) -> list[Any]:
+    """All rows of a CSV file; unreadable files, bad encodings and malformed CSV (e.g. a field
+    over the csv module's 131,072-character limit) raise DataFormatError naming the file."""
     try:
         with open(path, newline="", encoding="utf-8-sig") as fh:
-            rows = list(csv.reader(fh))
-    except (OSError, UnicodeDecodeError) as e:
-        raise DataFormatError(f"{str(path)!r}: cannot read {what} file ({e})") from e
+            return list(csv.DictReader(fh) if dict_reader else csv.reader(fh))
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise DataFormatError(f"{str(path)!r}: cannot read {what} file ({type(e).__name__}: "
+                              f"{e})") from e
+
+
+def _int_value(text: Any, path: Path, row: int, what: str) -> int:
+    """A finite integral number (``"3"`` or ``"3.0"``) or DataFormatError naming file and row."""
+    try:
+        v = float(text)
+    except (TypeError, ValueError) as e:
+        raise DataFormatError(f"{str(path)!r}: row {row}: {what} {text!r} is not a number") from e
+    if not np.isfinite(v) or v != int(v) or abs(v) > 2**31:
+        raise DataFormatError(f"{str(path)!r}: row {row}: {what} {text!r} is not an integer "
+                              "(finite, whole, below 2^31)")
+    return int(v)
+
+
+def _read_numeric_csv(path: Path, expected: list[str], what: str) -> np.ndarray:
+    """Read a CSV whose header holds ``expected`` (in order, optionally after an index column)."""
+    rows = _csv_rows(path, what)
     if not rows:
         raise DataFormatError(f"{str(path)!r}: empty file; expected a {what} CSV with a header")
     header = [h.strip() for h in rows[0]]
     offset = 1 if header and header[0] in ("", "Unnamed: 0", "index") else 0
     if header[offset:offset + len(expected)] != expected:
         raise DataFormatError(
-            f"{str(path)!r}: unexpected header {header!r}; expected a {what} header with columns "
+            f"{str(path)!r}: unexpected header {str(header)[:300]}; expected a {what} header with columns "
             f"{expected!r}"
         )
     body = rows[1:]
@@ -451,11 +470,7 @@ def _read_numeric_csv(path: Path, expected: list[str], what: str) -> np.ndarray:
 
 
 def _read_motionsense_info(path: Path) -> dict[int, dict[str, float]]:
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as fh:
-            rows = list(csv.DictReader(fh))
-    except (OSError, UnicodeDecodeError) as e:
-        raise DataFormatError(f"{str(path)!r}: cannot read subject info ({e})") from e
+    rows = _csv_rows(path, "MotionSense subject info", dict_reader=True)
     info: dict[int, dict[str, float]] = {}
     for i, row in enumerate(rows):
         row = {k.strip(): v for k, v in row.items() if k is not None}
@@ -464,10 +479,14 @@ def _read_motionsense_info(path: Path) -> dict[int, dict[str, float]]:
                 f"{str(path)!r}: expected columns code,weight,height,age,gender; got "
                 f"{list(row)!r}"
             )
+        code = _int_value(row["code"], path, i + 2, "subject code")
         try:
-            info[int(float(row["code"]))] = {k: float(v) for k, v in row.items() if k != "code"}
+            vals = {k: float(v) for k, v in row.items() if k != "code"}
         except (TypeError, ValueError) as e:
             raise DataFormatError(f"{str(path)!r}: row {i + 2} is not numeric ({e})") from e
+        if not all(np.isfinite(v) for v in vals.values()):
+            raise DataFormatError(f"{str(path)!r}: row {i + 2} holds NaN or infinite values")
+        info[code] = vals
     return info
 
 
@@ -544,18 +563,15 @@ _LARA_FILE = re.compile(r"^L0\d_S(\d\d)_R(\d\d)\.csv$")
 
 
 def _read_lara_labels(path: Path, n: int) -> np.ndarray:
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as fh:
-            rows = list(csv.reader(fh))
-    except (OSError, UnicodeDecodeError) as e:
-        raise DataFormatError(f"{str(path)!r}: cannot read LARa labels ({e})") from e
-    if not rows or rows[0][0].strip() != "Class":
+    rows = _csv_rows(path, "LARa labels")
+    if not rows or not rows[0] or rows[0][0].strip() != "Class":
         raise DataFormatError(f"{str(path)!r}: expected a LARa labels CSV whose first column is "
-                              f"'Class'; got header {rows[0] if rows else []!r}")
-    try:
-        lab = np.array([int(float(r[0])) for r in rows[1:]], dtype=np.int64)
-    except (ValueError, IndexError) as e:
-        raise DataFormatError(f"{str(path)!r}: non-numeric Class value ({e})") from e
+                              f"'Class'; got header {str(rows[0] if rows else [])[:200]}")
+    for i, r in enumerate(rows[1:]):
+        if not r:
+            raise DataFormatError(f"{str(path)!r}: row {i + 2} is empty (expected a Class value)")
+    lab = np.array([_int_value(r[0], path, i + 2, "Class value") for i, r in enumerate(rows[1:])],
+                   dtype=np.int64)
     if len(lab) != n:
         raise DataFormatError(f"{str(path)!r}: {len(lab)} label rows for {n} data rows; they must "
                               "match row for row")
