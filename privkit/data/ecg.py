@@ -70,6 +70,7 @@ __all__ = [
 ]
 
 FS = 128  #: target sampling rate (Hz)
+MAX_EDF_BYTES = 4 << 30  #: EDF files larger than this are refused (a UCDDB .rec is ~20 MB)
 WINDOW = 1408  #: samples per window (11 s at 128 Hz)
 PADDED = 2048  #: padded window length used for encryption
 #: UCDDB respiratory event types counted as apnea (prefix match, case-insensitive)
@@ -808,7 +809,14 @@ def _edf_header(path: Path) -> dict[str, Any]:
         col(80)  # prefilter
         nsamp = [int(v) for v in col(8)]
         start = _parse_edf_start(field(168, 176), field(176, 184))
-    except (ValueError, IndexError) as e:
+        if not (np.isfinite(rec_dur) and rec_dur > 0):
+            raise ValueError(f"record duration {field(244, 252)!r} s (must be positive)")
+        for name, vals in (("physical", pmin + pmax), ("digital", dmin + dmax)):
+            if not np.isfinite(vals).all():
+                raise ValueError(f"non-finite {name} minimum or maximum")
+        if any(not 1 <= v <= 1 << 24 for v in nsamp):
+            raise ValueError(f"samples per data record {nsamp[:8]} (each must be 1..2^24)")
+    except (ValueError, IndexError, OverflowError) as e:
         raise DataFormatError(f"{path}: malformed EDF header: {e}") from e
     rec_samples = sum(nsamp)
     if n_records < 0:  # unknown (-1): infer from the file size
@@ -822,6 +830,25 @@ def _edf_header(path: Path) -> dict[str, Any]:
     return dict(raw=raw, header_bytes=header_bytes, n_records=n_records, rec_dur=rec_dur,
                 labels=labels, dims=dims, pmin=pmin, pmax=pmax, dmin=dmin, dmax=dmax,
                 nsamp=nsamp, start=start)
+
+
+def _is_file(path: Path) -> bool:
+    """``path.is_file()``, with a name too long for the file system (or another OS error) as a
+    DataFormatError instead of an OSError."""
+    try:
+        return path.is_file()
+    except (OSError, ValueError) as e:
+        raise DataFormatError(f"{str(path)[:120]}: cannot be used as a file name ({e})") from e
+
+
+def _check_edf_signal(path: Path, sig: np.ndarray, fs: float, label: str) -> None:
+    if not (np.isfinite(fs) and 0 < fs <= 1e6):
+        raise DataFormatError(f"{path}: signal {label.strip()!r} has sampling frequency {fs} Hz; "
+                              "the header's samples per record and record duration must be "
+                              "positive")
+    if not np.isfinite(sig).all():
+        raise DataFormatError(f"{path}: signal {label.strip()!r} has non-finite samples after "
+                              "scaling; check its physical and digital ranges in the header")
 
 
 def _parse_edf_start(date: str, time: str) -> _dt.datetime | None:
@@ -853,8 +880,14 @@ def read_edf_channel(path: str | Path, match: str = "ECG") -> tuple[np.ndarray, 
     non-EDF files raise DataFormatError.
     """
     path = Path(path)
-    if not path.is_file():
+    if not _is_file(path):
         raise DataFormatError(f"{path}: EDF file not found")
+    try:
+        size = path.stat().st_size
+    except OSError as e:
+        raise DataFormatError(f"{path}: cannot read EDF file ({e})") from e
+    if size > MAX_EDF_BYTES:
+        raise DataFormatError(f"{path}: {size} bytes, more than the EDF limit of {MAX_EDF_BYTES}")
     first_error = None
     try:
         import pyedflib
@@ -865,6 +898,7 @@ def read_edf_channel(path: str | Path, match: str = "ECG") -> tuple[np.ndarray, 
             sig = np.asarray(f.readSignal(i), dtype=np.float64)
             fs = float(f.getSampleFrequency(i))
             start = f.getStartdatetime()
+        _check_edf_signal(path, sig, fs, labels[i])
         return sig, fs, start, labels[i].strip()
     except DataFormatError:
         raise
@@ -883,8 +917,10 @@ def read_edf_channel(path: str | Path, match: str = "ECG") -> tuple[np.ndarray, 
     dmin, dmax, pmin, pmax = h["dmin"][i], h["dmax"][i], h["pmin"][i], h["pmax"][i]
     if dmax == dmin:
         raise DataFormatError(f"{path}: signal {h['labels'][i]!r} has digital min == max ({dmin})")
-    sig = (dig - dmin) * (pmax - pmin) / (dmax - dmin) + pmin
-    fs = ns[i] / h["rec_dur"] if h["rec_dur"] > 0 else float(ns[i])
+    with np.errstate(all="ignore"):  # non-finite results are refused just below
+        sig = (dig - dmin) * (pmax - pmin) / (dmax - dmin) + pmin
+    fs = ns[i] / h["rec_dur"]
+    _check_edf_signal(path, sig, fs, h["labels"][i])
     if not isinstance(first_error, ImportError):
         warnings.warn(f"{path}: pyedflib refused the file ({first_error}); read with the "
                       "tolerant EDF parser", stacklevel=2)
@@ -912,10 +948,15 @@ def parse_respevt(path: str | Path) -> list[RespEvent]:
     nor a recognisable header raise DataFormatError.
     """
     path = Path(path)
-    if not path.is_file():
+    if not _is_file(path):
         raise DataFormatError(f"{path}: respiratory event file not found (expected "
                               "'<record>_respevt.txt' next to the .rec file)")
-    raw = path.read_bytes()
+    try:
+        if path.stat().st_size > 64 << 20:
+            raise DataFormatError(f"{path}: larger than 64 MB; not a respiratory event listing")
+        raw = path.read_bytes()
+    except OSError as e:
+        raise DataFormatError(f"{path}: cannot read ({e})") from e
     if b"\x00" in raw:
         raise DataFormatError(f"{path}: expected a text file of respiratory events, found binary data")
     text = raw.decode("utf-8", errors="replace")
@@ -928,7 +969,7 @@ def parse_respevt(path: str | Path) -> list[RespEvent]:
         if not m:
             if _LOOSE_TIME_RE.match(line):
                 raise DataFormatError(f"{path}:{ln}: expected 'hh:mm:ss TYPE [PB|CS] DURATION ...', "
-                                      f"got {line.strip()!r}")
+                                      f"got {line.strip()[:200]!r}")
             if re.search(r"\btime\b", line, re.IGNORECASE) and re.search(r"\btype\b", line, re.IGNORECASE):
                 saw_header = True
             continue
@@ -945,10 +986,11 @@ def parse_respevt(path: str | Path) -> list[RespEvent]:
             except ValueError:
                 pass
             break
-        if duration is None or not np.isfinite(duration) or duration < 0:
+        if duration is None or not np.isfinite(duration) or not 0 <= duration <= 86400:
             raise DataFormatError(
-                f"{path}:{ln}: event {etype!r} has no duration in seconds after the type "
-                f"(expected 'hh:mm:ss TYPE [PB|CS] DURATION ...'), got {line.strip()!r}"
+                f"{path}:{ln}: event {etype[:40]!r} has no duration in seconds (0..86400) after "
+                f"the type (expected 'hh:mm:ss TYPE [PB|CS] DURATION ...'), got "
+                f"{line.strip()[:200]!r}"
             )
         events.append(RespEvent(clock_s=int(hh) * 3600 + int(mm) * 60 + int(ss),
                                 type=etype.upper(), duration_s=duration, pbcs=pbcs, line=ln))
@@ -1023,21 +1065,23 @@ def read_apnea_ecg_record(base: str | Path, *, subject: int = 0, channel: int | 
     last annotated minute are unknown (-1)."""
     import wfdb
 
+    from .wfdb_safe import check_wfdb_header, read_wfdb_annotations
+
     base = Path(base)
+    if len(base.name) > 128:
+        raise DataFormatError(f"{str(base)[:80]}...: record name of {len(base.name)} characters "
+                              "(at most 128)")
     for ext in ("hea", "apn"):
         f = base.with_name(base.name + "." + ext)
-        if not f.is_file():
+        if not _is_file(f):
             raise DataFormatError(f"{f}: file not found (Apnea-ECG record {base.name} needs "
                                   f"{base.name}.hea, {base.name}.dat and {base.name}.apn)")
     hea = base.with_name(base.name + ".hea")
+    declared = check_wfdb_header(hea)  # sizes, fs, file names: before wfdb reads anything
     try:
         header = wfdb.rdheader(str(base))
     except Exception as e:
         raise DataFormatError(f"{hea}: not a valid WFDB header ({type(e).__name__}: {e})") from e
-    for fname in set(header.file_name or []):
-        datf = base.with_name(str(fname))
-        if not datf.is_file():
-            raise DataFormatError(f"{datf}: signal file named in {hea.name} not found")
     try:
         rec = wfdb.rdrecord(str(base), physical=True)
     except Exception as e:
@@ -1049,21 +1093,27 @@ def read_apnea_ecg_record(base: str | Path, *, subject: int = 0, channel: int | 
     if header.sig_len is not None and len(sig_all) < header.sig_len:
         raise DataFormatError(f"{base}.dat: truncated: {len(sig_all)} samples, header declares "
                               f"{header.sig_len}")
+    if float(rec.fs) != declared["fs"]:
+        raise DataFormatError(f"{hea}: wfdb read the sampling frequency as {rec.fs} Hz but the "
+                              f"header declares {declared['fs']} Hz")
     names = [str(s) for s in (rec.sig_name or [])]
     if isinstance(channel, str):
         ch = _find_channel(names, channel, hea)
     else:
         ch = int(channel)
+        if not 0 <= ch < sig_all.shape[1]:
+            raise ParameterError(f"channel {channel} does not exist: {hea.name} has "
+                                 f"{sig_all.shape[1]} signal(s)")
     sig = sig_all[:, ch].astype(np.float64)
+    if not np.isfinite(sig).all():
+        raise DataFormatError(f"{base}.dat: signal {names[ch] if ch < len(names) else ch!r} holds "
+                              "non-finite values after scaling (check the ADC gain and baseline "
+                              f"in {hea.name})")
     fs = float(rec.fs)
     apn = base.with_name(base.name + ".apn")
-    try:
-        ann = wfdb.rdann(str(base), "apn")
-    except Exception as e:
-        raise DataFormatError(f"{apn}: not a valid WFDB annotation file ({type(e).__name__}: {e}); "
-                              "expected one 'A'/'N' annotation per minute") from e
-    symbols = [str(s) for s in ann.symbol]
-    samples = np.asarray(ann.sample, dtype=np.int64)
+    ann = read_wfdb_annotations(apn)  # our bounded parser: wfdb.rdann can spin forever
+    symbols = ann.symbols
+    samples = ann.samples
     if not symbols:
         raise DataFormatError(f"{apn}: no annotations (expected one 'A'/'N' per minute)")
     bad = sorted(set(symbols) - {"A", "N"})
@@ -1074,7 +1124,7 @@ def read_apnea_ecg_record(base: str | Path, *, subject: int = 0, channel: int | 
         raise DataFormatError(f"{apn}: annotation sample indices are not increasing")
     n_sec = int(np.ceil(len(sig) / fs))
     labels = np.full(n_sec, -1, dtype=np.int8)
-    ann_fs = float(ann.fs) if getattr(ann, "fs", None) else fs
+    ann_fs = float(ann.fs) if ann.fs else fs
     for k, (smp, sym) in enumerate(zip(samples, symbols)):
         a = int(round(smp / ann_fs))
         b = int(round(samples[k + 1] / ann_fs)) if k + 1 < len(samples) else a + 60
