@@ -23,9 +23,10 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from .errors import DataFormatError, EnvelopeError, ParameterError
+from .errors import DataFormatError, EnvelopeError, ParameterError, PrivkitError
 
-__all__ = ["PrivateModel", "PrivacyReport", "save_state", "load_state", "atomic_write_bytes"]
+__all__ = ["PrivateModel", "PrivacyReport", "save_state", "load_state", "atomic_write_bytes",
+           "check_config", "check_plain", "check_state_tensors", "MAX_STATE_ELEMENTS"]
 
 ReportKind = Literal["fhe", "dp", "anonymisation", "none"]
 
@@ -246,6 +247,147 @@ def load_state(path: str | os.PathLike, kind: str, *, verify_with: Any = None) -
     return inner["state"]
 
 
+#: the most tensor elements a loaded model may declare (1 GiB of float32)
+MAX_STATE_ELEMENTS = 1 << 28
+
+
+def _check_value(v: Any, default: Any, lo: float, hi: float, what: str) -> Any:
+    def number(x: Any, integral: bool) -> Any:
+        if isinstance(x, bool) or not isinstance(x, (int, float)):
+            raise DataFormatError(f"{what} must be a number, got {type(x).__name__}")
+        if integral and not isinstance(x, int):
+            raise DataFormatError(f"{what} must be an integer, got {x!r}")
+        if not (x == x and lo <= x <= hi):  # NaN fails the first test, inf the second
+            raise DataFormatError(f"{what} = {x!r} is outside {lo:g}..{hi:g}")
+        return x
+
+    if isinstance(default, bool):
+        if not isinstance(v, bool):
+            raise DataFormatError(f"{what} must be true or false, got {v!r}"[:200])
+        return v
+    if isinstance(default, int):
+        return number(v, True)
+    if isinstance(default, float):
+        return float(number(v, False))
+    if isinstance(default, tuple):
+        if not isinstance(v, (list, tuple)) or len(v) > 16:
+            raise DataFormatError(f"{what} must be a list of at most 16 values")
+        return tuple(number(x, all(isinstance(d, int) for d in default)) for x in v)
+    # str or None defaults (choices are checked by the config class itself)
+    if v is None and default is None:
+        return v
+    if isinstance(v, str):
+        if len(v) > 256:
+            raise DataFormatError(f"{what} is a string of {len(v)} characters")
+        return v
+    return number(v, False)
+
+
+def check_config(cls: type, d: Any, limits: dict[str, tuple[float, float]], where: str) -> Any:
+    """Build the config dataclass ``cls`` from the dict ``d`` read from a file, after checking
+    every field: known names only, the type of the field's default (bool, int, float, list of
+    numbers, short string), finite numbers inside ``limits[name]`` (``(lo, hi)``; default
+    +-1e9). Raises :class:`~privkit.errors.DataFormatError` naming ``where`` and the field.
+
+    >>> import dataclasses
+    >>> @dataclasses.dataclass
+    ... class C:
+    ...     channels: int = 4
+    >>> check_config(C, {"channels": 8}, {"channels": (1, 4096)}, "demo").channels
+    8
+    >>> check_config(C, {"channels": 40000}, {"channels": (1, 4096)}, "demo")
+    Traceback (most recent call last):
+    ...
+    privkit.errors.DataFormatError: demo: config field 'channels' = 40000 is outside 1..4096
+    """
+    if not isinstance(d, dict):
+        raise DataFormatError(f"{where}: the config is a {type(d).__name__}, not a dict")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = [k for k in d if k not in fields]
+    if unknown:
+        raise DataFormatError(f"{where}: unknown config fields {[str(k)[:40] for k in unknown[:5]]}")
+    out = {}
+    for k, v in d.items():
+        f = fields[k]
+        default = f.default if f.default is not dataclasses.MISSING else (
+            f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
+        lo, hi = limits.get(k, (-1e9, 1e9))
+        out[k] = _check_value(v, default, lo, hi, f"{where}: config field {k!r}")
+    try:
+        return cls(**out)
+    except PrivkitError as e:
+        raise DataFormatError(f"{where}: invalid config: {e}") from e
+
+
+def check_plain(obj: Any, where: str, *, kind: type | tuple[type, ...] | None = None,
+                max_items: int = 1_000_000) -> Any:
+    """Check that ``obj`` (read from a file) is plain data: dicts with string keys, lists,
+    strings, finite-or-not numbers, bools and None, at most 32 levels deep and ``max_items``
+    entries in all; ``kind`` optionally fixes the top-level type. Returns ``obj``.
+
+    >>> check_plain([{"loss": 0.5}], "history", kind=list)
+    [{'loss': 0.5}]
+    >>> check_plain({"a": object()}, "history")
+    Traceback (most recent call last):
+    ...
+    privkit.errors.DataFormatError: history: unexpected object of type object
+    """
+    if kind is not None and not isinstance(obj, kind):
+        raise DataFormatError(f"{where}: expected {getattr(kind, '__name__', kind)}, got "
+                              f"{type(obj).__name__}")
+    count = 0
+    stack = [(obj, 0)]
+    while stack:
+        o, depth = stack.pop()
+        count += 1
+        if count > max_items or depth > 32:
+            raise DataFormatError(f"{where}: more than {max_items} entries or 32 levels")
+        if isinstance(o, dict):
+            for k, v in o.items():
+                if not isinstance(k, str):
+                    raise DataFormatError(f"{where}: a key of type {type(k).__name__}")
+                stack.append((v, depth + 1))
+        elif isinstance(o, (list, tuple)):
+            stack.extend((v, depth + 1) for v in o)
+        elif not (o is None or isinstance(o, (str, int, float, bool))):
+            raise DataFormatError(f"{where}: unexpected object of type {type(o).__name__}")
+    return obj
+
+
+def check_state_tensors(expected: dict[str, Any], got: Any, where: str, *,
+                        max_elements: int = MAX_STATE_ELEMENTS) -> None:
+    """Check saved tensors ``got`` against ``expected`` (the state dict of the same model built
+    on torch's ``meta`` device, which allocates nothing) before a real model is built: the
+    model's size against ``max_elements``, the same names, shapes and kinds of dtype, and
+    finite floating-point values. Raises :class:`~privkit.errors.DataFormatError`."""
+    import torch
+
+    n = sum(int(t.numel()) for t in expected.values())
+    if n > max_elements:
+        raise DataFormatError(f"{where}: the config declares a model of {n} tensor elements "
+                              f"(limit {max_elements})")
+    if not isinstance(got, dict):
+        raise DataFormatError(f"{where}: the weights are a {type(got).__name__}, not a dict")
+    missing = sorted(set(expected) - set(got))
+    extra = sorted(str(k)[:40] for k in set(got) - set(expected))
+    if missing or extra:
+        raise DataFormatError(f"{where}: weights do not match the config (missing "
+                              f"{missing[:5]}, unexpected {extra[:5]})")
+    for k, ref in expected.items():
+        t = got[k]
+        if not isinstance(t, torch.Tensor):
+            raise DataFormatError(f"{where}: weight {k!r} is a {type(t).__name__}, not a tensor")
+        if tuple(t.shape) != tuple(ref.shape):
+            raise DataFormatError(f"{where}: weight {k!r} has shape {tuple(t.shape)}, the config "
+                                  f"needs {tuple(ref.shape)}")
+        if t.layout != torch.strided or t.is_floating_point() != ref.is_floating_point() \
+                or t.is_complex():
+            raise DataFormatError(f"{where}: weight {k!r} has dtype {t.dtype}, expected "
+                                  f"{ref.dtype}")
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise DataFormatError(f"{where}: weight {k!r} holds NaN or infinite values")
+
+
 class PrivateModel(abc.ABC):
     """Abstract base of every privkit application model.
 
@@ -286,5 +428,23 @@ class PrivateModel(abc.ABC):
 
     @classmethod
     def load(cls, path: str | os.PathLike, *, verify_with: Any = None) -> PrivateModel:
-        """Load a model saved by :meth:`save`; ``verify_with`` requires the owner's signature."""
-        return cls._from_state(load_state(path, cls.model_kind, verify_with=verify_with))
+        """Load a model saved by :meth:`save`; ``verify_with`` requires the owner's signature.
+
+        A well-formed file whose state is not what this class saves (missing or extra entries,
+        wrong types, a configuration outside the limits, tensors of the wrong shape) raises
+        :class:`~privkit.errors.DataFormatError` naming the file; nothing is built from a
+        configuration before it has been checked.
+        """
+        state = load_state(path, cls.model_kind, verify_with=verify_with)
+        try:
+            if not isinstance(state, dict):
+                raise DataFormatError(f"the state is a {type(state).__name__}, not a dict")
+            return cls._from_state(state)
+        except (PrivkitError, TypeError, KeyError, ValueError, IndexError, AttributeError,
+                RuntimeError, OverflowError, MemoryError, RecursionError) as e:
+            if isinstance(e, EnvelopeError):
+                raise
+            raise DataFormatError(
+                f"{str(path)!r} is not a usable {cls.model_kind!r} checkpoint: "
+                f"{type(e).__name__ + ': ' if not isinstance(e, PrivkitError) else ''}{e}"
+            ) from e

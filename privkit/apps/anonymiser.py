@@ -38,9 +38,9 @@ from ..anon.train import (
     train_classifier,
     train_gan,
 )
-from ..api import PrivacyReport, PrivateModel
+from ..api import PrivacyReport, PrivateModel, check_config, check_plain, check_state_tensors
 from ..data.imu import IMUDataset, MinMaxNormaliser
-from ..errors import ParameterError, ShapeError
+from ..errors import DataFormatError, ParameterError, ShapeError
 
 __all__ = ["AnonConfig", "IMUAnonymiser"]
 
@@ -59,6 +59,17 @@ def _labels(ds_or_x: Any, activity: Any, subject: Any,
         raise ParameterError("pass activity and subject labels (or an IMUDataset)")
     dc = tuple(device_channels) if device_channels else (x.shape[2],)
     return x, np.asarray(activity), np.asarray(subject), dc
+
+
+_MODULES = ("generator", "ae_pretrained", "discriminator", "reid", "har")
+#: limits on the config fields of a loaded anonymiser (checked before anything is built)
+_LIMITS: dict[str, tuple[float, float]] = {
+    "ae_channels": (1, 1024), "bottleneck": (1, 1 << 14), "kernel": (1, 256),
+    "channel_kernel": (1, 256), "dropout": (0, 1), "z_dim": (1, 4096), "embed_dim": (1, 4096),
+    "mapper_hidden": (1, 1 << 14), "disc_channels": (1, 1024), "judge_filters": (1, 1024),
+    "judge_kernel": (1, 256), "judge_fc": (1, 1 << 14), "batch_size": (1, 1 << 20),
+    "val_fraction": (0, 1), "seed": (0, 2**63),
+}
 
 
 class IMUAnonymiser(PrivateModel):
@@ -419,21 +430,69 @@ class IMUAnonymiser(PrivateModel):
 
     @classmethod
     def _from_state(cls, state: dict[str, Any]) -> IMUAnonymiser:
-        cfg = AnonConfig.from_dict(state["config"])
+        # everything is checked before a real network is built
+        where = "IMUAnonymiser"
+        raw_cfg = state.get("config")
+        if isinstance(raw_cfg, dict):
+            raw_cfg = {k: (tuple(v) if isinstance(v, list) else v) for k, v in raw_cfg.items()}
+        cfg = check_config(AnonConfig, raw_cfg, _LIMITS, where)
+        if state.get("strategy") not in STRATEGIES:
+            raise DataFormatError(f"{where}: strategy {str(state.get('strategy'))[:40]!r} is not "
+                                  f"one of {STRATEGIES}")
+        window, n_channels = state.get("window"), state.get("n_channels")
+        dc = state.get("device_channels")
+        for name, v, hi in (("window", window, 1 << 16), ("n_channels", n_channels, 4096)):
+            if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= hi:
+                raise DataFormatError(f"{where}: {name} must be an integer in 1..{hi}, got "
+                                      f"{v!r}"[:200])
+        if (not isinstance(dc, (list, tuple)) or not 1 <= len(dc) <= 64
+                or not all(isinstance(c, int) and not isinstance(c, bool) and c >= 1 for c in dc)
+                or sum(dc) != n_channels):
+            raise DataFormatError(f"{where}: device_channels must be positive integers summing "
+                                  f"to n_channels={n_channels}, got {str(dc)[:100]}")
+        labels = {}
+        for name in ("subjects", "activities"):
+            v = check_plain(state.get(name), f"{where} {name}", kind=list, max_items=100_001)
+            if not 1 <= len(v) <= 100_000 or not (
+                    all(isinstance(x, int) and not isinstance(x, bool) for x in v)
+                    or all(isinstance(x, str) for x in v)) or len(set(v)) != len(v):
+                raise DataFormatError(f"{where}: {name} must be 1..100000 distinct integers or "
+                                      "strings")
+            labels[name] = np.asarray(v)
         model = cls(strategy=state["strategy"], config=cfg)
-        model.window, model.n_channels = int(state["window"]), int(state["n_channels"])
-        model.device_channels = tuple(state["device_channels"])
-        model.subjects_ = np.asarray(state["subjects"])
-        model.activities_ = np.asarray(state["activities"])
+        model.window, model.n_channels = window, n_channels
+        model.device_channels = tuple(dc)
+        model.subjects_ = labels["subjects"]
+        model.activities_ = labels["activities"]
+        with torch.device("meta"):
+            model._build()
+        for name in _MODULES:
+            check_state_tensors(getattr(model, name).state_dict(), state.get(name),
+                                f"{where} {name}")
+        norm = state.get("normaliser")
+        if norm is not None:
+            check_plain(norm, f"{where} normaliser", kind=dict)
+            try:
+                normaliser = MinMaxNormaliser.from_dict(norm)
+            except (KeyError, TypeError, ValueError) as e:
+                raise DataFormatError(f"{where}: malformed normaliser ({type(e).__name__}: "
+                                      f"{e})"[:300]) from e
+            if (normaliser.lo.shape != (n_channels,) or normaliser.hi.shape != (n_channels,)
+                    or not (np.isfinite(normaliser.lo).all() and np.isfinite(normaliser.hi).all())
+                    or not (normaliser.hi > normaliser.lo).all()):
+                raise DataFormatError(f"{where}: normaliser must hold {n_channels} finite ranges "
+                                      "with hi > lo")
+        data_spec = check_plain(state.get("data_spec") or {}, f"{where} data_spec", kind=dict)
+        metrics = check_plain(state.get("metrics") or {}, f"{where} metrics", kind=dict)
         model._build()
-        for name in ("generator", "ae_pretrained", "discriminator", "reid", "har"):
+        for name in _MODULES:
             mod = getattr(model, name)
             mod.load_state_dict(state[name])
             mod.eval()
-        if state.get("normaliser"):
-            model.normaliser = MinMaxNormaliser.from_dict(state["normaliser"])
-        model.data_spec = dict(state.get("data_spec") or {})
-        model.metrics_ = dict(state.get("metrics") or {})
+        if norm is not None:
+            model.normaliser = normaliser
+        model.data_spec = dict(data_spec)
+        model.metrics_ = dict(metrics)
         model._fitted = True
         return model
 

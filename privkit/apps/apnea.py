@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from .. import nn as pnn
-from ..api import PrivacyReport, PrivateModel
+from ..api import PrivacyReport, PrivateModel, check_config, check_plain, check_state_tensors
 from ..errors import ParameterError, ShapeError
 
 __all__ = ["ApneaConfig", "ApneaDetector", "build_apnea_model"]
@@ -70,6 +70,15 @@ class ApneaConfig:
             raise ParameterError(f"blocks must be 1, 2 or 3, got {self.blocks}")
         if self.pool not in ("avg", "max"):
             raise ParameterError(f"pool must be 'avg' or 'max', got {self.pool!r}")
+
+
+#: limits on the config fields of a loaded detector (checked before anything is built)
+_LIMITS: dict[str, tuple[float, float]] = {
+    "window": (2, 1 << 20), "channels": (1, 1024), "kernel1": (1, 4096), "stride1": (1, 4096),
+    "kernel2": (1, 4096), "stride2": (1, 4096), "relu_degree": (1, 64), "epochs": (0, 1e6),
+    "finetune_epochs": (0, 1e6), "batch_size": (1, 1 << 20), "lr": (0, 100),
+    "weight_decay": (0, 100), "seed": (0, 2**63), "calibration_margin": (0, 1e3),
+}
 
 
 def build_apnea_model(cfg: ApneaConfig) -> torch.nn.Sequential:
@@ -263,10 +272,17 @@ class ApneaDetector(PrivateModel):
 
     @classmethod
     def _from_state(cls, state: dict[str, Any]) -> ApneaDetector:
-        det = cls(ApneaConfig(**state["config"]))
+        # everything is checked before a real model is built (a config declaring 40,000
+        # channels must not allocate gigabytes first)
+        cfg = check_config(ApneaConfig, state.get("config"), _LIMITS, "ApneaDetector")
+        with torch.device("meta"):
+            ref = build_apnea_model(cfg)
+        check_state_tensors(ref.state_dict(), state.get("model"), "ApneaDetector")
+        history = check_plain(state.get("history", []), "ApneaDetector history", kind=list)
+        det = cls(cfg)
         det.model.load_state_dict(state["model"])
         det.model.eval()
-        det.history = list(state.get("history", []))
+        det.history = list(history)
         return det
 
 

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..api import PrivacyReport, PrivateModel
+from ..api import PrivacyReport, PrivateModel, check_config, check_plain, check_state_tensors
 from ..dp.engine import DPConfig, DPTraining, check_module, make_private
 from ..dp.grad_samplers import StepLinear
 from ..dp.snn import (
@@ -46,7 +46,7 @@ from ..dp.snn import (
     MembraneOutput,
     TimeConvTranspose3d,
 )
-from ..errors import ParameterError, ShapeError
+from ..errors import DataFormatError, ParameterError, ShapeError
 
 __all__ = ["AnnVAE", "AnnVAENet", "SpikingVAE", "SpikingVAENet", "VAEConfig", "psp"]
 
@@ -111,6 +111,15 @@ class VAEConfig:
         d = dataclasses.asdict(self)
         d["widths"] = list(self.widths)
         return d
+
+
+#: limits on the config fields of a loaded model (checked before anything is built)
+_LIMITS: dict[str, tuple[float, float]] = {
+    "in_channels": (1, 64), "image_size": (1, 2048), "widths": (1, 4096),
+    "latent_dim": (1, 1 << 16), "n_steps": (1, 4096), "k": (1, 4096), "groups": (1, 4096),
+    "tau": (0, 1e6), "threshold": (-1e6, 1e6), "psp_tau": (0, 1e6),
+    "distance_weight": (0, 1e6), "scheduled_sampling": (0, 1), "kl_weight": (0, 1e6),
+}
 
 
 def _norm(kind: str, channels: int, groups: int, dims: int = 3, gain: float = 1.0) -> nn.Module:
@@ -659,17 +668,46 @@ class _VAEModel(PrivateModel):
 
     @classmethod
     def _from_state(cls, state: dict[str, Any]) -> _VAEModel:
-        cfg = dict(state["config"])
-        cfg["widths"] = tuple(cfg["widths"])
-        m = cls(VAEConfig(**cfg))
+        # everything is checked before a real network is built
+        where = cls.__name__
+        cfg = check_config(VAEConfig, state.get("config"), _LIMITS, where)
+        with torch.device("meta"):
+            ref = cls.net_class(cfg)
+        check_state_tensors(ref.state_dict(), state.get("weights"), where)
+        for key in ("dp_state", "dp_config", "report"):
+            check_plain(state.get(key), f"{where} {key}", kind=(dict, type(None)))
+        history = check_plain(state.get("history") or [], f"{where} history", kind=list)
+        train_size = state.get("train_size")
+        if train_size is not None and (isinstance(train_size, bool)
+                                       or not isinstance(train_size, int) or train_size < 0):
+            raise DataFormatError(f"{where}: train_size must be a count, got {train_size!r}"[:200])
+        if not isinstance(state.get("trained_without_dp", False), bool):
+            raise DataFormatError(f"{where}: trained_without_dp must be true or false")
+        rep = state.get("report")
+        if rep:
+            names = {f.name for f in dataclasses.fields(PrivacyReport)}
+            if set(rep) - names:
+                raise DataFormatError(f"{where}: unknown privacy report fields "
+                                      f"{sorted(set(rep) - names)[:5]}")
+            for k, v in rep.items():
+                if k in ("kind", "scheme", "accountant", "judge", "server_sees"):
+                    ok = v is None or isinstance(v, str)
+                elif k in ("warnings", "coeff_modulus_bits"):
+                    ok = v is None or isinstance(v, (list, tuple))
+                elif k == "details":
+                    ok = isinstance(v, dict)
+                else:
+                    ok = v is None or (isinstance(v, (int, float)) and math.isfinite(v))
+                if not ok:
+                    raise DataFormatError(f"{where}: privacy report field {k!r} = {v!r}"[:200])
+        m = cls(cfg)
         m.net.load_state_dict(state["weights"])
         m.dp_state = state.get("dp_state")
         m.dp_config = state.get("dp_config")
-        rep = state.get("report")
         m._report = PrivacyReport(**rep) if rep else None
-        m.history = list(state.get("history") or [])
+        m.history = list(history)
         m.trained_without_dp = bool(state.get("trained_without_dp"))
-        m.train_size = state.get("train_size")
+        m.train_size = train_size
         return m
 
 
