@@ -230,7 +230,7 @@ def _read_idx_gz(fh: Any, path: Path, size: int, max_bytes: int) -> np.ndarray:
                 break
             view[got:got + len(part)] = part
             got += len(part)
-        extra = more(1)
+        extra = more(1) or dec.unused_data or fh.read(1)  # nothing may follow the data
     except DataFormatError:
         raise
     except (OSError, EOFError, zlib.error) as e:
@@ -339,7 +339,7 @@ def load_cifar10(directory: str | os.PathLike, split: str = "train") -> ImageDat
 
 
 #: images declaring more pixels than this are refused before decoding (decompression bombs)
-MAX_IMAGE_PIXELS = 1 << 25
+MAX_IMAGE_PIXELS = 1 << 24
 
 
 def load_image_folder(directory: str | os.PathLike, image_size: int = 64,
