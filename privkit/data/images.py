@@ -309,6 +309,9 @@ def load_cifar10(directory: str | os.PathLike, split: str = "train") -> ImageDat
         if not p.is_file():
             raise DataFormatError(f"cifar10: {str(p)!r} not found (expected the python batches)")
         try:
+            if p.stat().st_size > 1 << 30:
+                raise DataFormatError(f"cifar10: {str(p)!r} is larger than 1 GiB; a CIFAR-10 "
+                                      "batch is 30 MB")
             raw = p.read_bytes()
         except OSError as e:
             raise DataFormatError(f"cifar10: cannot read {str(p)!r}: {e}") from e

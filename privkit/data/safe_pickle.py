@@ -30,6 +30,7 @@ from __future__ import annotations
 import io
 import math
 import pickle
+import struct
 from typing import Any
 
 import numpy as np
@@ -118,6 +119,17 @@ class _Unpickler(pickle._Unpickler):  # the pure-Python one: bounded reads, no C
 
     def persistent_load(self, pid: Any) -> Any:
         raise _Refused("a persistent id")
+
+    def _load_bytearray8(self) -> None:
+        # the stock op allocates the declared length (up to 2^63) before reading
+        (n,) = struct.unpack("<Q", self.read(8))
+        data = self.read(n)
+        if len(data) != n:
+            raise pickle.UnpicklingError(f"BYTEARRAY8 declares {n} bytes, {len(data)} present")
+        self.append(bytearray(data))
+
+    dispatch = dict(pickle._Unpickler.dispatch)
+    dispatch[pickle.BYTEARRAY8[0]] = _load_bytearray8
 
 
 def _finish(obj: Any, depth: int = 0) -> Any:
