@@ -841,6 +841,20 @@ def _is_file(path: Path) -> bool:
         raise DataFormatError(f"{str(path)[:120]}: cannot be used as a file name ({e})") from e
 
 
+def _check_edf_ranges(path: Path, label: str, dmin: float, dmax: float, pmin: float,
+                      pmax: float) -> None:
+    """EDF requires digital max > digital min and physical max != physical min (pyedflib returns
+    unscaled digital values when they are equal: a silent wrong answer)."""
+    if not all(np.isfinite(v) for v in (dmin, dmax, pmin, pmax)):
+        raise DataFormatError(f"{path}: signal {label.strip()!r} has a non-finite physical or "
+                              "digital range in the header")
+    if not dmax > dmin or pmax == pmin:
+        raise DataFormatError(
+            f"{path}: signal {label.strip()!r} has digital range {dmin}..{dmax} and physical "
+            f"range {pmin}..{pmax}; EDF needs digital max > digital min and distinct physical "
+            "limits")
+
+
 def _check_edf_signal(path: Path, sig: np.ndarray, fs: float, label: str) -> None:
     if not (np.isfinite(fs) and 0 < fs <= 1e6):
         raise DataFormatError(f"{path}: signal {label.strip()!r} has sampling frequency {fs} Hz; "
@@ -898,6 +912,8 @@ def read_edf_channel(path: str | Path, match: str = "ECG") -> tuple[np.ndarray, 
             sig = np.asarray(f.readSignal(i), dtype=np.float64)
             fs = float(f.getSampleFrequency(i))
             start = f.getStartdatetime()
+            _check_edf_ranges(path, labels[i], f.getDigitalMinimum(i), f.getDigitalMaximum(i),
+                              f.getPhysicalMinimum(i), f.getPhysicalMaximum(i))
         _check_edf_signal(path, sig, fs, labels[i])
         return sig, fs, start, labels[i].strip()
     except DataFormatError:
@@ -915,8 +931,7 @@ def read_edf_channel(path: str | Path, match: str = "ECG") -> tuple[np.ndarray, 
     a = sum(ns[:i])
     dig = data[:, a:a + ns[i]].reshape(-1).astype(np.float64)
     dmin, dmax, pmin, pmax = h["dmin"][i], h["dmax"][i], h["pmin"][i], h["pmax"][i]
-    if dmax == dmin:
-        raise DataFormatError(f"{path}: signal {h['labels'][i]!r} has digital min == max ({dmin})")
+    _check_edf_ranges(path, h["labels"][i], dmin, dmax, pmin, pmax)
     with np.errstate(all="ignore"):  # non-finite results are refused just below
         sig = (dig - dmin) * (pmax - pmin) / (dmax - dmin) + pmin
     fs = ns[i] / h["rec_dur"]

@@ -135,9 +135,11 @@ def read_idx(path: str | os.PathLike, *, max_bytes: int = MAX_IDX_BYTES) -> np.n
 
     The declared size (product of the dimensions times the item size) is checked against
     ``max_bytes`` and, for a raw file, against the file size before anything is allocated; a
-    gzip file is decompressed in chunks into a buffer of exactly the declared size, so a small
-    file that expands to gigabytes (a decompression bomb) or a header that lies about its size
-    raises :class:`~privkit.errors.DataFormatError` without using more memory than declared.
+    gzip file is decompressed in chunks, keeping only what the header declared (memory follows
+    the data really present, never more than declared); a header declaring more than deflate
+    can expand the file to is refused at once. A small file that expands to gigabytes (a
+    decompression bomb) or a header that lies about its size raises
+    :class:`~privkit.errors.DataFormatError`.
 
     >>> import tempfile, os
     >>> p = os.path.join(tempfile.mkdtemp(), "x-idx1-ubyte.gz")
@@ -221,14 +223,13 @@ def _read_idx_gz(fh: Any, path: Path, size: int, max_bytes: int) -> np.ndarray:
                 f"{str(path)!r}: header declares {n_bytes} bytes of data but the gzip file has "
                 f"only {size} bytes (deflate cannot compress that much); the file is corrupt"
             )
-        body = bytearray(n_bytes)
-        view = memoryview(body)
+        body = bytearray()  # grows with the data really present, never beyond the declared size
         got = 0
         while got < n_bytes:
             part = more(min(_CHUNK, n_bytes - got))
             if not part:
                 break
-            view[got:got + len(part)] = part
+            body += part
             got += len(part)
         extra = more(1) or dec.unused_data or fh.read(1)  # nothing may follow the data
     except DataFormatError:
