@@ -1,6 +1,6 @@
 """A small fuzzing harness for the data readers and model loaders (issue 17).
 
-Each input is parsed in a forked worker process so that a hang or a memory blow-up cannot take the
+Each input is parsed in a worker process (spawned once, restarted after a hang or a crash) so that a hang or a memory blow-up cannot take the
 test run with it:
 
 * **time**: the parent waits ``timeout_s`` for the worker's answer; no answer -> the worker is
@@ -49,8 +49,18 @@ def _is_memory(e: BaseException | None) -> bool:
     return False
 
 
-def _worker(conn: Any, readers: dict[str, Callable[[str, Any], Any]], mem_budget_mb: int) -> None:
+def _worker(conn: Any, readers: dict[str, Callable[[str, Any], Any]], mem_budget_mb: int,
+            preload: Callable[[], Any] | None) -> None:
+    try:
+        import torch
+
+        torch.set_num_threads(1)
+    except ImportError:  # pragma: no cover
+        pass
     from privkit.errors import PrivkitError
+
+    if preload is not None:  # imports and seeds before the limits and the first measurement
+        preload()
 
     base_vm = _vm_kb("VmSize") * 1024
     limit = base_vm + mem_budget_mb * 2**20 + (512 << 20)  # + room for thread stacks, arenas
@@ -62,6 +72,9 @@ def _worker(conn: Any, readers: dict[str, Callable[[str, Any], Any]], mem_budget
         except EOFError:
             return
         fmt, data = msg
+        if fmt == "__ping__":
+            conn.send("pong")
+            continue
         try:
             with open("/proc/self/clear_refs", "w") as fh:
                 fh.write("5")  # reset the peak resident set (VmHWM)
@@ -97,29 +110,41 @@ class Fuzzer:
     the result and raises on an invalid one)."""
 
     def __init__(self, readers: dict[str, Callable[[str, Any], Any]], *, timeout_s: float = 10.0,
-                 mem_budget_mb: int = 256) -> None:
+                 mem_budget_mb: int = 256, timeouts: dict[str, float] | None = None,
+                 preload: Callable[[], Any] | None = None) -> None:
         self.readers = readers
+        self.preload = preload
         self.timeout_s = timeout_s
+        self.timeouts = dict(timeouts or {})
         self.mem_budget_mb = mem_budget_mb
         self.tally = Tally()
         self._start()
 
     def _start(self) -> None:
-        ctx = mp.get_context("fork")
+        # spawn, not fork: a child forked after torch used its thread pool can deadlock
+        ctx = mp.get_context("spawn")
         self._conn, child = ctx.Pipe()
-        self._proc = ctx.Process(target=_worker, args=(child, self.readers, self.mem_budget_mb),
+        self._proc = ctx.Process(target=_worker, args=(child, self.readers, self.mem_budget_mb,
+                                                        self.preload),
                                  daemon=True)
         self._proc.start()
         child.close()
+        self._ready = False
 
     def run(self, fmt: str, data: Any) -> tuple[str, str]:
         try:
+            if not self._ready:  # the first answer waits for the worker's imports
+                self._conn.send(("__ping__", None))
+                if not self._conn.poll(300):
+                    raise RuntimeError("the fuzz worker did not start in 300 s")
+                self._conn.recv()
+                self._ready = True
             self._conn.send((fmt, data))
-            if self._conn.poll(self.timeout_s):
+            limit = self.timeouts.get(fmt, self.timeout_s)
+            if self._conn.poll(limit):
                 outcome, detail, secs, peak = self._conn.recv()
             else:
-                outcome, detail, secs, peak = "hang", f"no answer in {self.timeout_s} s", \
-                    self.timeout_s, 0.0
+                outcome, detail, secs, peak = "hang", f"no answer in {limit} s", limit, 0.0
                 self._restart()
         except (EOFError, BrokenPipeError, ConnectionResetError, OSError) as e:
             # the worker died (segfault, kill by the memory limit): a crash of the reader

@@ -260,22 +260,103 @@ def read_lara_input(d: str, data: dict[str, bytes]) -> None:
     assert ((ds.activity >= 0) & (ds.activity <= 7)).all()
 
 
-def read_model_input(d: str, data: tuple[str, str, Any]) -> None:
-    from privkit.api import save_state
+_STATES: dict[str, Any] = {}
+
+
+def _states() -> dict[str, Any]:
+    if not _STATES:
+        _STATES.update(model_states())
+    return _STATES
+
+
+def _hostile_values() -> list[Any]:
+    import math
+
+    import torch
+
+    return [None, True, -1, 0, 1, 3, 40000, 2**63, -(2**63), 1e308, math.nan, math.inf, -math.inf,
+            0.5, "x", "x" * 300, "avg", [], {}, [1, 2, 3], [40000] * 3, [-1, 0], {"a": 1},
+            {"lo": [0.0], "hi": [1.0]}, torch.zeros(0), torch.zeros(3, 3), torch.zeros(2, 2, 2),
+            torch.full((2,), math.nan), torch.zeros(2, dtype=torch.int64), torch.zeros(1, 40000),
+            torch.zeros(4, dtype=torch.complex64)]
+
+
+def hostile_state(name: str, path_i: int, value_i: int, action: str) -> dict[str, Any]:
+    """A copy of the valid state of ``name`` with one entry replaced by a hostile value,
+    deleted, reshaped, or a junk entry added (top level, config, or a tensor)."""
+    import copy
+
+    import torch
+
+    state = copy.deepcopy(_states()[name][1])
+    paths: list[tuple[str, ...]] = [("top", k) for k in state]
+    for k, v in state.items():
+        if isinstance(v, dict):
+            paths += [("sub", k, kk) for kk in v][:60]
+    path = paths[path_i % len(paths)]
+    hostile = _hostile_values()
+    container = state if path[0] == "top" else state[path[1]]
+    key = path[-1]
+    if action == "delete":
+        container.pop(key, None)
+    elif action == "junk":
+        container["junk_" + str(key)] = hostile[value_i % len(hostile)]
+    elif action == "reshape" and isinstance(container.get(key), torch.Tensor):
+        t = container[key]
+        container[key] = torch.zeros(tuple(s + 1 for s in t.shape) or (2,), dtype=t.dtype)
+    else:
+        container[key] = copy.deepcopy(hostile[value_i % len(hostile)])
+    return state
+
+
+def read_model_input(d: str, data: tuple[Any, ...]) -> None:
+    import torch
+
+    from privkit.api import _MAGIC, save_state
     from privkit.apps.anonymiser import IMUAnonymiser
     from privkit.apps.apnea import ApneaDetector
     from privkit.apps.svae import AnnVAE
     from privkit.fhe.envelope import seal_envelope
 
-    cls = {"apnea": ApneaDetector, "vae": AnnVAE, "anon": IMUAnonymiser}[data[0]]
+    mode, name = data[0], data[1]
+    cls = {"apnea": ApneaDetector, "vae": AnnVAE, "anon": IMUAnonymiser}[name]
     path = Path(d) / "model.pk"
-    if data[1] == "state":  # a well-formed, re-sealed but hostile state
+    if mode == "state":  # a well-formed, re-sealed but hostile state
+        save_state(path, cls.model_kind, hostile_state(name, *data[2:]))
+    elif mode == "explicit":  # a given state
         save_state(path, cls.model_kind, data[2])
     else:  # mutated bytes of the inner torch file, sealed again (the digest is not a signature)
-        path.write_bytes(seal_envelope("model", data[2], cls.model_kind,
+        from fuzz_readers import mutate
+
+        buf = io.BytesIO()
+        torch.save({"magic": _MAGIC, "kind": cls.model_kind, "format": 1,
+                    "state": _states()[name][1]}, buf)
+        path.write_bytes(seal_envelope("model", mutate(buf.getvalue(), data[2]), cls.model_kind,
                                        meta={"model_kind": cls.model_kind, "format": 1}))
     m = cls.load(path)
     assert isinstance(m, cls)
+
+
+def preload() -> None:
+    """Import every reader and build the seeds (run in the fuzz worker before its limits)."""
+    import privkit.apps.anonymiser  # noqa: F401
+    import privkit.apps.apnea  # noqa: F401
+    import privkit.apps.svae  # noqa: F401
+    import privkit.data.ecg  # noqa: F401
+    import privkit.data.images  # noqa: F401
+    import privkit.data.imu  # noqa: F401
+    import privkit.fhe.envelope  # noqa: F401
+
+    seeds()
+    _states()
+    with tempfile.TemporaryDirectory() as d:  # warm every reader once (lazy imports inside)
+        for fmt, data in (("idx", seeds()["idx"]), ("cifar", seeds()["cifar4"]),
+                          ("folder", ("png", seeds()["png"])), ("edf", seeds()["edf"]),
+                          ("wfdb", seeds()["wfdb"]), ("respevt", seeds()["respevt"]),
+                          ("motionsense", seeds()["motionsense"]), ("lara", seeds()["lara"]),
+                          ("model", ("explicit", "anon", _states()["anon"][1]))):
+            sub = tempfile.mkdtemp(dir=d)
+            READERS[fmt](sub, data)
 
 
 READERS = {

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from fuzz_readers import Fuzzer
-from fuzz_seeds import APN_HANG, READERS, model_states, seeds
+from fuzz_seeds import APN_HANG, READERS, model_states, preload, seeds
 from privkit.data.ecg import parse_respevt, read_apnea_ecg_record, read_edf_channel
 from privkit.data.images import load_cifar10, read_idx, write_idx
 from privkit.data.imu import read_lara, read_motionsense
@@ -358,9 +358,7 @@ def states():
 
 @pytest.fixture(scope="module")
 def worker():
-    seeds()
-    model_states()
-    f = Fuzzer(READERS, timeout_s=30, mem_budget_mb=64)
+    f = Fuzzer(READERS, timeout_s=30, mem_budget_mb=64, preload=preload)
     yield f
     f.close()
 
@@ -392,7 +390,7 @@ def _hostile(states, name, edit):
     kind, st = states[name]
     st = copy.deepcopy(st)
     edit(st)
-    return (kind, "state", st)
+    return ("explicit", kind, st)
 
 
 def test_checkpoint_declaring_40000_channels_fails_fast_and_small(states, worker):
@@ -408,7 +406,7 @@ def test_checkpoint_declaring_40000_channels_fails_fast_and_small(states, worker
     assert outcome == "typed" and "channels" in detail, detail
     # the file really is small
     buf = io.BytesIO()
-    kind, st = _hostile(states, "apnea", edit)[0], _hostile(states, "apnea", edit)[2]
+    st = _hostile(states, "apnea", edit)[2]
     torch.save(st, buf)
     assert len(buf.getvalue()) < 16_000
     # within every field limit, the model would still be large: refused by the element count
@@ -452,7 +450,7 @@ def test_hostile_model_states_are_typed(tmp_path, states, name, edit, match):
     from privkit.apps.svae import AnnVAE
 
     cls = {"apnea": ApneaDetector, "vae": AnnVAE, "anon": IMUAnonymiser}[name]
-    kind, _, st = _hostile(states, name, edit)
+    _, _, st = _hostile(states, name, edit)
     save_state(tmp_path / "m", cls.model_kind, st)
     with pytest.raises(DataFormatError, match=match) as e:
         cls.load(tmp_path / "m")
