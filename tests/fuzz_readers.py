@@ -192,6 +192,19 @@ class Tally:
         return sum(self.counts[fmt][k] for k in FAILURES)
 
 
+def peak_rss_growth_mb(fn: Callable[[], Any]) -> tuple[Any, float]:
+    """Run ``fn()`` in this process; return ``(result or exception, growth of the peak resident
+    set in MB)`` (Linux: the peak is reset through ``/proc/self/clear_refs`` first)."""
+    with open("/proc/self/clear_refs", "w") as fh:
+        fh.write("5")
+    rss0 = _vm_kb("VmRSS")
+    try:
+        out: Any = fn()
+    except Exception as e:  # noqa: BLE001 - returned to the caller to check
+        out = e
+    return out, max(0, _vm_kb("VmHWM") - rss0) / 1024
+
+
 def mutate(seed: bytes, ops: list[tuple[int, int, int, bytes]]) -> bytes:
     """Apply byte-level mutations: ``(kind, position, length, value)`` with kind 0 overwrite,
     1 insert, 2 delete, 3 truncate, 4 duplicate a range, 5 set a byte to an extreme value."""
