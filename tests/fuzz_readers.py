@@ -78,8 +78,9 @@ def _worker(conn: Any, readers: dict[str, Callable[[str, Any], Any]], mem_budget
         try:
             with open("/proc/self/clear_refs", "w") as fh:
                 fh.write("5")  # reset the peak resident set (VmHWM)
-        except OSError:
-            pass
+            can_measure = True
+        except OSError:  # not Linux, or not allowed: RLIMIT_AS alone bounds memory
+            can_measure = False
         rss0 = _vm_kb("VmRSS")
         t = time.perf_counter()
         d = tempfile.mkdtemp(dir=workdir)
@@ -91,7 +92,7 @@ def _worker(conn: Any, readers: dict[str, Callable[[str, Any], Any]], mem_budget
         except BaseException as e:  # noqa: BLE001 - everything else is a finding
             outcome = "memory" if _is_memory(e) else "crash"
             detail = "".join(traceback.format_exception(type(e), e, e.__traceback__))[-3000:]
-        peak_mb = max(0, _vm_kb("VmHWM") - rss0) / 1024
+        peak_mb = max(0, _vm_kb("VmHWM") - rss0) / 1024 if can_measure else 0.0
         if peak_mb > mem_budget_mb and outcome not in FAILURES:
             outcome, detail = "memory", f"peak resident set grew by {peak_mb:.0f} MB"
         _rmtree(d)
@@ -192,17 +193,22 @@ class Tally:
         return sum(self.counts[fmt][k] for k in FAILURES)
 
 
-def peak_rss_growth_mb(fn: Callable[[], Any]) -> tuple[Any, float]:
+def peak_rss_growth_mb(fn: Callable[[], Any]) -> tuple[Any, float | None]:
     """Run ``fn()`` in this process; return ``(result or exception, growth of the peak resident
-    set in MB)`` (Linux: the peak is reset through ``/proc/self/clear_refs`` first)."""
-    with open("/proc/self/clear_refs", "w") as fh:
-        fh.write("5")
+    set in MB)`` (Linux: the peak is reset through ``/proc/self/clear_refs`` first; None where
+    that is not possible)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        can_measure = True
+    except OSError:
+        can_measure = False
     rss0 = _vm_kb("VmRSS")
     try:
         out: Any = fn()
     except Exception as e:  # noqa: BLE001 - returned to the caller to check
         out = e
-    return out, max(0, _vm_kb("VmHWM") - rss0) / 1024
+    return out, (max(0, _vm_kb("VmHWM") - rss0) / 1024 if can_measure else None)
 
 
 def mutate(seed: bytes, ops: list[tuple[int, int, int, bytes]]) -> bytes:

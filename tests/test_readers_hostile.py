@@ -398,7 +398,8 @@ def test_checkpoint_declaring_40000_channels_fails_fast_and_small(tmp_path, stat
     t = time.perf_counter()
     err, peak_mb = peak_rss_growth_mb(lambda: ApneaDetector.load(tmp_path / "m"))
     assert isinstance(err, DataFormatError) and "channels" in str(err), err
-    assert time.perf_counter() - t < 2 and peak_mb < 32, peak_mb
+    assert time.perf_counter() - t < 2
+    peaks = [peak_mb]
 
     # within every field limit the model would still be huge (1024 x 1024 x 4096 kernel):
     # refused by the element count of a meta-device build, before any real allocation
@@ -409,7 +410,11 @@ def test_checkpoint_declaring_40000_channels_fails_fast_and_small(tmp_path, stat
     t = time.perf_counter()
     err, peak_mb = peak_rss_growth_mb(lambda: ApneaDetector.load(tmp_path / "m"))
     assert isinstance(err, DataFormatError) and "tensor elements" in str(err), err
-    assert time.perf_counter() - t < 5 and peak_mb < 32, peak_mb
+    assert time.perf_counter() - t < 5
+    peaks.append(peak_mb)
+    if None in peaks:
+        pytest.skip("peak RSS cannot be reset here (/proc/self/clear_refs); only times checked")
+    assert max(peaks) < 32, peaks
 
 
 @pytest.mark.parametrize("name,edit,match", [
