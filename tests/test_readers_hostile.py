@@ -173,6 +173,26 @@ def test_idx_declared_size_vs_real_size(tmp_path):
         read_idx(p, max_bytes=5)
 
 
+def test_png_chunk_length_lie_does_not_allocate_it(tmp_path):
+    """A PNG whose IDAT length claims 738 MB (found by the slow fuzz run): Pillow reads the
+    declared length from its file; the reader hands it an in-memory copy instead."""
+    from privkit.data.images import load_image_folder
+
+    raw = bytearray(seeds()["png"])
+    at = raw.index(b"IDAT") - 4
+    raw[at] = 0x2C  # length 0x2c000015
+    (tmp_path / "a.png").write_bytes(bytes(raw))
+    tracemalloc.start()
+    try:
+        out = load_image_folder(tmp_path, image_size=8)
+        assert out.images.shape == (1, 3, 8, 8)
+    except DataFormatError:
+        pass
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 32 << 20, peak
+
+
 # --------------------------------------------------------------------------------------- IMU
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
+import io
 import math
 import os
 import struct
@@ -344,6 +345,8 @@ def load_cifar10(directory: str | os.PathLike, split: str = "train") -> ImageDat
 
 #: images declaring more pixels than this are refused before decoding (decompression bombs)
 MAX_IMAGE_PIXELS = 1 << 24
+#: image files larger than this are refused before reading
+MAX_IMAGE_FILE_BYTES = 256 << 20
 
 
 def load_image_folder(directory: str | os.PathLike, image_size: int = 64,
@@ -368,7 +371,12 @@ def load_image_folder(directory: str | os.PathLike, image_size: int = 64,
     out = np.empty((len(files), 3, image_size, image_size), dtype=np.uint8)
     for i, p in enumerate(files):
         try:
-            with Image.open(p) as im:
+            if p.stat().st_size > MAX_IMAGE_FILE_BYTES:
+                raise DataFormatError(f"{str(p)!r}: larger than {MAX_IMAGE_FILE_BYTES} bytes")
+            # from memory: Pillow asks its file for the lengths the chunks declare, and a real
+            # file's read(n) allocates n bytes first (a PNG chunk claiming 700 MB); BytesIO does not
+            raw = p.read_bytes()
+            with Image.open(io.BytesIO(raw)) as im:
                 w, h = im.size  # from the header: nothing decoded yet
                 if w < 1 or h < 1 or w * h > MAX_IMAGE_PIXELS:
                     raise DataFormatError(
