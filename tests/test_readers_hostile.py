@@ -5,7 +5,6 @@ wfdb, and well-formed but hostile model states."""
 from __future__ import annotations
 
 import gzip
-import io
 import math
 import os
 import pickle
