@@ -192,6 +192,17 @@ def test_png_chunk_length_lie_does_not_allocate_it(tmp_path):
     assert peak < 32 << 20, peak
 
 
+def test_image_pixel_limit_before_decoding(tmp_path, monkeypatch):
+    import privkit.data.images as images
+
+    (tmp_path / "a.png").write_bytes(seeds()["png"])  # 8 x 6 pixels
+    monkeypatch.setattr(images, "MAX_IMAGE_PIXELS", 47)
+    with pytest.raises(DataFormatError, match="8 x 6 pixels"):
+        images.load_image_folder(tmp_path, image_size=8)
+    monkeypatch.setattr(images, "MAX_IMAGE_PIXELS", 48)
+    assert images.load_image_folder(tmp_path, image_size=8).images.shape == (1, 3, 8, 8)
+
+
 # --------------------------------------------------------------------------------------- IMU
 
 
