@@ -33,6 +33,7 @@ import dataclasses
 import json
 import numbers
 import struct
+import warnings
 from typing import Any, ClassVar
 
 import numpy as np
@@ -43,6 +44,8 @@ from ..errors import (
     KeyMismatchError,
     MissingKeyError,
     ParameterError,
+    PrecisionError,
+    ScaleOverflowWarning,
     SecretKeyRequiredError,
     ShapeError,
     SlotOverflowError,
@@ -78,6 +81,33 @@ class Layout:
     def to_dict(self) -> dict[str, int]:
         return dataclasses.asdict(self)
 
+    @classmethod
+    def from_dict(cls, d: Any, slots: int) -> Layout:
+        """Strict inverse of :meth:`to_dict`: exactly the four fields, each an integer in range
+        (``gap``, ``channels`` >= 1; ``offset``, ``channel_stride`` >= 0; all below ``slots``);
+        anything else raises :class:`~privkit.errors.EnvelopeError`.
+
+        >>> Layout.from_dict({"gap": 2, "offset": 0, "channels": 1, "channel_stride": 0}, 64).gap
+        2
+        >>> Layout.from_dict({"gap": 0.5, "offset": 0, "channels": 1, "channel_stride": 0}, 64)
+        Traceback (most recent call last):
+        ...
+        privkit.errors.EnvelopeError: ciphertext layout field 'gap' must be an integer in [1, 64), got 0.5
+        """
+        if not isinstance(d, dict) or set(d) != {"gap", "offset", "channels", "channel_stride"}:
+            raise EnvelopeError(
+                "ciphertext layout must be an object with exactly gap, offset, channels and "
+                f"channel_stride, got {str(d)[:80]}"
+            )
+        for name, low in (("gap", 1), ("offset", 0), ("channels", 1), ("channel_stride", 0)):
+            v = d[name]
+            if type(v) is not int or not low <= v < max(slots, low + 1):
+                raise EnvelopeError(
+                    f"ciphertext layout field {name!r} must be an integer in [{low}, {slots}), "
+                    f"got {str(v)[:40]}"
+                )
+        return cls(**d)
+
 
 @dataclasses.dataclass(eq=False)
 class Ciphertext:
@@ -94,6 +124,10 @@ class Ciphertext:
     length: int
     is_complex: bool = False
     layout: Layout = dataclasses.field(default_factory=Layout)
+    #: per-slot upper bound on |value| (float64, ``slots`` long), tracked through operations;
+    #: ``None`` when unknown (a deserialised ciphertext: the bound is never serialised, it would
+    #: reveal the magnitude of the data)
+    bound: np.ndarray | None = dataclasses.field(default=None, repr=False)
 
     @property
     def key_id(self) -> str:
@@ -164,6 +198,11 @@ class Backend(abc.ABC):
         self.counter = OpCounter()
         self._has_secret = False
         self._paths: dict[int, tuple[int, ...] | None] = {}
+        #: what a ciphertext at level l can hold: |value| < Q_l / (2 * scale)
+        logq = np.cumsum([np.log2(float(q)) for q in params.primes[:-1]])
+        self._capacity = [float(2.0 ** (lq - params.scale_bits - 1)) for lq in logq]
+        #: range bookkeeping: results whose tracked bound exceeded their level's capacity
+        self.range_stats: collections.Counter = collections.Counter()
 
     # -- properties ----------------------------------------------------------------------------
     @property
@@ -295,16 +334,51 @@ class Backend(abc.ABC):
             b = self.mod_switch_to(b, a.level)
         return a, b
 
+    def capacity(self, level: int) -> float:
+        """Largest |value| a ciphertext at ``level`` can hold at the nominal scale."""
+        return self._capacity[level]
+
     def _new(self, like: Ciphertext, data: Any, level: int | None = None, **meta: Any) -> Ciphertext:
+        level = like.level if level is None else level
+        bound = meta.pop("bound", None)
+        if bound is not None:
+            self._check_bound(bound, level)
         return Ciphertext(
             backend=self,
             data=data,
-            level=like.level if level is None else level,
+            level=level,
             scale=self.params.scale,
             length=meta.pop("length", like.length),
             is_complex=meta.pop("is_complex", like.is_complex),
             layout=meta.pop("layout", like.layout),
+            bound=bound,
         )
+
+    def _check_bound(self, bound: np.ndarray, level: int) -> None:
+        """Warn when a tracked bound says the plaintext may overflow what ``level`` can hold.
+
+        The plaintext polynomial's coefficients (value units) are bounded by the *mean* of the
+        per-slot magnitude bounds (``|c_i| <= (1/N) sum_k |sigma_k|``, the canonical embedding),
+        and decryption is exact while every coefficient stays below ``Q_l / (2 * scale)``.
+        """
+        coeff = float(bound.mean())
+        cap = self._capacity[level]
+        if coeff >= cap:
+            self.range_stats["overflow_risk"] += 1
+            warnings.warn(
+                f"an encrypted result may overflow its scale: its coefficients can reach "
+                f"{coeff:.3g} (slot values up to {float(bound.max()):.3g}) at level {level}, "
+                f"beyond the {cap:.3g} that {self.params.describe()} holds there; if they do, "
+                "it decrypts to garbage (PrecisionError at decryption). Scale the inputs or "
+                "weights down, calibrate the input range, or use a preset with a larger first "
+                "prime",
+                ScaleOverflowWarning,
+                stacklevel=4,
+            )
+
+    @staticmethod
+    def _bsum(a: np.ndarray | None, b: np.ndarray | None) -> np.ndarray | None:
+        return None if a is None or b is None else a + b
 
     # -- encryption ----------------------------------------------------------------------------
     def encrypt(self, values: PlainLike) -> Ciphertext:
@@ -320,6 +394,7 @@ class Backend(abc.ABC):
             scale=self.params.scale,
             length=int(arr.size),
             is_complex=bool(np.iscomplexobj(arr)),
+            bound=np.abs(vec),
         )
 
     def decrypt(self, ct: Ciphertext, *, complex: bool | None = None) -> np.ndarray:
@@ -330,9 +405,67 @@ class Backend(abc.ABC):
                 "this backend holds only public keys (a server-side object) and cannot decrypt; "
                 "decrypt on the client with KeySet.decrypt"
             )
-        vec = self._decrypt_raw(ct.data, ct.level)[: ct.length]
+        full = self._decrypt_raw(ct.data, ct.level)
+        self._check_decrypted(ct, full)
+        vec = full[: ct.length]
         want_complex = ct.is_complex if complex is None else complex
         return vec.copy() if want_complex else vec.real.copy()
+
+    def _check_decrypted(self, ct: Ciphertext, full: np.ndarray) -> None:
+        """Refuse decrypted values that cannot be a correct decryption (checks on floats only).
+
+        Decryption is exact while the plaintext's coefficients stay below ``Q_l / (2 * scale)``
+        (:meth:`capacity`). Beyond that the values wrap around the modulus and are garbage:
+
+        * with a tracked bound (:class:`Ciphertext` ``bound``): a slot whose value exceeds its
+          bound (plus noise) cannot be right: :class:`PrecisionError` (the computation overflowed
+          the scale), or :class:`KeyMismatchError` when the values look uniformly random and no
+          overflow was predicted. A bound that predicted a possible overflow without any slot
+          exceeding it only warns (:class:`ScaleOverflowWarning`): the bound is an upper bound;
+          the result is *probably* right, and cannot be checked further;
+        * without one (a deserialised ciphertext): the root-mean-square coefficient (from the
+          slots by Parseval: ``sqrt(mean|z|^2 / N)``) above a quarter of the capacity means the
+          coefficients look uniformly random modulo Q: what a ciphertext of another key set, a
+          relabelled or damaged one, or a massive overflow decrypts to: :class:`KeyMismatchError`
+          (:class:`PrecisionError` on the simulator, whose values are exact). A correct result
+          only gets there when its slot values reach ``sqrt(N) / 4`` times the capacity.
+        """
+        cap = self._capacity[ct.level]
+        finite = bool(np.all(np.isfinite(full)))
+        mag = np.abs(full) if finite else np.full(full.shape, np.inf)
+        rms = float(np.sqrt(np.mean(mag**2) / self.params.poly_degree)) if finite else float("inf")
+        random_like = rms >= cap / 4
+        top = float(mag.max()) if mag.size else 0.0
+        predicted = False
+        exceeded = 0
+        if ct.bound is not None:
+            predicted = float(ct.bound.mean()) >= cap
+            tol = 1e-3 + 1e-6 * float(ct.bound.max()) + 8 * float(getattr(self, "noise_std", 0.0))
+            exceeded = int(np.count_nonzero(mag > ct.bound + tol))
+        if exceeded and not random_like or random_like and (predicted or self.simulated):
+            raise PrecisionError(
+                f"the result overflowed its scale: {exceeded or 'its'} slot value(s) exceed what "
+                f"the computation can produce (values up to {top:.3g}; a level-{ct.level} "
+                f"ciphertext of {self.params.describe()} holds coefficients up to {cap:.3g}). "
+                "The values are garbage. Scale the inputs or weights down, or use a preset with a "
+                "larger first prime"
+            )
+        if random_like:
+            raise KeyMismatchError(
+                f"decrypted values reach |{top:.3g}| and look like random data (rms coefficient "
+                f"{rms:.3g} against a capacity of {cap:.3g}): the ciphertext was encrypted under "
+                f"another key set than {self.key_id[:16]}, was relabelled or damaged, or its "
+                "computation overflowed the scale. Decrypt it with the key set it was made under"
+            )
+        if predicted:
+            self.range_stats["decrypt_unverified"] += 1
+            warnings.warn(
+                f"the decrypted result may have overflowed its scale (tracked coefficient bound "
+                f"{float(ct.bound.mean()):.3g} >= capacity {cap:.3g} at level {ct.level}) and "
+                "cannot be verified; no slot exceeds its bound, so it is probably right",
+                ScaleOverflowWarning,
+                stacklevel=3,
+            )
 
     # -- additive ------------------------------------------------------------------------------
     def add(self, a: Ciphertext, b: Ciphertext | PlainLike) -> Ciphertext:
@@ -344,7 +477,7 @@ class Backend(abc.ABC):
         self.counter.record("add", in_level=a.level, out_level=a.level)
         return self._new(
             a, self._add_raw(a.data, b.data), length=max(a.length, b.length),
-            is_complex=a.is_complex or b.is_complex,
+            is_complex=a.is_complex or b.is_complex, bound=self._bsum(a.bound, b.bound),
         )
 
     def sub(self, a: Ciphertext, b: Ciphertext | PlainLike) -> Ciphertext:
@@ -356,12 +489,12 @@ class Backend(abc.ABC):
         self.counter.record("add", in_level=a.level, out_level=a.level)
         return self._new(
             a, self._sub_raw(a.data, b.data), length=max(a.length, b.length),
-            is_complex=a.is_complex or b.is_complex,
+            is_complex=a.is_complex or b.is_complex, bound=self._bsum(a.bound, b.bound),
         )
 
     def neg(self, a: Ciphertext) -> Ciphertext:
         self._check(a)
-        return self._new(a, self._neg_raw(a.data))
+        return self._new(a, self._neg_raw(a.data), bound=a.bound)
 
     def add_plain(self, a: Ciphertext, values: PlainLike) -> Ciphertext:
         """Add a plaintext vector, or a scalar to each of the ``a.length`` logical slots."""
@@ -374,6 +507,7 @@ class Backend(abc.ABC):
         return self._new(
             a, self._add_plain_raw(a.data, vec, a.level, a.scale),
             length=max(a.length, int(arr.size)), is_complex=a.is_complex or np.iscomplexobj(arr),
+            bound=None if a.bound is None else a.bound + np.abs(vec),
         )
 
     # -- multiplicative ------------------------------------------------------------------------
@@ -390,12 +524,15 @@ class Backend(abc.ABC):
                 raise ParameterError(f"the plaintext multiplier is {v}; it must be finite")
             if isinstance(v, numbers.Real) and float(v).is_integer() and abs(v) < _INT_SCALAR_LIMIT:
                 self.counter.record("pt_mult", in_level=a.level, out_level=a.level)
-                return self._new(a, self._mul_plain_raw(a.data, complex(v), a.level, 1.0))
+                return self._new(a, self._mul_plain_raw(a.data, complex(v), a.level, 1.0),
+                                 bound=None if a.bound is None else a.bound * abs(v))
             plain: np.ndarray | complex = complex(v)
             is_c = a.is_complex or isinstance(v, complex)
+            bound = None if a.bound is None else a.bound * abs(v)
         else:
             plain = self._vector(arr, "the plaintext multiplier")
             is_c = a.is_complex or np.iscomplexobj(arr)
+            bound = None if a.bound is None else a.bound * np.abs(plain)
         self._need_level(a, "mul_plain")
         q = float(self.params.primes[a.level])
         raw = self._mul_plain_raw(a.data, plain, a.level, q)
@@ -403,7 +540,7 @@ class Backend(abc.ABC):
         self.counter.record("pt_mult", in_level=a.level, out_level=a.level - 1)
         self.counter.record("rescale", in_level=a.level, out_level=a.level - 1)
         length = a.length if arr.ndim == 0 else max(a.length, int(arr.size))
-        return self._new(a, raw, level=a.level - 1, length=length, is_complex=is_c)
+        return self._new(a, raw, level=a.level - 1, length=length, is_complex=is_c, bound=bound)
 
     def mul_plain_sum(self, terms: list[tuple[Ciphertext, PlainLike]]) -> Ciphertext:
         """``sum_i ct_i * plain_i`` rescaled once (one level): the same maths as adding
@@ -419,6 +556,7 @@ class Backend(abc.ABC):
             raise DepthExhaustedError(needed=1, available=level, where="mul_plain_sum")
         q = float(self.params.primes[level])
         raw, is_c, length = None, False, 0
+        bound: np.ndarray | None = np.zeros(self.slots)
         for c, v in terms:
             if c.level > level:
                 c = self.mod_switch_to(c, level)
@@ -426,6 +564,7 @@ class Backend(abc.ABC):
             vec = self._vector(arr if arr.ndim else np.full(c.length, arr.item()), "the plaintext multiplier")
             is_c = is_c or c.is_complex or bool(np.iscomplexobj(arr) and np.any(arr.imag))
             length = max(length, c.length, int(arr.size))
+            bound = None if bound is None or c.bound is None else bound + c.bound * np.abs(vec)
             prod = self._mul_plain_raw(c.data, vec, level, q)
             self.counter.record("pt_mult", in_level=level, out_level=level - 1)
             if raw is None:
@@ -435,7 +574,8 @@ class Backend(abc.ABC):
                 self.counter.record("add", in_level=level, out_level=level)
         raw = self._rescale_raw(raw, level)
         self.counter.record("rescale", in_level=level, out_level=level - 1)
-        return self._new(terms[0][0], raw, level=level - 1, length=length, is_complex=is_c)
+        return self._new(terms[0][0], raw, level=level - 1, length=length, is_complex=is_c,
+                         bound=bound)
 
     def mul(self, a: Ciphertext, b: Ciphertext | PlainLike) -> Ciphertext:
         """``a * b`` (slot-wise); a ciphertext product is relinearised and rescaled (one level)."""
@@ -445,22 +585,29 @@ class Backend(abc.ABC):
         a, b = self._align(a, b)
         self._need_level(a, "mul")
         raw = self._mul_raw(a.data, b.data)
-        return self._finish_product(a, raw, max(a.length, b.length), a.is_complex or b.is_complex)
+        bound = None if a.bound is None or b.bound is None else a.bound * b.bound
+        return self._finish_product(a, raw, max(a.length, b.length), a.is_complex or b.is_complex,
+                                    bound)
 
     def square(self, a: Ciphertext) -> Ciphertext:
         """``a * a`` (one level)."""
         self._check(a)
         self._need_level(a, "square")
-        return self._finish_product(a, self._square_raw(a.data), a.length, a.is_complex)
+        bound = None if a.bound is None else a.bound * a.bound
+        return self._finish_product(a, self._square_raw(a.data), a.length, a.is_complex, bound)
 
-    def _finish_product(self, a: Ciphertext, raw: Any, length: int, is_complex: bool) -> Ciphertext:
+    def _finish_product(self, a: Ciphertext, raw: Any, length: int, is_complex: bool,
+                        bound: np.ndarray | None = None) -> Ciphertext:
         s = self.params.scale
         q = float(self.params.primes[a.level])
+        if bound is not None:
+            bound = bound * (s / q)
         raw = self._rescale_raw(raw, a.level)
         raw = self._force_scale_raw(raw, s * s / q, s)
         self.counter.record("ct_mult", in_level=a.level, out_level=a.level - 1)
         self.counter.record("rescale", in_level=a.level, out_level=a.level - 1)
-        return self._new(a, raw, level=a.level - 1, length=length, is_complex=is_complex)
+        return self._new(a, raw, level=a.level - 1, length=length, is_complex=is_complex,
+                         bound=bound)
 
     def mod_switch_to(self, a: Ciphertext, level: int) -> Ciphertext:
         """Drop to a lower ``level`` without rescaling (free; used to align operands)."""
@@ -469,7 +616,8 @@ class Backend(abc.ABC):
             raise ParameterError(f"cannot switch a level-{a.level} ciphertext to level {level}")
         if level == a.level:
             return a
-        return self._new(a, self._mod_switch_raw(a.data, a.level, level), level=level)
+        return self._new(a, self._mod_switch_raw(a.data, a.level, level), level=level,
+                         bound=a.bound)
 
     # -- rotations -----------------------------------------------------------------------------
     def _normal_step(self, k: int) -> int:
@@ -527,7 +675,8 @@ class Backend(abc.ABC):
         for s in path:
             data = self._rotate_raw(data, s)
             self.counter.record("rotation", in_level=a.level, out_level=a.level)
-        return self._new(a, data)
+        bound = None if a.bound is None else np.roll(a.bound, -self._normal_step(k))
+        return self._new(a, data, bound=bound)
 
     def conjugate(self, a: Ciphertext) -> Ciphertext:
         """Complex conjugate of every slot (needs the conjugation key)."""
@@ -538,7 +687,7 @@ class Backend(abc.ABC):
                 "conjugation=True"
             )
         self.counter.record("rotation", in_level=a.level, out_level=a.level)
-        return self._new(a, self._conjugate_raw(a.data))
+        return self._new(a, self._conjugate_raw(a.data), bound=a.bound)
 
     def sum_slots(self, a: Ciphertext, n: int) -> Ciphertext:
         """Slot 0 of the result holds ``sum(a[0:n])``.
@@ -579,27 +728,46 @@ class Backend(abc.ABC):
         ).encode()
         return self._CT_MAGIC + struct.pack("<I", len(header)) + header + self._serialize_raw(ct.data)
 
+    _CT_FIELDS = frozenset({"backend", "key_id", "params", "level", "length", "complex", "layout"})
+    _CT_MAX_HEADER = 1 << 16
+
     def deserialize_ciphertext(self, blob: bytes) -> Ciphertext:
-        """bytes -> Ciphertext, refusing data made under other keys or parameters."""
+        """bytes -> Ciphertext, refusing data made under other keys or parameters.
+
+        The header is parsed strictly (exactly its seven fields, each with its JSON type and
+        range; the layout through :meth:`Layout.from_dict`): anything else raises
+        :class:`~privkit.errors.EnvelopeError`. The result carries no magnitude bound.
+        """
         if not isinstance(blob, (bytes, bytearray)) or blob[:4] != self._CT_MAGIC or len(blob) < 8:
             raise EnvelopeError("not a privkit ciphertext (bad magic or too short)")
         (hlen,) = struct.unpack("<I", blob[4:8])
+        if hlen > min(self._CT_MAX_HEADER, len(blob) - 8):
+            raise EnvelopeError(f"ciphertext header length {hlen} runs past the data")
         try:
             header = json.loads(bytes(blob[8 : 8 + hlen]))
-            level, length = int(header["level"]), int(header["length"])
-            layout = Layout(**header["layout"])
-        except (ValueError, KeyError, TypeError) as e:
-            raise EnvelopeError(f"corrupt ciphertext header: {e}") from e
-        if header.get("backend") != self.name or header.get("key_id") != self.key_id:
-            raise KeyMismatchError(
-                f"ciphertext was made under key set {str(header.get('key_id'))[:16]} "
-                f"({header.get('backend')}) but this backend holds {self.key_id[:16]} ({self.name})"
+        except (ValueError, RecursionError) as e:
+            raise EnvelopeError(f"corrupt ciphertext header: {str(e)[:120]}") from None
+        if not isinstance(header, dict) or set(header) != self._CT_FIELDS:
+            got = sorted(map(str, header))[:8] if isinstance(header, dict) else type(header).__name__
+            raise EnvelopeError(
+                f"corrupt ciphertext header: fields {got} differ from {sorted(self._CT_FIELDS)}"
             )
-        if header.get("params") != self.params.fingerprint():
+        if header["backend"] != self.name or header["key_id"] != self.key_id:
             raise KeyMismatchError(
-                f"ciphertext parameters {header.get('params')} differ from {self.params.fingerprint()}"
+                f"ciphertext was made under key set {str(header['key_id'])[:16]} "
+                f"({str(header['backend'])[:16]}) but this backend holds {self.key_id[:16]} ({self.name})"
+            )
+        if header["params"] != self.params.fingerprint():
+            raise KeyMismatchError(
+                f"ciphertext parameters {str(header['params'])[:32]} differ from {self.params.fingerprint()}"
+            )
+        level, length, is_complex = header["level"], header["length"], header["complex"]
+        if type(level) is not int or type(length) is not int or type(is_complex) is not bool:
+            raise EnvelopeError(
+                "corrupt ciphertext header: level and length must be integers and complex a boolean"
             )
         if not 0 <= level <= self.depth or not 0 <= length <= self.slots:
             raise EnvelopeError(f"ciphertext header out of range: level {level}, length {length}")
+        layout = Layout.from_dict(header["layout"], self.slots)
         data = self._deserialize_raw(bytes(blob[8 + hlen :]), level)
-        return Ciphertext(self, data, level, self.params.scale, length, bool(header["complex"]), layout)
+        return Ciphertext(self, data, level, self.params.scale, length, is_complex, layout)
