@@ -163,13 +163,16 @@ class PublicBundle:
 
     @classmethod
     def from_envelope(
-        cls, blob: bytes, *, expected_fingerprint: str | None = None, verify_with: Any = None
+        cls, blob: bytes, *, expected_fingerprint: str | None = None, verify_with: Any = None,
+        allow_insecure: bool = False,
     ) -> PublicBundle:
-        """Inverse of :meth:`to_envelope` (see ``envelope.unpack_public_bundle``)."""
+        """Inverse of :meth:`to_envelope` (see ``envelope.unpack_public_bundle``; simulator
+        and sub-128-bit bundles need ``allow_insecure=True``)."""
         from .envelope import unpack_public_bundle
 
         return unpack_public_bundle(
-            blob, expected_fingerprint=expected_fingerprint, verify_with=verify_with
+            blob, expected_fingerprint=expected_fingerprint, verify_with=verify_with,
+            allow_insecure=allow_insecure,
         )
 
     def encrypt(self, values: Any) -> Ciphertext:
