@@ -122,6 +122,23 @@ def _keyfile_join(_p: bytes, header, body: bytes) -> bytes:
 KEYFILE_HEADER = json_mutator(_keyfile_split, _keyfile_join)
 
 
+def _plain_keyfile_body(rng, blob: bytes) -> bytes:
+    """Mutate the body of an UNENCRYPTED key file and recompute its digest and length: what an
+    attacker who swaps in a plaintext file can do; reaches the key-set payload parser."""
+    from fuzzing import mutate
+
+    try:
+        _, header, body = _keyfile_split(blob)
+        if header.get("protection") != "none":
+            return blob
+        body = mutate(rng, body)
+        header["payload_sha256"] = hashlib.sha256(body).hexdigest()
+        header["payload_len"] = len(body)
+        return _keyfile_join(b"", header, body)
+    except (ValueError, AttributeError, KeyError):
+        return blob
+
+
 def _bundle_split(b: bytes):
     if b[:8] != b"PKBUNDLE":
         raise ValueError("no bundle")
@@ -239,7 +256,8 @@ def _check_keys(keys):
 
 def test_fuzz_key_files(sim_keys):
     stats = run_fuzz(_keyfile_parser, _keyfile_seeds(sim_keys), n=200, time_limit_s=TIME_LIMIT,
-                     mem_limit_mb=MEM_MB, mutators=(KEYFILE_HEADER,), check=_check_keys(sim_keys),
+                     mem_limit_mb=MEM_MB, mutators=(KEYFILE_HEADER, _plain_keyfile_body),
+                     check=_check_keys(sim_keys),
                      name="key files", seed=3)
     _report(stats)
 
@@ -293,16 +311,16 @@ def test_fuzz_slow(fmt, sim_keys, seal_keys, capsys):
                       (ENVELOPE_HEADER, _inner_ct_mutator), _check_decrypted),
         "ciphertext": (ct_parse, [sim_keys.encrypt(np.arange(8.0)).to_bytes()], (CT_HEADER,),
                        _check_decrypted),
-        "key files": (_keyfile_parser, _keyfile_seeds(sim_keys), (KEYFILE_HEADER,),
-                      _check_keys(sim_keys)),
+        "key files": (_keyfile_parser, _keyfile_seeds(sim_keys),
+                      (KEYFILE_HEADER, _plain_keyfile_body), _check_keys(sim_keys)),
         "public bundles": (_bundle_parser, [sim_keys.public_bundle().to_bytes(),
                                             seal_keys.public_bundle().to_bytes()],
                            (BUNDLE_HEADER,), _check_bundle),
         "seal ciphertexts": (_envelope_parser(sim_keys, seal_keys),
                              [ev.pack_ciphertext(seal_keys.encrypt(np.linspace(-1, 1, 16)))],
                              (_inner_ct_mutator, ENVELOPE_HEADER), _check_decrypted),
-        "seal key files": (_keyfile_parser, _keyfile_seeds(seal_keys)[:1], (KEYFILE_HEADER,),
-                           _check_keys(seal_keys)),
+        "seal key files": (_keyfile_parser, _keyfile_seeds(seal_keys),
+                           (KEYFILE_HEADER, _plain_keyfile_body), _check_keys(seal_keys)),
     }[fmt]
     parse, seeds, mutators, check = cfg
     stats = run_fuzz(parse, seeds, n=SLOW_N, time_limit_s=5.0, mem_limit_mb=MEM_MB,
