@@ -341,7 +341,8 @@ class Backend(abc.ABC):
     def _new(self, like: Ciphertext, data: Any, level: int | None = None, **meta: Any) -> Ciphertext:
         level = like.level if level is None else level
         bound = meta.pop("bound", None)
-        if bound is not None:
+        # rotations, negation and conjugation keep the level and the mean of the bound: no check
+        if bound is not None and meta.pop("check", True):
             self._check_bound(bound, level)
         return Ciphertext(
             backend=self,
@@ -433,9 +434,14 @@ class Backend(abc.ABC):
         cap = self._capacity[ct.level]
         finite = bool(np.all(np.isfinite(full)))
         mag = np.abs(full) if finite else np.full(full.shape, np.inf)
-        rms = float(np.sqrt(np.mean(mag**2) / self.params.poly_degree)) if finite else float("inf")
-        random_like = rms >= cap / 4
         top = float(mag.max()) if mag.size else 0.0
+        if not finite:
+            rms = float("inf")
+        elif top > 0:  # scaled, so that values near 1e200 do not overflow when squared
+            rms = top * float(np.sqrt(np.mean((mag / top) ** 2) / self.params.poly_degree))
+        else:
+            rms = 0.0
+        random_like = rms >= cap / 4
         predicted = False
         exceeded = 0
         if ct.bound is not None:
@@ -494,7 +500,7 @@ class Backend(abc.ABC):
 
     def neg(self, a: Ciphertext) -> Ciphertext:
         self._check(a)
-        return self._new(a, self._neg_raw(a.data), bound=a.bound)
+        return self._new(a, self._neg_raw(a.data), bound=a.bound, check=False)
 
     def add_plain(self, a: Ciphertext, values: PlainLike) -> Ciphertext:
         """Add a plaintext vector, or a scalar to each of the ``a.length`` logical slots."""
@@ -676,7 +682,7 @@ class Backend(abc.ABC):
             data = self._rotate_raw(data, s)
             self.counter.record("rotation", in_level=a.level, out_level=a.level)
         bound = None if a.bound is None else np.roll(a.bound, -self._normal_step(k))
-        return self._new(a, data, bound=bound)
+        return self._new(a, data, bound=bound, check=False)
 
     def conjugate(self, a: Ciphertext) -> Ciphertext:
         """Complex conjugate of every slot (needs the conjugation key)."""
@@ -687,7 +693,7 @@ class Backend(abc.ABC):
                 "conjugation=True"
             )
         self.counter.record("rotation", in_level=a.level, out_level=a.level)
-        return self._new(a, self._conjugate_raw(a.data), bound=a.bound)
+        return self._new(a, self._conjugate_raw(a.data), bound=a.bound, check=False)
 
     def sum_slots(self, a: Ciphertext, n: int) -> Ciphertext:
         """Slot 0 of the result holds ``sum(a[0:n])``.
