@@ -1253,7 +1253,8 @@ def _max_core(
                 mm = np.zeros(backend.slots)
                 mm[: np.size(m)] = m
                 m = mm
-            out_bound = reach * 1.05 * m + 1e-9
+            # max(a, b) = (a + b)/2 + |a - b|/2 with |.| approximated (error up to ~bound)
+            out_bound = (reach + bound) * 1.05 * m + 1e-9
         else:
             backend.range_stats["bound_lost"] += 1
     out = _max_core_untracked(backend, a.replace(bound=None), b.replace(bound=None), method, it,
