@@ -328,3 +328,46 @@ def test_fuzz_slow(fmt, sim_keys, seal_keys, capsys):
     with capsys.disabled():
         print("\n" + stats.summary())
     stats.assert_clean()
+
+
+# -- hypothesis: hostile JSON in any field of the inner ciphertext header -----------------------------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from fuzzing import check_one  # noqa: E402
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=False)
+    | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12,
+)
+_CT_FIELDS = ["backend", "key_id", "params", "level", "length", "complex", "layout",
+              "layout.gap", "layout.offset", "layout.channels", "layout.channel_stride"]
+
+
+@given(field=st.sampled_from(_CT_FIELDS), value=_json_values, drop=st.booleans())
+@settings(deadline=None, max_examples=60)
+def test_hostile_inner_header_values_give_typed_errors_or_valid_ciphertexts(sim_keys, field, value, drop):
+    blob = sim_keys.encrypt(np.arange(8.0)).to_bytes()
+    _, header, rest = _ct_split(blob)
+    target, key = (header["layout"], field.split(".")[1]) if "." in field else (header, field)
+    original = target[key]
+    if drop:
+        target.pop(key)
+    else:
+        target[key] = value
+    be = sim_keys.backend
+
+    def parse(b):
+        ct = sim_keys.ciphertext_from_bytes(b)
+        _check_ct(ct, be)
+        return sim_keys.decrypt(ct)
+
+    outcome, detail, _, _ = check_one(parse, _ct_join(b"", header, rest), time_limit_s=TIME_LIMIT,
+                                      mem_limit_mb=MEM_MB, check=_check_decrypted)
+    assert outcome in ("ok", "typed"), detail
+    if outcome == "ok":  # only a value of the right type and range can pass
+        assert not drop
+        assert type(value) in (int, bool) or value == original
