@@ -37,27 +37,27 @@ with a JSON header. The same ``seed`` always gives the same inputs, so a finding
 
 from __future__ import annotations
 
-import json
 import random
 import signal
 import threading
 import time
 import tracemalloc
 from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 from privkit.errors import PrivkitError
 
 __all__ = [
-    "FuzzStats",
-    "Finding",
-    "run_fuzz",
-    "check_one",
-    "mutate",
-    "json_mutator",
-    "HOSTILE_JSON_VALUES",
     "BYTE_MUTATORS",
+    "HOSTILE_JSON_VALUES",
+    "Finding",
+    "FuzzStats",
+    "check_one",
+    "json_mutator",
+    "mutate",
+    "run_fuzz",
 ]
 
 _BOUNDARY_BYTES = (0x00, 0x01, 0x7F, 0x80, 0xFF, 0x20, 0x22, 0x7B, 0x7D, 0x5B, 0x5D, 0x2C, 0x3A)
@@ -268,6 +268,7 @@ def json_mutator(split: Callable[[bytes], tuple[bytes, Any, bytes]],
     re-serialises it, fixing any length field. The mutator replaces one field with a hostile
     value, drops or adds a key, or nests a value hundreds of levels deep.
 
+    >>> import json
     >>> def split(b): return b"", json.loads(b), b""
     >>> def join(p, o, s): return json.dumps(o).encode()
     >>> m = json_mutator(split, join)
@@ -309,7 +310,7 @@ def check_one(parse_fn: Callable[[bytes], Any], data: bytes, *, time_limit_s: fl
     use_alarm = threading.current_thread() is threading.main_thread() and hasattr(signal, "setitimer")
     old_handler = None
     if use_alarm:
-        def _on_alarm(signum, frame):  # noqa: ARG001
+        def _on_alarm(signum, frame):
             raise _Hang()
         old_handler = signal.signal(signal.SIGALRM, _on_alarm)
         signal.setitimer(signal.ITIMER_REAL, time_limit_s * 2 + 0.5)

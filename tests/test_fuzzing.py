@@ -6,9 +6,9 @@ import json
 import time
 
 import pytest
+from fuzzing import check_one, json_mutator, run_fuzz
 
 from privkit.errors import DataFormatError
-from fuzzing import check_one, json_mutator, run_fuzz
 
 
 def _strict(b: bytes):

@@ -23,7 +23,6 @@ from privkit.errors import (
     KeyMismatchError,
     ParameterError,
     PrecisionError,
-    PrivkitError,
     ScaleOverflowWarning,
     SecurityDowngradeError,
     ShapeError,
@@ -442,8 +441,8 @@ def test_dataset_declared_shape_must_match_the_member_size():
 
 # -- 9. the tracked bound is sound (the contract the warnings rest on) ---------------------------------
 
-from hypothesis import given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 
 @given(seed=st.integers(0, 2**31), ops=st.lists(st.sampled_from(

@@ -23,8 +23,8 @@ import warnings
 
 import numpy as np
 import pytest
-
 from fuzzing import json_mutator, run_fuzz
+
 from privkit.errors import PrivkitError
 from privkit.fhe import KeySet, PublicBundle
 from privkit.fhe import envelope as ev
@@ -332,10 +332,9 @@ def test_fuzz_slow(fmt, sim_keys, seal_keys, capsys):
 
 # -- hypothesis: hostile JSON in any field of the inner ciphertext header -----------------------------
 
-from hypothesis import given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
-
-from fuzzing import check_one  # noqa: E402
+from fuzzing import check_one
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 _json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=False)
