@@ -33,7 +33,6 @@ import dataclasses
 import json
 import numbers
 import struct
-import warnings
 from typing import Any, ClassVar
 
 import numpy as np
@@ -44,14 +43,13 @@ from ..errors import (
     KeyMismatchError,
     MissingKeyError,
     ParameterError,
-    PrecisionError,
-    ScaleOverflowWarning,
     SecretKeyRequiredError,
     ShapeError,
     SlotOverflowError,
 )
 from .counter import OpCounter
 from .params import CKKSParams
+from .ranges import capacities, check_bound, check_decrypted
 
 __all__ = ["Backend", "Ciphertext", "Layout", "PlainLike"]
 
@@ -199,8 +197,7 @@ class Backend(abc.ABC):
         self._has_secret = False
         self._paths: dict[int, tuple[int, ...] | None] = {}
         #: what a ciphertext at level l can hold: |value| < Q_l / (2 * scale)
-        logq = np.cumsum([np.log2(float(q)) for q in params.primes[:-1]])
-        self._capacity = [float(2.0 ** (lq - params.scale_bits - 1)) for lq in logq]
+        self._capacity = capacities(params)
         #: range bookkeeping: results whose tracked bound exceeded their level's capacity
         self.range_stats: collections.Counter = collections.Counter()
 
@@ -356,26 +353,8 @@ class Backend(abc.ABC):
         )
 
     def _check_bound(self, bound: np.ndarray, level: int) -> None:
-        """Warn when a tracked bound says the plaintext may overflow what ``level`` can hold.
-
-        The plaintext polynomial's coefficients (value units) are bounded by the *mean* of the
-        per-slot magnitude bounds (``|c_i| <= (1/N) sum_k |sigma_k|``, the canonical embedding),
-        and decryption is exact while every coefficient stays below ``Q_l / (2 * scale)``.
-        """
-        coeff = float(bound.mean())
-        cap = self._capacity[level]
-        if coeff >= cap:
-            self.range_stats["overflow_risk"] += 1
-            warnings.warn(
-                f"an encrypted result may overflow its scale: its coefficients can reach "
-                f"{coeff:.3g} (slot values up to {float(bound.max()):.3g}) at level {level}, "
-                f"beyond the {cap:.3g} that {self.params.describe()} holds there; if they do, "
-                "it decrypts to garbage (PrecisionError at decryption). Scale the inputs or "
-                "weights down, calibrate the input range, or use a preset with a larger first "
-                "prime",
-                ScaleOverflowWarning,
-                stacklevel=4,
-            )
+        """Warn when a tracked bound may overflow ``level`` (see :mod:`privkit.fhe.ranges`)."""
+        check_bound(self, bound, level)
 
     @staticmethod
     def _bsum(a: np.ndarray | None, b: np.ndarray | None) -> np.ndarray | None:
@@ -413,65 +392,8 @@ class Backend(abc.ABC):
         return vec.copy() if want_complex else vec.real.copy()
 
     def _check_decrypted(self, ct: Ciphertext, full: np.ndarray) -> None:
-        """Refuse decrypted values that cannot be a correct decryption (checks on floats only).
-
-        Decryption is exact while the plaintext's coefficients stay below ``Q_l / (2 * scale)``
-        (:meth:`capacity`). Beyond that the values wrap around the modulus and are garbage:
-
-        * with a tracked bound (:class:`Ciphertext` ``bound``): a slot whose value exceeds its
-          bound (plus noise) cannot be right: :class:`PrecisionError` (the computation overflowed
-          the scale), or :class:`KeyMismatchError` when the values look uniformly random and no
-          overflow was predicted. A bound that predicted a possible overflow without any slot
-          exceeding it only warns (:class:`ScaleOverflowWarning`): the bound is an upper bound;
-          the result is *probably* right, and cannot be checked further;
-        * without one (a deserialised ciphertext): the root-mean-square coefficient (from the
-          slots by Parseval: ``sqrt(mean|z|^2 / N)``) above a quarter of the capacity means the
-          coefficients look uniformly random modulo Q: what a ciphertext of another key set, a
-          relabelled or damaged one, or a massive overflow decrypts to: :class:`KeyMismatchError`
-          (:class:`PrecisionError` on the simulator, whose values are exact). A correct result
-          only gets there when its slot values reach ``sqrt(N) / 4`` times the capacity.
-        """
-        cap = self._capacity[ct.level]
-        finite = bool(np.all(np.isfinite(full)))
-        mag = np.abs(full) if finite else np.full(full.shape, np.inf)
-        top = float(mag.max()) if mag.size else 0.0
-        if not finite:
-            rms = float("inf")
-        elif top > 0:  # scaled, so that values near 1e200 do not overflow when squared
-            rms = top * float(np.sqrt(np.mean((mag / top) ** 2) / self.params.poly_degree))
-        else:
-            rms = 0.0
-        random_like = rms >= cap / 4
-        predicted = False
-        exceeded = 0
-        if ct.bound is not None:
-            predicted = float(ct.bound.mean()) >= cap
-            tol = 1e-3 + 1e-6 * float(ct.bound.max()) + 8 * float(getattr(self, "noise_std", 0.0))
-            exceeded = int(np.count_nonzero(mag > ct.bound + tol))
-        if exceeded and not random_like or random_like and (predicted or self.simulated):
-            raise PrecisionError(
-                f"the result overflowed its scale: {exceeded or 'its'} slot value(s) exceed what "
-                f"the computation can produce (values up to {top:.3g}; a level-{ct.level} "
-                f"ciphertext of {self.params.describe()} holds coefficients up to {cap:.3g}). "
-                "The values are garbage. Scale the inputs or weights down, or use a preset with a "
-                "larger first prime"
-            )
-        if random_like:
-            raise KeyMismatchError(
-                f"decrypted values reach |{top:.3g}| and look like random data (rms coefficient "
-                f"{rms:.3g} against a capacity of {cap:.3g}): the ciphertext was encrypted under "
-                f"another key set than {self.key_id[:16]}, was relabelled or damaged, or its "
-                "computation overflowed the scale. Decrypt it with the key set it was made under"
-            )
-        if predicted:
-            self.range_stats["decrypt_unverified"] += 1
-            warnings.warn(
-                f"the decrypted result may have overflowed its scale (tracked coefficient bound "
-                f"{float(ct.bound.mean()):.3g} >= capacity {cap:.3g} at level {ct.level}) and "
-                "cannot be verified; no slot exceeds its bound, so it is probably right",
-                ScaleOverflowWarning,
-                stacklevel=3,
-            )
+        """Refuse values no correct decryption gives (see :func:`privkit.fhe.ranges.check_decrypted`)."""
+        check_decrypted(self, ct, full)
 
     # -- additive ------------------------------------------------------------------------------
     def add(self, a: Ciphertext, b: Ciphertext | PlainLike) -> Ciphertext:
