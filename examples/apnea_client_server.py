@@ -28,20 +28,25 @@ from pathlib import Path
 import numpy as np
 
 
-def serve(workdir: Path) -> None:
-    """The server: model + public bundle + ciphertext in, encrypted logits out."""
+def serve(workdir: Path, allow_insecure: bool = False) -> None:
+    """The server: model + public bundle + ciphertext in, encrypted logits out.
+
+    A simulator bundle (``--backend sim``) is refused unless the server is started with
+    ``--allow-insecure``: its "ciphertexts" are plaintext numbers."""
     from privkit.apps.apnea import ApneaDetector
     from privkit.fhe.envelope import pack_ciphertext, unpack_ciphertext, unpack_public_bundle
 
     det = ApneaDetector.load(workdir / "model.pt")
     program = det.compile()
-    bundle = unpack_public_bundle((workdir / "bundle.env").read_bytes())
+    bundle = unpack_public_bundle((workdir / "bundle.env").read_bytes(), allow_insecure=allow_insecure)
     backend = bundle.backend
     assert not backend.can_decrypt, "the server must not be able to decrypt"
     # refused (KeyMismatchError) if made under other keys or parameters than the bundle's
     ct = unpack_ciphertext((workdir / "input.env").read_bytes(), bundle)
     t = time.perf_counter()
-    out = program.run(ct, bundle)
+    out = program.run(ct, bundle, allow_insecure=allow_insecure)
+    if program.run_notes()["insecure"]:
+        print(f"server: NOT SECURE, accepted with --allow-insecure: {program.run_notes()['insecure']}")
     (workdir / "result.env").write_bytes(pack_ciphertext(out, kind="result"))
     (workdir / "server.json").write_text(json.dumps({"run_s": time.perf_counter() - t}))
 
@@ -52,9 +57,10 @@ def main() -> int:
     ap.add_argument("--backend", default="seal", choices=["seal", "sim"])
     ap.add_argument("--workdir", default=None)
     ap.add_argument("--serve", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--allow-insecure", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.serve:
-        serve(Path(args.serve))
+        serve(Path(args.serve), allow_insecure=args.allow_insecure)
         return 0
 
     from privkit.apps.apnea import ApneaDetector
@@ -75,7 +81,9 @@ def main() -> int:
     (workdir / "bundle.env").write_bytes(pack_public_bundle(keys.public_bundle()))
     (workdir / "input.env").write_bytes(pack_ciphertext(program.encrypt_input(keys, window)))
     # -- server (another process) -------------------------------------------------------------
-    subprocess.run([sys.executable, __file__, "--serve", str(workdir)], check=True)
+    # the simulator is an explicit choice (--backend sim): the server must be told to accept it
+    insecure = ["--allow-insecure"] if args.backend == "sim" else []
+    subprocess.run([sys.executable, __file__, "--serve", str(workdir), *insecure], check=True)
     # -- client -------------------------------------------------------------------------------
     out = unpack_ciphertext((workdir / "result.env").read_bytes(), keys, kind="result")
     logits = program.decrypt_output(keys, out)

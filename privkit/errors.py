@@ -98,3 +98,47 @@ class EnvelopeError(PrivkitError, ValueError):
 
 class BackendError(PrivkitError, RuntimeError):
     """The encryption library refused an operation; the message says which and why."""
+
+
+# -- added by the hardening work (issue 17); kept at the end of the file -------------------------
+
+
+class SecurityDowngradeError(PrivkitError, ValueError):
+    """A less secure mode (plaintext key file, simulator or sub-128-bit bundle) was not opted into.
+
+    The message names the keyword argument that accepts the downgrade explicitly.
+    """
+
+
+class PrecisionError(PrivkitError, ArithmeticError):
+    """A decrypted value exceeds what the CKKS scale can hold: the computation overflowed it."""
+
+
+class InputRangeError(PrivkitError, ValueError):
+    """An input lies outside the range a program (or approximation) was calibrated for."""
+
+
+class PrivkitWarning(UserWarning):
+    """Base class of the warnings privkit issues on purpose."""
+
+
+class ScaleOverflowWarning(PrivkitWarning):
+    """A ciphertext's tracked magnitude bound exceeds what its level and scale can hold.
+
+    Issued *before* the result is used: if the bound is reached, decryption gives garbage (and
+    :class:`PrecisionError` when the client decrypts).
+    """
+
+
+class InputRangeWarning(PrivkitWarning):
+    """Inputs lie outside the range a program was calibrated for (results may be wrong)."""
+
+
+__all__ += [
+    "SecurityDowngradeError",
+    "PrecisionError",
+    "InputRangeError",
+    "PrivkitWarning",
+    "ScaleOverflowWarning",
+    "InputRangeWarning",
+]

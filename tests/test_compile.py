@@ -38,7 +38,7 @@ def test_contract_example_runs_and_matches_torch():
     program = fhe.compile(model, input_shape=(1, 256), params="auto")
     keys = program.keygen(backend="sim")
     x = np.random.default_rng(0).standard_normal(256)
-    out = program.run(keys.encrypt(x), keys.public_bundle())
+    out = program.run(keys.encrypt(x), keys.public_bundle(), allow_insecure=True)
     logits = program.decrypt_output(keys, out)
     assert logits.shape == (2,)
     expected = model(torch.tensor(x).view(1, 1, 256)).detach().numpy()[0]  # float64, as in the contract
@@ -99,7 +99,7 @@ def test_random_models_compile_and_match_torch_on_sim(case):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         expected = _torch_out(model, x, shape)
-    got = program.decrypt_output(keys, program.run(program.encrypt_input(keys, x), keys.public_bundle()))
+    got = program.decrypt_output(keys, program.run(program.encrypt_input(keys, x), keys.public_bundle(), allow_insecure=True))
     target(assert_close_encrypted(got, expected, program.params, depth=program.depth))
 
 
@@ -113,7 +113,7 @@ def test_batchnorm_is_folded_without_a_level():
     assert program.depth == 3  # conv 1 + linear 2: the batch norm costs nothing
     keys = program.keygen(backend="sim")
     x = np.linspace(-1, 1, 16)
-    got = program.decrypt_output(keys, program.run(keys.encrypt(x), keys.public_bundle()))
+    got = program.decrypt_output(keys, program.run(keys.encrypt(x), keys.public_bundle(), allow_insecure=True))
     assert_close_encrypted(got, _torch_out(model, x, (1, 16)), "n8192", depth=3)
 
 
@@ -141,7 +141,7 @@ def test_seal_program_matches_torch_and_sim():
     for backend in ("sim", "seal"):
         keys = program.keygen(backend=backend)
         assert keys.rotation_steps == frozenset(program.rotations)
-        got = program.decrypt_output(keys, program.run(keys.encrypt(x), keys.public_bundle()))
+        got = program.decrypt_output(keys, program.run(keys.encrypt(x), keys.public_bundle(), allow_insecure=True))
         assert_close_encrypted(got, expected, program.params, depth=program.depth)
 
 
@@ -187,7 +187,7 @@ def test_uncalibrated_and_bad_shapes():
     with pytest.raises(ShapeError, match="expects input of shape"):
         program.encode_input(np.zeros(9))
     with pytest.raises(ShapeError):
-        program.run(keys.encrypt(np.zeros(300)), keys.public_bundle())
+        program.run(keys.encrypt(np.zeros(300)), keys.public_bundle(), allow_insecure=True)
 
 
 def test_missing_keys_and_foreign_params_are_refused():
@@ -195,12 +195,12 @@ def test_missing_keys_and_foreign_params_are_refused():
     program = fhe.compile(model, input_shape=(1, 8), params="n8192")
     bare = KeySet.generate("n8192", backend="sim", rotations=[])
     with pytest.raises(MissingKeyError, match="program.keygen"):
-        program.run(bare.encrypt(np.zeros(8)), bare.public_bundle())
+        program.run(bare.encrypt(np.zeros(8)), bare.public_bundle(), allow_insecure=True)
     other = KeySet.generate("n16384", backend="sim")
     from privkit.errors import KeyMismatchError
 
     with pytest.raises(KeyMismatchError, match="compiled for"):
-        program.run(other.encrypt(np.zeros(8)), other.public_bundle())
+        program.run(other.encrypt(np.zeros(8)), other.public_bundle(), allow_insecure=True)
 
 
 def test_freq_conv_after_the_first_layer_is_refused_clearly():
@@ -242,7 +242,7 @@ def test_batched_program_runs_several_inputs_in_one_ciphertext(batch, seed):
     assert program.depth == single.depth
     keys = program.keygen(backend="sim")
     x = np.random.default_rng(seed).standard_normal((batch, 32))
-    got = program.decrypt_output(keys, program.run(keys.encrypt(program.encode_input(x)), keys.public_bundle()))
+    got = program.decrypt_output(keys, program.run(keys.encrypt(program.encode_input(x)), keys.public_bundle(), allow_insecure=True))
     assert got.shape == (batch, 3)
     expected = np.stack([_torch_out(model, row, (1, 32)) for row in x])
     assert_close_encrypted(got.ravel(), expected.ravel(), program.params, depth=program.depth)
@@ -263,7 +263,7 @@ def test_wide_relu_range_is_folded_into_the_conv_without_a_level():
     assert [s.depth for s in program.steps] == [1, 2, 2]
     keys = program.keygen(backend="sim")
     x = np.linspace(-1, 1, 16)
-    got = program.decrypt_output(keys, program.run(keys.encrypt(x), keys.public_bundle()))
+    got = program.decrypt_output(keys, program.run(keys.encrypt(x), keys.public_bundle(), allow_insecure=True))
     assert_close_encrypted(got, _torch_out(model, x, (1, 16)), program.params, depth=program.depth)
     assert all(r.max_abs_error < 1e-9 for r in program.trace(keys, x) if r.max_abs_error is not None)
 
@@ -279,5 +279,5 @@ def test_unfolded_batchnorm_blocks_the_range_fold():
     program = fhe.compile(model, input_shape=(1, 16), params="n16384")
     keys = program.keygen(backend="sim")
     x = np.linspace(-1, 1, 16)
-    got = program.decrypt_output(keys, program.run(keys.encrypt(x), keys.public_bundle()))
+    got = program.decrypt_output(keys, program.run(keys.encrypt(x), keys.public_bundle(), allow_insecure=True))
     assert_close_encrypted(got, _torch_out(model, x, (1, 16)), program.params, depth=program.depth)

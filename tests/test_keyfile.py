@@ -14,7 +14,13 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from privkit.errors import KeyFileError, KeyMismatchError, ParameterError, PrivkitError
+from privkit.errors import (
+    KeyFileError,
+    KeyMismatchError,
+    ParameterError,
+    PrivkitError,
+    SecurityDowngradeError,
+)
 from privkit.fhe import CKKSParams, KeySet
 from privkit.fhe import keyfile as kf
 from privkit.fhe.envelope import key_fingerprint, pack_public_bundle
@@ -167,8 +173,13 @@ def test_insecure_plaintext_warns_and_roundtrips(tmp_path, sim_keys):
         sim_keys.save(path, insecure_plaintext=True)
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     assert read_header(path).protection == "none"
+    # refused by default (issue 17: a swapped-in plaintext file must not be accepted silently)
+    with pytest.raises(SecurityDowngradeError, match="allow_plaintext=True"):
+        KeySet.load(path)
+    with pytest.raises(SecurityDowngradeError, match="allow_plaintext=True"):
+        KeySet.load(path, password=PW)
     with pytest.warns(InsecureKeyFileWarning, match="NOT encrypted"):
-        back = KeySet.load(path)
+        back = KeySet.load(path, allow_plaintext=True)
     assert back.key_id == sim_keys.key_id
 
 
@@ -350,7 +361,7 @@ def test_every_mutation_of_a_plaintext_key_file_is_refused(sim_keys, m):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", InsecureKeyFileWarning)
         with pytest.raises(KeyFileError):
-            open_keyset(apply_mutation(_CACHE[key], m), None)
+            open_keyset(apply_mutation(_CACHE[key], m), None, allow_plaintext=True)
 
 
 _CACHE: dict = {}

@@ -240,10 +240,12 @@ class ApneaDetector(PrivateModel):
         for row in x:
             ct = program.encrypt_input(keys, row)
             t = time.perf_counter()
-            res = program.run(ct, bundle, backend=server)
+            # backend="sim" (or simulator keys) is the caller's explicit choice of an insecure run
+            res = program.run(ct, bundle, backend=server, allow_insecure=server.simulated)
             lat.append(time.perf_counter() - t)
             out.append(program.decrypt_output(keys, res))
-        return np.array(out), {"latency_s": lat, "keygen_s": keygen_s, "keys": keys, "program": program}
+        return np.array(out), {"latency_s": lat, "keygen_s": keygen_s, "keys": keys, "program": program,
+                               "run_notes": program.run_notes()}
 
     # -- PrivateModel --------------------------------------------------------------------------
     def privacy_report(self) -> PrivacyReport:

@@ -91,6 +91,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="VAR",
         help="read the password from environment variable VAR instead of a prompt",
     )
+    e.add_argument(
+        "--allow-plaintext",
+        action="store_true",
+        help="accept an UNENCRYPTED key file (refused by default; throw-away test keys only)",
+    )
     e.set_defaults(keys_func=run_export_public)
 
     i = ks.add_parser(
@@ -207,7 +212,8 @@ def run_export_public(args: argparse.Namespace) -> int:
 
     info = read_header(args.keys)  # structural errors before asking for a password
     password = _password(args, confirm=False) if info.protection != "none" else None
-    keys = KeySet.load(args.keys, password=password)
+    keys = KeySet.load(args.keys, password=password,
+                       allow_plaintext=bool(getattr(args, "allow_plaintext", False)))
     blob = pack_public_bundle(keys.public_bundle())
     write_envelope(args.out, blob)
     print(

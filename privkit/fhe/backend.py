@@ -49,6 +49,7 @@ from ..errors import (
 )
 from .counter import OpCounter
 from .params import CKKSParams
+from .ranges import capacities, check_bound, check_decrypted
 
 __all__ = ["Backend", "Ciphertext", "Layout", "PlainLike"]
 
@@ -78,6 +79,33 @@ class Layout:
     def to_dict(self) -> dict[str, int]:
         return dataclasses.asdict(self)
 
+    @classmethod
+    def from_dict(cls, d: Any, slots: int) -> Layout:
+        """Strict inverse of :meth:`to_dict`: exactly the four fields, each an integer in range
+        (``gap``, ``channels`` >= 1; ``offset``, ``channel_stride`` >= 0; all below ``slots``);
+        anything else raises :class:`~privkit.errors.EnvelopeError`.
+
+        >>> Layout.from_dict({"gap": 2, "offset": 0, "channels": 1, "channel_stride": 0}, 64).gap
+        2
+        >>> Layout.from_dict({"gap": 0.5, "offset": 0, "channels": 1, "channel_stride": 0}, 64)
+        Traceback (most recent call last):
+        ...
+        privkit.errors.EnvelopeError: ciphertext layout field 'gap' must be an integer in [1, 64), got 0.5
+        """
+        if not isinstance(d, dict) or set(d) != {"gap", "offset", "channels", "channel_stride"}:
+            raise EnvelopeError(
+                "ciphertext layout must be an object with exactly gap, offset, channels and "
+                f"channel_stride, got {str(d)[:80]}"
+            )
+        for name, low in (("gap", 1), ("offset", 0), ("channels", 1), ("channel_stride", 0)):
+            v = d[name]
+            if type(v) is not int or not low <= v < max(slots, low + 1):
+                raise EnvelopeError(
+                    f"ciphertext layout field {name!r} must be an integer in [{low}, {slots}), "
+                    f"got {str(v)[:40]}"
+                )
+        return cls(**d)
+
 
 @dataclasses.dataclass(eq=False)
 class Ciphertext:
@@ -94,6 +122,10 @@ class Ciphertext:
     length: int
     is_complex: bool = False
     layout: Layout = dataclasses.field(default_factory=Layout)
+    #: per-slot upper bound on |value| (float64, ``slots`` long), tracked through operations;
+    #: ``None`` when unknown (a deserialised ciphertext: the bound is never serialised, it would
+    #: reveal the magnitude of the data)
+    bound: np.ndarray | None = dataclasses.field(default=None, repr=False)
 
     @property
     def key_id(self) -> str:
@@ -164,6 +196,10 @@ class Backend(abc.ABC):
         self.counter = OpCounter()
         self._has_secret = False
         self._paths: dict[int, tuple[int, ...] | None] = {}
+        #: what a ciphertext at level l can hold: |value| < Q_l / (2 * scale)
+        self._capacity = capacities(params)
+        #: range bookkeeping: results whose tracked bound exceeded their level's capacity
+        self.range_stats: collections.Counter = collections.Counter()
 
     # -- properties ----------------------------------------------------------------------------
     @property
@@ -295,16 +331,34 @@ class Backend(abc.ABC):
             b = self.mod_switch_to(b, a.level)
         return a, b
 
+    def capacity(self, level: int) -> float:
+        """Largest |value| a ciphertext at ``level`` can hold at the nominal scale."""
+        return self._capacity[level]
+
     def _new(self, like: Ciphertext, data: Any, level: int | None = None, **meta: Any) -> Ciphertext:
+        level = like.level if level is None else level
+        bound = meta.pop("bound", None)
+        # rotations, negation and conjugation keep the level and the mean of the bound: no check
+        if bound is not None and meta.pop("check", True):
+            self._check_bound(bound, level)
         return Ciphertext(
             backend=self,
             data=data,
-            level=like.level if level is None else level,
+            level=level,
             scale=self.params.scale,
             length=meta.pop("length", like.length),
             is_complex=meta.pop("is_complex", like.is_complex),
             layout=meta.pop("layout", like.layout),
+            bound=bound,
         )
+
+    def _check_bound(self, bound: np.ndarray, level: int) -> None:
+        """Warn when a tracked bound may overflow ``level`` (see :mod:`privkit.fhe.ranges`)."""
+        check_bound(self, bound, level)
+
+    @staticmethod
+    def _bsum(a: np.ndarray | None, b: np.ndarray | None) -> np.ndarray | None:
+        return None if a is None or b is None else a + b
 
     # -- encryption ----------------------------------------------------------------------------
     def encrypt(self, values: PlainLike) -> Ciphertext:
@@ -320,6 +374,7 @@ class Backend(abc.ABC):
             scale=self.params.scale,
             length=int(arr.size),
             is_complex=bool(np.iscomplexobj(arr)),
+            bound=np.abs(vec),
         )
 
     def decrypt(self, ct: Ciphertext, *, complex: bool | None = None) -> np.ndarray:
@@ -330,9 +385,15 @@ class Backend(abc.ABC):
                 "this backend holds only public keys (a server-side object) and cannot decrypt; "
                 "decrypt on the client with KeySet.decrypt"
             )
-        vec = self._decrypt_raw(ct.data, ct.level)[: ct.length]
+        full = self._decrypt_raw(ct.data, ct.level)
+        self._check_decrypted(ct, full)
+        vec = full[: ct.length]
         want_complex = ct.is_complex if complex is None else complex
         return vec.copy() if want_complex else vec.real.copy()
+
+    def _check_decrypted(self, ct: Ciphertext, full: np.ndarray) -> None:
+        """Refuse values no correct decryption gives (see :func:`privkit.fhe.ranges.check_decrypted`)."""
+        check_decrypted(self, ct, full)
 
     # -- additive ------------------------------------------------------------------------------
     def add(self, a: Ciphertext, b: Ciphertext | PlainLike) -> Ciphertext:
@@ -344,7 +405,7 @@ class Backend(abc.ABC):
         self.counter.record("add", in_level=a.level, out_level=a.level)
         return self._new(
             a, self._add_raw(a.data, b.data), length=max(a.length, b.length),
-            is_complex=a.is_complex or b.is_complex,
+            is_complex=a.is_complex or b.is_complex, bound=self._bsum(a.bound, b.bound),
         )
 
     def sub(self, a: Ciphertext, b: Ciphertext | PlainLike) -> Ciphertext:
@@ -356,12 +417,12 @@ class Backend(abc.ABC):
         self.counter.record("add", in_level=a.level, out_level=a.level)
         return self._new(
             a, self._sub_raw(a.data, b.data), length=max(a.length, b.length),
-            is_complex=a.is_complex or b.is_complex,
+            is_complex=a.is_complex or b.is_complex, bound=self._bsum(a.bound, b.bound),
         )
 
     def neg(self, a: Ciphertext) -> Ciphertext:
         self._check(a)
-        return self._new(a, self._neg_raw(a.data))
+        return self._new(a, self._neg_raw(a.data), bound=a.bound, check=False)
 
     def add_plain(self, a: Ciphertext, values: PlainLike) -> Ciphertext:
         """Add a plaintext vector, or a scalar to each of the ``a.length`` logical slots."""
@@ -374,6 +435,7 @@ class Backend(abc.ABC):
         return self._new(
             a, self._add_plain_raw(a.data, vec, a.level, a.scale),
             length=max(a.length, int(arr.size)), is_complex=a.is_complex or np.iscomplexobj(arr),
+            bound=None if a.bound is None else a.bound + np.abs(vec),
         )
 
     # -- multiplicative ------------------------------------------------------------------------
@@ -390,12 +452,15 @@ class Backend(abc.ABC):
                 raise ParameterError(f"the plaintext multiplier is {v}; it must be finite")
             if isinstance(v, numbers.Real) and float(v).is_integer() and abs(v) < _INT_SCALAR_LIMIT:
                 self.counter.record("pt_mult", in_level=a.level, out_level=a.level)
-                return self._new(a, self._mul_plain_raw(a.data, complex(v), a.level, 1.0))
+                return self._new(a, self._mul_plain_raw(a.data, complex(v), a.level, 1.0),
+                                 bound=None if a.bound is None else a.bound * abs(v))
             plain: np.ndarray | complex = complex(v)
             is_c = a.is_complex or isinstance(v, complex)
+            bound = None if a.bound is None else a.bound * abs(v)
         else:
             plain = self._vector(arr, "the plaintext multiplier")
             is_c = a.is_complex or np.iscomplexobj(arr)
+            bound = None if a.bound is None else a.bound * np.abs(plain)
         self._need_level(a, "mul_plain")
         q = float(self.params.primes[a.level])
         raw = self._mul_plain_raw(a.data, plain, a.level, q)
@@ -403,7 +468,7 @@ class Backend(abc.ABC):
         self.counter.record("pt_mult", in_level=a.level, out_level=a.level - 1)
         self.counter.record("rescale", in_level=a.level, out_level=a.level - 1)
         length = a.length if arr.ndim == 0 else max(a.length, int(arr.size))
-        return self._new(a, raw, level=a.level - 1, length=length, is_complex=is_c)
+        return self._new(a, raw, level=a.level - 1, length=length, is_complex=is_c, bound=bound)
 
     def mul_plain_sum(self, terms: list[tuple[Ciphertext, PlainLike]]) -> Ciphertext:
         """``sum_i ct_i * plain_i`` rescaled once (one level): the same maths as adding
@@ -419,6 +484,7 @@ class Backend(abc.ABC):
             raise DepthExhaustedError(needed=1, available=level, where="mul_plain_sum")
         q = float(self.params.primes[level])
         raw, is_c, length = None, False, 0
+        bound: np.ndarray | None = np.zeros(self.slots)
         for c, v in terms:
             if c.level > level:
                 c = self.mod_switch_to(c, level)
@@ -426,6 +492,7 @@ class Backend(abc.ABC):
             vec = self._vector(arr if arr.ndim else np.full(c.length, arr.item()), "the plaintext multiplier")
             is_c = is_c or c.is_complex or bool(np.iscomplexobj(arr) and np.any(arr.imag))
             length = max(length, c.length, int(arr.size))
+            bound = None if bound is None or c.bound is None else bound + c.bound * np.abs(vec)
             prod = self._mul_plain_raw(c.data, vec, level, q)
             self.counter.record("pt_mult", in_level=level, out_level=level - 1)
             if raw is None:
@@ -435,7 +502,8 @@ class Backend(abc.ABC):
                 self.counter.record("add", in_level=level, out_level=level)
         raw = self._rescale_raw(raw, level)
         self.counter.record("rescale", in_level=level, out_level=level - 1)
-        return self._new(terms[0][0], raw, level=level - 1, length=length, is_complex=is_c)
+        return self._new(terms[0][0], raw, level=level - 1, length=length, is_complex=is_c,
+                         bound=bound)
 
     def mul(self, a: Ciphertext, b: Ciphertext | PlainLike) -> Ciphertext:
         """``a * b`` (slot-wise); a ciphertext product is relinearised and rescaled (one level)."""
@@ -445,22 +513,29 @@ class Backend(abc.ABC):
         a, b = self._align(a, b)
         self._need_level(a, "mul")
         raw = self._mul_raw(a.data, b.data)
-        return self._finish_product(a, raw, max(a.length, b.length), a.is_complex or b.is_complex)
+        bound = None if a.bound is None or b.bound is None else a.bound * b.bound
+        return self._finish_product(a, raw, max(a.length, b.length), a.is_complex or b.is_complex,
+                                    bound)
 
     def square(self, a: Ciphertext) -> Ciphertext:
         """``a * a`` (one level)."""
         self._check(a)
         self._need_level(a, "square")
-        return self._finish_product(a, self._square_raw(a.data), a.length, a.is_complex)
+        bound = None if a.bound is None else a.bound * a.bound
+        return self._finish_product(a, self._square_raw(a.data), a.length, a.is_complex, bound)
 
-    def _finish_product(self, a: Ciphertext, raw: Any, length: int, is_complex: bool) -> Ciphertext:
+    def _finish_product(self, a: Ciphertext, raw: Any, length: int, is_complex: bool,
+                        bound: np.ndarray | None = None) -> Ciphertext:
         s = self.params.scale
         q = float(self.params.primes[a.level])
+        if bound is not None:
+            bound = bound * (s / q)
         raw = self._rescale_raw(raw, a.level)
         raw = self._force_scale_raw(raw, s * s / q, s)
         self.counter.record("ct_mult", in_level=a.level, out_level=a.level - 1)
         self.counter.record("rescale", in_level=a.level, out_level=a.level - 1)
-        return self._new(a, raw, level=a.level - 1, length=length, is_complex=is_complex)
+        return self._new(a, raw, level=a.level - 1, length=length, is_complex=is_complex,
+                         bound=bound)
 
     def mod_switch_to(self, a: Ciphertext, level: int) -> Ciphertext:
         """Drop to a lower ``level`` without rescaling (free; used to align operands)."""
@@ -469,7 +544,8 @@ class Backend(abc.ABC):
             raise ParameterError(f"cannot switch a level-{a.level} ciphertext to level {level}")
         if level == a.level:
             return a
-        return self._new(a, self._mod_switch_raw(a.data, a.level, level), level=level)
+        return self._new(a, self._mod_switch_raw(a.data, a.level, level), level=level,
+                         bound=a.bound)
 
     # -- rotations -----------------------------------------------------------------------------
     def _normal_step(self, k: int) -> int:
@@ -527,7 +603,8 @@ class Backend(abc.ABC):
         for s in path:
             data = self._rotate_raw(data, s)
             self.counter.record("rotation", in_level=a.level, out_level=a.level)
-        return self._new(a, data)
+        bound = None if a.bound is None else np.roll(a.bound, -self._normal_step(k))
+        return self._new(a, data, bound=bound, check=False)
 
     def conjugate(self, a: Ciphertext) -> Ciphertext:
         """Complex conjugate of every slot (needs the conjugation key)."""
@@ -538,7 +615,7 @@ class Backend(abc.ABC):
                 "conjugation=True"
             )
         self.counter.record("rotation", in_level=a.level, out_level=a.level)
-        return self._new(a, self._conjugate_raw(a.data))
+        return self._new(a, self._conjugate_raw(a.data), bound=a.bound, check=False)
 
     def sum_slots(self, a: Ciphertext, n: int) -> Ciphertext:
         """Slot 0 of the result holds ``sum(a[0:n])``.
@@ -579,27 +656,46 @@ class Backend(abc.ABC):
         ).encode()
         return self._CT_MAGIC + struct.pack("<I", len(header)) + header + self._serialize_raw(ct.data)
 
+    _CT_FIELDS = frozenset({"backend", "key_id", "params", "level", "length", "complex", "layout"})
+    _CT_MAX_HEADER = 1 << 16
+
     def deserialize_ciphertext(self, blob: bytes) -> Ciphertext:
-        """bytes -> Ciphertext, refusing data made under other keys or parameters."""
+        """bytes -> Ciphertext, refusing data made under other keys or parameters.
+
+        The header is parsed strictly (exactly its seven fields, each with its JSON type and
+        range; the layout through :meth:`Layout.from_dict`): anything else raises
+        :class:`~privkit.errors.EnvelopeError`. The result carries no magnitude bound.
+        """
         if not isinstance(blob, (bytes, bytearray)) or blob[:4] != self._CT_MAGIC or len(blob) < 8:
             raise EnvelopeError("not a privkit ciphertext (bad magic or too short)")
         (hlen,) = struct.unpack("<I", blob[4:8])
+        if hlen > min(self._CT_MAX_HEADER, len(blob) - 8):
+            raise EnvelopeError(f"ciphertext header length {hlen} runs past the data")
         try:
             header = json.loads(bytes(blob[8 : 8 + hlen]))
-            level, length = int(header["level"]), int(header["length"])
-            layout = Layout(**header["layout"])
-        except (ValueError, KeyError, TypeError) as e:
-            raise EnvelopeError(f"corrupt ciphertext header: {e}") from e
-        if header.get("backend") != self.name or header.get("key_id") != self.key_id:
-            raise KeyMismatchError(
-                f"ciphertext was made under key set {str(header.get('key_id'))[:16]} "
-                f"({header.get('backend')}) but this backend holds {self.key_id[:16]} ({self.name})"
+        except (ValueError, RecursionError) as e:
+            raise EnvelopeError(f"corrupt ciphertext header: {str(e)[:120]}") from None
+        if not isinstance(header, dict) or set(header) != self._CT_FIELDS:
+            got = sorted(map(str, header))[:8] if isinstance(header, dict) else type(header).__name__
+            raise EnvelopeError(
+                f"corrupt ciphertext header: fields {got} differ from {sorted(self._CT_FIELDS)}"
             )
-        if header.get("params") != self.params.fingerprint():
+        if header["backend"] != self.name or header["key_id"] != self.key_id:
             raise KeyMismatchError(
-                f"ciphertext parameters {header.get('params')} differ from {self.params.fingerprint()}"
+                f"ciphertext was made under key set {str(header['key_id'])[:16]} "
+                f"({str(header['backend'])[:16]}) but this backend holds {self.key_id[:16]} ({self.name})"
+            )
+        if header["params"] != self.params.fingerprint():
+            raise KeyMismatchError(
+                f"ciphertext parameters {str(header['params'])[:32]} differ from {self.params.fingerprint()}"
+            )
+        level, length, is_complex = header["level"], header["length"], header["complex"]
+        if type(level) is not int or type(length) is not int or type(is_complex) is not bool:
+            raise EnvelopeError(
+                "corrupt ciphertext header: level and length must be integers and complex a boolean"
             )
         if not 0 <= level <= self.depth or not 0 <= length <= self.slots:
             raise EnvelopeError(f"ciphertext header out of range: level {level}, length {length}")
+        layout = Layout.from_dict(header["layout"], self.slots)
         data = self._deserialize_raw(bytes(blob[8 + hlen :]), level)
-        return Ciphertext(self, data, level, self.params.scale, length, bool(header["complex"]), layout)
+        return Ciphertext(self, data, level, self.params.scale, length, is_complex, layout)

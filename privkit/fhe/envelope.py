@@ -513,11 +513,14 @@ def unpack_public_bundle(
     *,
     expected_fingerprint: str | None = None,
     verify_with: Ed25519PublicKey | bytes | None = None,
+    allow_insecure: bool = False,
 ) -> PublicBundle:
     """Open a public-bundle envelope; refuses one whose content disagrees with its fingerprint.
 
     ``expected_fingerprint`` pins the key set (:func:`key_fingerprint` of the client's keys);
-    ``verify_with`` requires the owner's signature.
+    ``verify_with`` requires the owner's signature. A simulator bundle (its "ciphertexts" are
+    plaintext) or one below 128-bit security is refused with
+    :class:`~privkit.errors.SecurityDowngradeError` unless ``allow_insecure=True``.
     """
     from .keys import PublicBundle
 
@@ -532,6 +535,7 @@ def unpack_public_bundle(
             "payload",
             f"public-bundle envelope says {env.fingerprint!r} but the bundle inside is {inner!r}",
         )
+    bundle.require_secure(allow_insecure, "unpack_public_bundle")
     return bundle
 
 
@@ -676,17 +680,89 @@ def pack_dataset(
     return seal_envelope("dataset", buf.getvalue(), fingerprint, meta=m, sign_with=sign_with)
 
 
+#: default cap on the bytes a dataset envelope may expand to: ``max(64 MiB, 16 x payload)``
+DATASET_MIN_LIMIT = 64 << 20
+DATASET_EXPANSION = 16
+_MAX_ARRAYS = 4096
+
+
 def unpack_dataset(
     blob: bytes,
     *,
     expected_fingerprint: str | None = None,
     verify_with: Ed25519PublicKey | bytes | None = None,
+    max_bytes: int | None = None,
 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Open a dataset envelope: ``(arrays, meta)``."""
+    """Open a dataset envelope: ``(arrays, meta)``.
+
+    The archive is validated before anything is allocated: every member must be a ``.npy``
+    array of a plain (non-object) dtype whose header's shape and dtype account exactly for the
+    member's declared size, and the declared sizes together must stay below ``max_bytes``
+    (default ``max(64 MiB, 16 x the payload)``; ``pack_dataset`` stores arrays uncompressed, so
+    only a crafted archive expands more). Violations raise :class:`~privkit.errors.EnvelopeError`
+    (reason ``"payload"``) without decompressing anything.
+    """
     env = open_envelope(blob, "dataset", expected_fingerprint, verify_with=verify_with)
+    limit = max(DATASET_MIN_LIMIT, DATASET_EXPANSION * len(env.payload)) if max_bytes is None else max_bytes
+    if type(limit) is not int or limit < 0:
+        raise ParameterError(f"max_bytes must be a non-negative integer, got {max_bytes!r}")
+    return _read_npz(env.payload, limit), dict(env.meta)
+
+
+def _read_npz(payload: bytes, limit: int) -> dict[str, np.ndarray]:
+    import zipfile
+
+    from numpy.lib import format as npf
+
+    def bad(msg: str) -> PrivkitError:
+        return _fail("payload", f"dataset envelope holds an unreadable array archive: {msg}")
+
     try:
-        with np.load(io.BytesIO(env.payload), allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except Exception as e:  # numpy raises many types for a malformed archive
-        raise _fail("payload", f"dataset envelope holds an unreadable array archive: {e}") from e
-    return arrays, dict(env.meta)
+        zf = zipfile.ZipFile(io.BytesIO(payload))
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
+        raise bad(str(e)[:200]) from None
+    with zf:
+        infos = zf.infolist()
+        if len(infos) > _MAX_ARRAYS:
+            raise bad(f"{len(infos)} members (at most {_MAX_ARRAYS})")
+        declared = sum(i.file_size for i in infos)
+        if declared > limit:
+            raise bad(
+                f"it declares {declared:,} bytes of arrays, above the limit of {limit:,} (a "
+                f"{len(payload):,}-byte payload); pass max_bytes= to accept larger datasets"
+            )
+        out: dict[str, np.ndarray] = {}
+        for info in infos:
+            name = info.filename
+            if not name.endswith(".npy") or info.is_dir() or name[:-4] in out:
+                raise bad(f"unexpected member {name[:80]!r}")
+            try:
+                with zf.open(info) as fh:
+                    version = npf.read_magic(fh)
+                    if version not in ((1, 0), (2, 0), (3, 0)):
+                        raise ValueError(f"npy version {version}")
+                    reader = npf.read_array_header_1_0 if version == (1, 0) else npf.read_array_header_2_0
+                    shape, fortran, dtype = reader(fh)
+                    if dtype.hasobject:
+                        raise ValueError("object arrays are refused")
+                    if any(type(d) is not int or d < 0 for d in shape):
+                        raise ValueError(f"bad shape {shape}")
+                    count = 1
+                    for d in shape:
+                        count *= d
+                    nbytes = count * dtype.itemsize
+                    if nbytes != info.file_size - fh.tell():
+                        raise ValueError(
+                            f"{name[:40]!r} declares shape {shape[:8]} of {dtype} ({nbytes:,} bytes) "
+                            f"but holds {info.file_size - fh.tell():,}"
+                        )
+                    data = fh.read(nbytes + 1)
+                if len(data) != nbytes:
+                    raise ValueError(f"{name[:40]!r} is truncated")
+            except (zipfile.BadZipFile, ValueError, OSError, EOFError, TypeError, SyntaxError,
+                    RuntimeError, NotImplementedError, OverflowError, KeyError) as e:
+                raise bad(str(e)[:200]) from None
+            arr = np.frombuffer(data, dtype=dtype)
+            arr = arr.reshape(shape[::-1]).T if fortran else arr.reshape(shape)
+            out[name[:-4]] = arr.copy()
+    return out

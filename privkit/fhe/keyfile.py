@@ -33,7 +33,8 @@ in the clear. ``keys.save(path, password=...)`` writes::
 * **Writing** is atomic (temporary file in the same folder, fsync, rename) with 0600 permissions.
 * Without a password, ``insecure_plaintext=True`` writes the key set unencrypted (with a SHA-256
   of the body in the header, to catch corruption) and issues :class:`InsecureKeyFileWarning`;
-  loading such a file warns again.
+  loading such a file is refused (:class:`~privkit.errors.SecurityDowngradeError`) unless
+  ``allow_plaintext=True`` is passed, and then warns again.
 
 >>> import tempfile, os
 >>> from privkit.fhe import KeySet
@@ -71,6 +72,7 @@ from ..errors import (
     KeyFileError,
     KeyMismatchError,
     ParameterError,
+    SecurityDowngradeError,
 )
 from .params import CKKSParams
 
@@ -228,6 +230,9 @@ def _kdf_from_dict(d: Any) -> KDF:
     if not isinstance(d, dict):
         raise ValueError("kdf is not an object")
     name = d.get("name")
+    fields = {"scrypt": {"name", "n", "r", "p"}, "argon2id": {"name", "iterations", "lanes", "memory_cost"}}
+    if name in fields and set(d) != fields[name]:
+        raise ValueError(f"kdf fields {sorted(map(str, d))[:6]} differ from {sorted(fields[name])}")
     if name == "scrypt":
         return ScryptKDF(n=d["n"], r=d["r"], p=d["p"])
     if name == "argon2id":
@@ -382,6 +387,8 @@ def _parse(blob: bytes, where: str) -> tuple[dict[str, Any], bytes, KeyFileInfo]
             raise ValueError("payload_len or chunk_size out of range")
         if protection == "aes-256-gcm":
             kdf = _kdf_from_dict(h["kdf"])
+            if not all(isinstance(h[k], str) for k in ("salt", "nonce_prefix", "password_check")):
+                raise TypeError("salt, nonce_prefix and password_check must be hex strings")
             if len(bytes.fromhex(h["salt"])) != _SALT_LEN:
                 raise ValueError("salt length")
             if len(bytes.fromhex(h["nonce_prefix"])) != _NONCE_PREFIX_LEN:
@@ -391,25 +398,42 @@ def _parse(blob: bytes, where: str) -> tuple[dict[str, Any], bytes, KeyFileInfo]
             body_len = plen + _TAG_LEN * _n_chunks(plen, chunk)
             kdf_desc: str | None = kdf.describe()
         elif protection == "none":
-            if len(bytes.fromhex(h["payload_sha256"])) != 32:
+            if not isinstance(h["payload_sha256"], str) or len(bytes.fromhex(h["payload_sha256"])) != 32:
                 raise ValueError("payload digest length")
             body_len, kdf_desc = plen, None
         else:
             raise ValueError(f"unknown protection {protection!r}")
+        backend, key_id, pfp = h["backend"], h["key_id"], h["params_fingerprint"]
+        if backend not in ("seal", "sim"):
+            raise ValueError(f"unknown backend {str(backend)[:32]!r}")
+        for what, v in (("key_id", key_id), ("params_fingerprint", pfp)):
+            if not isinstance(v, str) or not 0 < len(v) <= 128 or not v.isascii():
+                raise TypeError(f"{what} must be a short ASCII string")
+        rotations, conj, sizes = h["rotations"], h["conjugation"], h["public_sizes"]
+        if not isinstance(rotations, list) or len(rotations) > 1 << 15:
+            raise TypeError("rotations must be a list of integers")
+        if any(type(r) is not int or abs(r) >= 1 << 15 for r in rotations):
+            raise ValueError("rotation steps must be integers below 2**15 in magnitude")
+        if type(conj) is not bool:
+            raise TypeError(f"conjugation must be true or false, got {conj!r}")
+        if not isinstance(sizes, dict) or any(
+            not isinstance(k, str) or type(v) is not int or v < 0 for k, v in sizes.items()
+        ):
+            raise TypeError("public_sizes must map names to non-negative integers")
         info = KeyFileInfo(
             version=version,
             protection=protection,
             kdf=kdf_desc,
-            backend=str(h["backend"]),
+            backend=backend,
             params=CKKSParams.from_dict(h["params"]),
-            params_fingerprint=str(h["params_fingerprint"]),
-            key_id=str(h["key_id"]),
-            rotations=tuple(int(r) for r in h["rotations"]),
-            conjugation=bool(h["conjugation"]),
+            params_fingerprint=pfp,
+            key_id=key_id,
+            rotations=tuple(rotations),
+            conjugation=conj,
             payload_len=plen,
             body_len=body_len,
             file_len=n,
-            public_sizes={str(k): int(v) for k, v in h["public_sizes"].items()},
+            public_sizes=dict(sizes),
         )
     except (KeyError, TypeError, ValueError, AttributeError, RecursionError, ParameterError) as e:
         raise _fail("header", f"key file {where} has an invalid header: {e}") from None
@@ -518,11 +542,24 @@ def _encrypt_chunks(
 
 
 def open_keyset(
-    blob: bytes, password: str | bytes | None = None, *, where: str = "<bytes>"
+    blob: bytes, password: str | bytes | None = None, *, where: str = "<bytes>",
+    allow_plaintext: bool = False,
 ) -> KeySet:
-    """Inverse of :func:`seal_keyset` on the file's bytes."""
+    """Inverse of :func:`seal_keyset` on the file's bytes.
+
+    An unencrypted key file is refused (:class:`~privkit.errors.SecurityDowngradeError`) unless
+    ``allow_plaintext=True``, whether or not a password was given.
+    """
+    if type(allow_plaintext) is not bool:
+        raise ParameterError(f"allow_plaintext must be True or False, got {allow_plaintext!r}")
     h, block, info = _parse(blob, where)
     body = memoryview(blob)[len(block) :]
+    if info.protection == "none" and not allow_plaintext:
+        raise SecurityDowngradeError(
+            f"key file {where} is NOT encrypted (written with insecure_plaintext=True); anyone "
+            "could have written the keys in it. Refusing it; pass allow_plaintext=True to load "
+            "it anyway (throw-away test keys only), then re-save it with a password"
+        )
     if info.protection == "none":
         if not hmac.compare_digest(hashlib.sha256(body).hexdigest(), h["payload_sha256"]):
             raise _fail(
@@ -635,6 +672,10 @@ def save_keyset(
     atomic_write_bytes(Path(path), chunks, mode=0o600)
 
 
-def load_keyset(path: str | os.PathLike, password: str | bytes | None = None) -> KeySet:
-    """Read and unseal a key file; :class:`~privkit.errors.KeyFileError` says what is wrong."""
-    return open_keyset(_read(path), password, where=repr(str(path)))
+def load_keyset(path: str | os.PathLike, password: str | bytes | None = None, *,
+                allow_plaintext: bool = False) -> KeySet:
+    """Read and unseal a key file; :class:`~privkit.errors.KeyFileError` says what is wrong.
+
+    Unencrypted key files need ``allow_plaintext=True`` (see :func:`open_keyset`).
+    """
+    return open_keyset(_read(path), password, where=repr(str(path)), allow_plaintext=allow_plaintext)

@@ -30,11 +30,12 @@ from ..errors import (
     KeyMismatchError,
     ParameterError,
     SecretKeyRequiredError,
+    SecurityDowngradeError,
 )
 from .backend import Backend, Ciphertext
 from .params import CKKSParams
 
-__all__ = ["KeySet", "PublicBundle", "default_rotations", "galois_element"]
+__all__ = ["KeySet", "PublicBundle", "default_rotations", "galois_element", "require_secure_backend"]
 
 BackendName = Literal["seal", "sim"]
 
@@ -162,13 +163,16 @@ class PublicBundle:
 
     @classmethod
     def from_envelope(
-        cls, blob: bytes, *, expected_fingerprint: str | None = None, verify_with: Any = None
+        cls, blob: bytes, *, expected_fingerprint: str | None = None, verify_with: Any = None,
+        allow_insecure: bool = False,
     ) -> PublicBundle:
-        """Inverse of :meth:`to_envelope` (see ``envelope.unpack_public_bundle``)."""
+        """Inverse of :meth:`to_envelope` (see ``envelope.unpack_public_bundle``; simulator
+        and sub-128-bit bundles need ``allow_insecure=True``)."""
         from .envelope import unpack_public_bundle
 
         return unpack_public_bundle(
-            blob, expected_fingerprint=expected_fingerprint, verify_with=verify_with
+            blob, expected_fingerprint=expected_fingerprint, verify_with=verify_with,
+            allow_insecure=allow_insecure,
         )
 
     def encrypt(self, values: Any) -> Ciphertext:
@@ -202,40 +206,126 @@ class PublicBundle:
         parts += [blobs[k] for k in sorted(blobs)]
         return b"".join(parts)
 
+    #: the only blobs a bundle may carry, per backend (never a secret key)
+    ALLOWED_BLOBS: dict[str, frozenset[str]] = {
+        "seal": frozenset({"public_key", "relin_keys", "galois_keys"}),
+        "sim": frozenset(),
+    }
+    _HEADER_FIELDS = frozenset({"params", "backend", "key_id", "rotations", "conjugation", "blobs"})
+    _MAX_HEADER = 1 << 20
+
     @classmethod
     def from_bytes(cls, blob: bytes) -> PublicBundle:
-        if not isinstance(blob, (bytes, bytearray)) or blob[: len(cls._MAGIC)] != cls._MAGIC:
+        """Inverse of :meth:`to_bytes`; strict: every header field is type- and range-checked,
+        blob names other than the public ones (``public_key``, ``relin_keys``, ``galois_keys``)
+        are refused (a bundle never carries a secret key), and declared sizes must add up to
+        the real size before anything is copied. Errors: :class:`~privkit.errors.EnvelopeError`.
+        """
+        if not isinstance(blob, (bytes, bytearray, memoryview)) or bytes(blob[: len(cls._MAGIC)]) != cls._MAGIC:
             raise EnvelopeError("not a privkit public bundle (bad magic)")
         off = len(cls._MAGIC)
         try:
-            (hlen,) = struct.unpack("<I", blob[off : off + 4])
+            (hlen,) = struct.unpack("<I", bytes(blob[off : off + 4]))
+            if hlen > min(cls._MAX_HEADER, len(blob) - off - 4):
+                raise ValueError(f"header length {hlen} runs past the bundle")
             header = json.loads(bytes(blob[off + 4 : off + 4 + hlen]))
+            if not isinstance(header, dict):
+                raise TypeError("header is not an object")
+            if set(header) != cls._HEADER_FIELDS:
+                raise ValueError(
+                    f"header fields {sorted(map(str, header))[:8]} differ from "
+                    f"{sorted(cls._HEADER_FIELDS)}"
+                )
             params = CKKSParams.from_dict(header["params"])
-            sizes = {str(k): int(v) for k, v in header["blobs"].items()}
-            if any(v < 0 for v in sizes.values()):
-                raise ValueError("negative blob size")
-            backend_name, key_id = header["backend"], str(header["key_id"])
-            rotations = [int(r) for r in header["rotations"]]
-            conjugation = bool(header["conjugation"])
+            backend_name, key_id = header["backend"], header["key_id"]
+            if backend_name not in cls.ALLOWED_BLOBS:
+                raise ValueError(f"unknown backend {str(backend_name)[:32]!r}")
+            if not isinstance(key_id, str) or not 0 < len(key_id) <= 128 or not key_id.isascii():
+                raise TypeError("key_id must be a short ASCII string")
+            raw_sizes = header["blobs"]
+            if not isinstance(raw_sizes, dict):
+                raise TypeError("blobs must be an object of name -> size")
+            unknown = set(raw_sizes) - cls.ALLOWED_BLOBS[backend_name]
+            if unknown:
+                secretish = [k for k in unknown if "secret" in k.lower() or k.lower() in ("sk", "s")]
+                why = "it would carry a SECRET key" if secretish else "they are not public keys"
+                raise EnvelopeError(
+                    f"refusing a public bundle with blob(s) {sorted(unknown)[:4]}: {why}; a "
+                    f"{backend_name} bundle holds only {sorted(cls.ALLOWED_BLOBS[backend_name])}"
+                )
+            sizes = {}
+            for k, v in raw_sizes.items():
+                if type(v) is not int or v < 0:
+                    raise ValueError(f"blob size of {k!r} must be a non-negative integer")
+                sizes[k] = v
+            rotations = header["rotations"]
+            if not isinstance(rotations, list) or len(rotations) > params.slots:
+                raise TypeError("rotations must be a list of at most slots integers")
+            for r in rotations:
+                if type(r) is not int or not -params.slots < r < params.slots or r == 0:
+                    raise ValueError(f"rotation step {r!r} out of range")
+            conjugation = header["conjugation"]
+            if type(conjugation) is not bool:
+                raise TypeError(f"conjugation must be true or false, got {conjugation!r}")
+        except EnvelopeError:
+            raise
         except (struct.error, ValueError, KeyError, TypeError, AttributeError, RecursionError,
                 ParameterError) as e:
-            raise EnvelopeError(f"corrupt public bundle header: {e}") from e
+            what = f"missing field {e}" if isinstance(e, KeyError) else str(e)
+            raise EnvelopeError(f"corrupt public bundle header: {what}"[:500]) from None
         pos = off + 4 + hlen
+        if pos + sum(sizes.values()) != len(blob):
+            raise EnvelopeError(
+                f"public bundle declares {sum(sizes.values())} bytes of keys but holds "
+                f"{len(blob) - pos}: truncated or with trailing bytes"
+            )
         blobs = {}
         for k in sorted(sizes):
             blobs[k] = bytes(blob[pos : pos + sizes[k]])
-            if len(blobs[k]) != sizes[k]:
-                raise EnvelopeError(f"public bundle truncated inside {k!r}")
             pos += sizes[k]
-        if pos != len(blob):
-            raise EnvelopeError(f"public bundle has {len(blob) - pos} trailing bytes")
-        if "secret_key" in blobs:
-            raise EnvelopeError("refusing a public bundle that carries a secret key")
-        if backend_name not in ("seal", "sim"):
-            raise EnvelopeError(f"unknown backend {backend_name!r} in public bundle")
         bundle = cls(params, backend_name, key_id, rotations, conjugation, blobs)
         bundle._check_key_id()
         return bundle
+
+    def security_problem(self) -> str | None:
+        """Why this bundle is not safe to compute on (simulator, under 128 bits), or ``None``."""
+        if self.backend_name == "sim":
+            return ("it is a SIMULATOR bundle: its 'ciphertexts' are plaintext numbers and the "
+                    "input travels in the clear")
+        if not self.params.secure:
+            return (f"its parameters give only about {self.params.security_bits}-bit security "
+                    f"(below 128): {self.params.describe()}")
+        return None
+
+    def require_secure(self, allow_insecure: bool = False, where: str = "this server") -> str | None:
+        """Refuse a simulator or sub-128-bit bundle unless ``allow_insecure=True``.
+
+        Returns the problem (a string to put in reports) when it was allowed, else ``None``;
+        raises :class:`~privkit.errors.SecurityDowngradeError` when it was not.
+        """
+        return require_secure_backend(self.backend, allow_insecure, where)
+
+
+def require_secure_backend(backend: Backend, allow_insecure: bool = False,
+                           where: str = "this server") -> str | None:
+    """The check of :meth:`PublicBundle.require_secure`, for a backend."""
+    if type(allow_insecure) is not bool:
+        raise ParameterError(f"allow_insecure must be True or False, got {allow_insecure!r}")
+    problem = None
+    if backend.simulated:
+        problem = ("it is a SIMULATOR backend: its 'ciphertexts' are plaintext numbers and the "
+                   "input travels in the clear")
+    elif not backend.params.secure:
+        problem = (f"its parameters give only about {backend.params.security_bits}-bit security "
+                   f"(below 128): {backend.params.describe()}")
+    if problem is None:
+        return None
+    if not allow_insecure:
+        raise SecurityDowngradeError(
+            f"{where} refuses these keys: {problem}. Pass allow_insecure=True to accept them "
+            "explicitly (tests and demos only); the report will say so"
+        )
+    return problem
 
 
 class KeySet:
@@ -413,10 +503,15 @@ class KeySet:
         save_keyset(self, path, password, insecure_plaintext=insecure_plaintext, kdf=kdf)
 
     @classmethod
-    def load(cls, path: str | os.PathLike, password: str | bytes | None = None) -> KeySet:
+    def load(cls, path: str | os.PathLike, password: str | bytes | None = None, *,
+             allow_plaintext: bool = False) -> KeySet:
         """Read a key file written by :meth:`save`; :class:`~privkit.errors.KeyFileError` if
-        the password is wrong or the file truncated or tampered with (the message says which)."""
+        the password is wrong or the file truncated or tampered with (the message says which).
+
+        An UNENCRYPTED key file (written with ``insecure_plaintext=True``) is refused with
+        :class:`~privkit.errors.SecurityDowngradeError` unless ``allow_plaintext=True``: a
+        swapped-in plaintext file holding someone else's keys is never accepted silently.
+        """
         from .keyfile import load_keyset
 
-        return load_keyset(path, password)
-
+        return load_keyset(path, password, allow_plaintext=allow_plaintext)

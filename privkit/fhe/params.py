@@ -116,6 +116,13 @@ def _seal_primes(poly_degree: int, coeff_bits: tuple[int, ...]) -> tuple[int, ..
     return tuple(out)
 
 
+def _strict_int(v: Any, what: str) -> int:
+    """``v`` if it is a real integer (not a bool, float or string), else ``TypeError``."""
+    if type(v) is not int:
+        raise TypeError(f"{what} must be an integer, got {v!r}"[:200])
+    return v
+
+
 @dataclasses.dataclass(frozen=True)
 class CKKSParams:
     """CKKS encryption parameters (immutable). See the module docstring.
@@ -140,6 +147,13 @@ class CKKSParams:
             raise ParameterError(
                 f"poly_degree must be a power of two between 1024 and 32768, got {n!r}"
             )
+        if type(self.allow_insecure) is not bool:
+            raise ParameterError(
+                f"allow_insecure must be True or False, got {self.allow_insecure!r}; a string such "
+                "as 'false' is refused rather than read as a true value"
+            )
+        if type(self.scale_bits) is not int:
+            raise ParameterError(f"scale_bits must be an integer, got {self.scale_bits!r}")
         object.__setattr__(self, "coeff_bits", tuple(int(b) for b in self.coeff_bits))
         bits = self.coeff_bits
         if len(bits) < 3:
@@ -251,16 +265,45 @@ class CKKSParams:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> CKKSParams:
+        """Inverse of :meth:`to_dict`, strict: every field must have its exact JSON type.
+
+        Booleans must be real booleans (``"false"`` is refused, never read as ``True``), integers
+        real integers (not ``8192.5``, ``"8192"`` or ``true``), and unknown keys are refused, so a
+        hostile or damaged header cannot switch on insecure mode by accident.
+
+        >>> CKKSParams.from_dict({"poly_degree": 8192, "coeff_bits": [49, 40, 40, 40, 49],
+        ...                       "scale_bits": 40, "allow_insecure": "false"})
+        Traceback (most recent call last):
+        ...
+        privkit.errors.ParameterError: malformed parameter description: allow_insecure must be true or false (a JSON boolean), got 'false'
+        """
         try:
+            if not isinstance(d, dict):
+                raise TypeError(f"expected an object, got {type(d).__name__}")
+            unknown = set(d) - {"poly_degree", "coeff_bits", "scale_bits", "allow_insecure", "name"}
+            if unknown:
+                raise ValueError(f"unknown field(s) {sorted(map(str, unknown))[:4]}")
+            bits = d["coeff_bits"]
+            if not isinstance(bits, list) or len(bits) > 64:
+                raise TypeError("coeff_bits must be a list of at most 64 integers")
+            insecure = d.get("allow_insecure", False)
+            if type(insecure) is not bool:
+                raise TypeError(
+                    f"allow_insecure must be true or false (a JSON boolean), got {insecure!r}"
+                )
+            name = d.get("name", "custom")
+            if not isinstance(name, str) or len(name) > 64:
+                raise TypeError("name must be a string of at most 64 characters")
             return cls(
-                poly_degree=int(d["poly_degree"]),
-                coeff_bits=tuple(int(b) for b in d["coeff_bits"]),
-                scale_bits=int(d["scale_bits"]),
-                allow_insecure=bool(d.get("allow_insecure", False)),
-                name=str(d.get("name", "custom")),
+                poly_degree=_strict_int(d["poly_degree"], "poly_degree"),
+                coeff_bits=tuple(_strict_int(b, "coeff_bits") for b in bits),
+                scale_bits=_strict_int(d["scale_bits"], "scale_bits"),
+                allow_insecure=insecure,
+                name=name,
             )
         except (KeyError, TypeError, ValueError) as e:
-            raise ParameterError(f"malformed parameter description {d!r}: {e}") from e
+            what = f"missing field {e}" if isinstance(e, KeyError) else str(e)
+            raise ParameterError(f"malformed parameter description: {what}") from None
 
     def describe(self) -> str:
         sec = f"{self.security_bits}-bit" if self.secure else f"INSECURE (~{self.security_bits}-bit)"

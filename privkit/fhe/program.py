@@ -14,7 +14,13 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import KeyMismatchError, ShapeError
+from ..errors import (
+    InputRangeError,
+    InputRangeWarning,
+    KeyMismatchError,
+    ParameterError,
+    ShapeError,
+)
 from .backend import Backend, Ciphertext
 from .keys import KeySet, PublicBundle
 from .ops.packed import PackedLayout, pack, unpack
@@ -79,6 +85,14 @@ class EncryptedProgram:
         self._reference = reference  # the torch model (plaintext twin), for traces
         self.batch = batch
         self._last: list[LayerReport] = []
+        #: calibrated input range: |x| <= input_range (public, part of client_info); set it with
+        #: calibrate_input(data) or directly. None: unchecked.
+        self.input_range: float | None = None
+        #: what encode_input does with values beyond input_range: "warn", "raise" or "ignore"
+        self.on_range = "warn"
+        #: how many values the last encode_input found beyond input_range
+        self.last_input_out_of_range = 0
+        self._run_notes: dict[str, Any] = {}
 
     # -- planning facts ----------------------------------------------------------------------------
     @property
@@ -114,7 +128,19 @@ class EncryptedProgram:
             "input_layout": dataclasses.asdict(self.input_layout),
             "out_features": self.out_features,
             "batch": self.batch,
+            "input_range": self.input_range,
         }
+
+    def calibrate_input(self, data: Any, margin: float = 1.1) -> float:
+        """Set :attr:`input_range` to ``margin`` times the largest |value| of representative
+        inputs (the range :meth:`encode_input` then checks); returns it."""
+        arr = np.asarray(data, dtype=np.float64)
+        if arr.size == 0 or not np.all(np.isfinite(arr)):
+            raise ParameterError("calibrate_input needs a non-empty array of finite values")
+        if not (margin >= 1.0 and np.isfinite(margin)):
+            raise ParameterError(f"margin must be a finite number >= 1, got {margin!r}")
+        self.input_range = float(np.max(np.abs(arr))) * float(margin)
+        return self.input_range
 
     def __repr__(self) -> str:
         return (
@@ -128,12 +154,17 @@ class EncryptedProgram:
         return KeySet.generate(self.params, backend=backend, rotations=self.rotations,
                                conjugation=self.conjugation, **kwargs)
 
-    def encode_input(self, x: np.ndarray) -> np.ndarray:
+    def encode_input(self, x: np.ndarray, *, on_range: str | None = None) -> np.ndarray:
         """Input of shape ``input_shape`` (or 1-D for one channel) -> the vector to encrypt.
 
         A program compiled with ``batch=b`` takes ``(b, channels, length)`` (or ``(b, length)``).
+        Values beyond the calibrated :attr:`input_range` are counted
+        (:attr:`last_input_out_of_range`) and, per ``on_range`` (default :attr:`on_range`),
+        warned about (:class:`~privkit.errors.InputRangeWarning`), refused
+        (:class:`~privkit.errors.InputRangeError`) or ignored.
         """
         x = np.asarray(x, dtype=np.float64)
+        self._check_input_range(x, self.on_range if on_range is None else on_range)
         c, length = self.input_shape
         want = (self.batch, c, length)
         if x.ndim == 1 and c == 1 and self.batch == 1:
@@ -147,8 +178,31 @@ class EncryptedProgram:
         vec = pack(x, self.input_layout, self.params.slots)
         return vec[: self.input_layout.span]
 
-    def encrypt_input(self, keys: KeySet, x: np.ndarray) -> Ciphertext:
-        return keys.encrypt(self.encode_input(x))
+    def _check_input_range(self, x: np.ndarray, on_range: str) -> None:
+        if on_range not in ("warn", "raise", "ignore"):
+            raise ParameterError(f"on_range must be 'warn', 'raise' or 'ignore', got {on_range!r}")
+        if not np.all(np.isfinite(x)):
+            raise InputRangeError("the input holds NaN or infinite values")
+        self.last_input_out_of_range = 0
+        if self.input_range is None:
+            return
+        n_out = int(np.count_nonzero(np.abs(x) > self.input_range))
+        self.last_input_out_of_range = n_out
+        if not n_out or on_range == "ignore":
+            return
+        msg = (f"{n_out} of {x.size} input values lie outside the calibrated range "
+               f"[-{self.input_range:.3g}, {self.input_range:.3g}] (largest |x| "
+               f"{float(np.max(np.abs(x))):.3g}); the encrypted result may be wrong for them "
+               "(polynomial activations diverge outside their range). Clip or rescale the "
+               "input, or recalibrate with calibrate_input")
+        if on_range == "raise":
+            raise InputRangeError(msg)
+        import warnings
+
+        warnings.warn(msg, InputRangeWarning, stacklevel=3)
+
+    def encrypt_input(self, keys: KeySet, x: np.ndarray, *, on_range: str | None = None) -> Ciphertext:
+        return keys.encrypt(self.encode_input(x, on_range=on_range))
 
     def decrypt_output(self, keys: KeySet, out: Ciphertext) -> np.ndarray:
         """Decrypted logits, shape ``(out_features,)`` (``(batch, out_features)`` when batched)."""
@@ -157,6 +211,15 @@ class EncryptedProgram:
 
     # -- server side -------------------------------------------------------------------------------
     def _backend_for(self, ct: Ciphertext, bundle: PublicBundle | None, backend: Backend | None) -> Backend:
+        if isinstance(bundle, KeySet):
+            raise ParameterError(
+                "program.run got a KeySet, which holds the SECRET key; a server gets only the "
+                "public bundle: pass keys.public_bundle()"
+            )
+        if bundle is not None and not isinstance(bundle, PublicBundle):
+            raise ParameterError(f"expected a PublicBundle, got {type(bundle).__name__}")
+        if not isinstance(ct, Ciphertext):
+            raise ParameterError(f"expected a Ciphertext input, got {type(ct).__name__}")
         be = backend if backend is not None else (bundle.backend if bundle is not None else ct.backend)
         if be.params.fingerprint() != self.params.fingerprint():
             raise KeyMismatchError(
@@ -174,18 +237,34 @@ class EncryptedProgram:
         return be
 
     def run(self, ct: Ciphertext, bundle: PublicBundle | None = None, backend: Backend | None = None,
-            *, _trace: Callable[[int, Ciphertext], None] | None = None) -> Ciphertext:
-        """Evaluate the program on an encrypted input with public keys only."""
+            *, allow_insecure: bool = False,
+            _trace: Callable[[int, Ciphertext], None] | None = None) -> Ciphertext:
+        """Evaluate the program on an encrypted input with public keys only.
+
+        Refuses (:class:`~privkit.errors.SecurityDowngradeError`) a simulator bundle/backend or
+        parameters below 128-bit security unless ``allow_insecure=True``; :meth:`report` then
+        says so. The input must hold exactly the program's input length
+        (:class:`~privkit.errors.ShapeError` otherwise).
+        """
+        from .keys import require_secure_backend
+
         be = self._backend_for(ct, bundle, backend)
+        insecure = require_secure_backend(be, allow_insecure, "EncryptedProgram.run")
         be._check(ct)  # same key set
         if ct.backend is not be:
             ct = ct.replace(backend=be)
-        if ct.length > self.input_layout.span:
+        if ct.length != self.input_layout.span:
             raise ShapeError(
-                f"the encrypted input has {ct.length} values but the program expects at most "
+                f"the encrypted input has {ct.length} values but the program expects "
                 f"{self.input_layout.span} (input shape {self.input_shape}); encode it with "
                 "program.encode_input"
             )
+        if ct.bound is None and self.input_range is not None:
+            # a received ciphertext carries no bound; the calibrated range is public
+            b = np.zeros(be.slots)
+            b[: ct.length] = self.input_range
+            ct = ct.replace(bound=b)
+        stats_before = dict(be.range_stats)
         be.require_levels(ct, self.depth, "the compiled program")
         reports = []
         for i, step in enumerate(self.steps):
@@ -206,7 +285,20 @@ class EncryptedProgram:
             if _trace is not None:
                 _trace(i, ct)
         self._last = reports
+        self._run_notes = {
+            "insecure": insecure,
+            "inputs_out_of_range": self.last_input_out_of_range,
+            **{k: v - stats_before.get(k, 0) for k, v in be.range_stats.items()},
+        }
         return ct
+
+    def run_notes(self) -> dict[str, Any]:
+        """Security and range facts of the last run: ``insecure`` (why the keys were accepted
+        only with ``allow_insecure=True``, else None), ``inputs_out_of_range`` (from the last
+        :meth:`encode_input`), ``overflow_risk`` (results whose tracked bound exceeded their
+        level's capacity), ``approx_inputs_may_exceed`` (slots whose *upper bound* passed an
+        approximation's calibrated range), ``bound_lost`` (places tracking stopped)."""
+        return dict(self._run_notes)
 
     # -- reports -----------------------------------------------------------------------------------
     def trace(self, keys: KeySet, x: np.ndarray) -> list[LayerReport]:
@@ -239,7 +331,8 @@ class EncryptedProgram:
             errors.append((float(e.max()), float(e.mean())))
 
         with torch.no_grad():
-            self.run(self.encrypt_input(keys, x), keys.public_bundle(), backend=keys.backend, _trace=cb)
+            self.run(self.encrypt_input(keys, x), keys.public_bundle(), backend=keys.backend,
+                     allow_insecure=True, _trace=cb)
         for rep, err in zip(self._last, errors):
             if err is not None:
                 rep.max_abs_error, rep.mean_abs_error = err
@@ -258,6 +351,14 @@ class EncryptedProgram:
             rows.append(f"{r.name[:21]:<22}{r.kind:<12}{r.adds:>7}{r.pt_mults:>7}{r.ct_mults:>7}"
                         f"{r.rotations:>6}{r.depth:>6}{r.level_after:>6}{r.seconds:>9.3f}{me:>10}{mae:>10}")
         tot = sum(r.seconds for r in self._last)
+        notes = self._run_notes
+        if notes.get("insecure"):
+            rows.insert(0, f"WARNING: NOT SECURE (accepted with allow_insecure=True): {notes['insecure']}")
+        if self.input_range is not None or notes.get("overflow_risk"):
+            rows.insert(1 if notes.get("insecure") else 0,
+                        f"range: {notes.get('inputs_out_of_range', 0)} input value(s) outside the "
+                        f"calibrated range, {notes.get('overflow_risk', 0)} result(s) that may "
+                        "overflow the scale")
         rows.append(f"{'TOTAL':<22}{'':<12}{sum(r.adds for r in self._last):>7}"
                     f"{sum(r.pt_mults for r in self._last):>7}{sum(r.ct_mults for r in self._last):>7}"
                     f"{sum(r.rotations for r in self._last):>6}{self.depth:>6}{'':>6}{tot:>9.3f}")

@@ -23,37 +23,88 @@ from .params import CKKSParams
 
 __all__ = ["SealBackend", "SealContext", "seal_save", "seal_load"]
 
-_TMPDIR = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+# Serialisation goes through an anonymous in-memory file (Linux ``memfd_create``): sealapi only
+# saves to / loads from a *path*, and a memfd has no name in any directory (not /tmp, not
+# /dev/shm), lives in RAM, is reachable only through this process's descriptor table
+# (/proc/self/fd/N) and disappears when closed. Its pages are overwritten with zeros before it is
+# closed, so a secret key leaves no copy behind. Where memfd is unavailable (not Linux), a
+# private temporary file is used and overwritten with zeros before it is unlinked.
+_HAS_MEMFD = hasattr(os, "memfd_create") and os.path.isdir("/proc/self/fd")
+
+
+def _wipe_fd(fd: int) -> None:
+    size = os.fstat(fd).st_size
+    zeros = bytes(min(size, 1 << 20))
+    pos = 0
+    while pos < size:
+        pos += os.pwrite(fd, zeros[: size - pos], pos)
+    with contextlib.suppress(OSError):
+        os.fsync(fd)
+    os.ftruncate(fd, 0)
 
 
 @contextlib.contextmanager
-def _tmpfile() -> Iterator[str]:
-    fd, path = tempfile.mkstemp(prefix="privkit-", dir=_TMPDIR)
-    os.close(fd)
-    try:
-        yield path
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
+def _memfile() -> Iterator[tuple[int, str]]:
+    """A file descriptor and a path SEAL can open, backed by memory where possible."""
+    if _HAS_MEMFD:
+        fd = os.memfd_create("privkit-seal", os.MFD_CLOEXEC)
+        path = f"/proc/self/fd/{fd}"
+        try:
+            yield fd, path
+        finally:
+            try:
+                _wipe_fd(fd)
+            finally:
+                os.close(fd)
+        return
+    fd, path = tempfile.mkstemp(prefix="privkit-")  # pragma: no cover - non-Linux fallback
+    try:  # pragma: no cover
+        yield fd, path
+    finally:  # pragma: no cover
+        try:
+            _wipe_fd(fd)
+        finally:
+            os.close(fd)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+
+
+def _read_all(fd: int) -> bytes:
+    size = os.fstat(fd).st_size
+    chunks, pos = [], 0
+    while pos < size:
+        b = os.pread(fd, size - pos, pos)
+        if not b:
+            break
+        chunks.append(b)
+        pos += len(b)
+    return b"".join(chunks)
 
 
 def seal_save(obj: Any) -> bytes:
-    """Serialise a SEAL object (ciphertext, key, ...) to bytes (sealapi only saves to files)."""
-    with _tmpfile() as path:
+    """Serialise a SEAL object (ciphertext, key, ...) to bytes, through memory only.
+
+    sealapi saves to a path; the path given is an anonymous in-memory file (see above), wiped
+    afterwards, so a secret key never reaches a filesystem.
+    """
+    with _memfile() as (fd, path):
         obj.save(path)
-        with open(path, "rb") as fh:
-            return fh.read()
+        return _read_all(fd)
 
 
 def seal_load(cls: type, context: Any, blob: bytes) -> Any:
     """Inverse of :func:`seal_save`; SEAL validates the data against ``context``."""
     obj = cls()
-    with _tmpfile() as path:
-        with open(path, "wb") as fh:
-            fh.write(blob)
+    if not isinstance(blob, (bytes, bytearray, memoryview)) or len(blob) < 16:
+        raise EnvelopeError(f"serialised {cls.__name__} is missing or too short")
+    with _memfile() as (fd, path):
+        view = memoryview(blob)
+        pos = 0
+        while pos < len(view):
+            pos += os.pwrite(fd, view[pos:], pos)
         try:
             obj.load(context, path)
-        except (ValueError, RuntimeError, TypeError) as e:
+        except (ValueError, RuntimeError, TypeError, MemoryError) as e:
             raise EnvelopeError(f"SEAL refused the serialised {cls.__name__}: {e}") from e
     return obj
 

@@ -77,7 +77,7 @@ import numpy as np
 from numpy.polynomial import chebyshev as _C
 from numpy.polynomial import polynomial as _P
 
-from ...errors import ParameterError, ShapeError
+from ...errors import InputRangeWarning, ParameterError, ShapeError
 from ..backend import Backend, Ciphertext
 
 __all__ = [
@@ -622,6 +622,12 @@ def poly_eval(
         multiplier = m if m.ndim == 1 else m.item()
     backend.require_levels(ct, prep.depth, "poly_eval")
     target = ct.level - prep.depth
+    in_bound = ct.bound
+    if in_bound is not None:
+        # interval arithmetic through the evaluation tree would lose all cancellation (bounds of
+        # 1e140 for a degree-27 composite); the output bound is instead the polynomial's largest
+        # |value| on [-B, B], B the input bound, times |multiplier|
+        ct = ct.replace(bound=None)
     with backend.counter.section(section or "poly_eval"):
         x = ct
         if prep.shift != 0.0:
@@ -638,7 +644,68 @@ def poly_eval(
             out = ev.eval(prep.e, budget, 1.0 if multiplier is None else multiplier)
         if out.level > target:
             out = backend.mod_switch_to(out, target)
+    if in_bound is not None:
+        out = out.replace(bound=_poly_output_bound(backend, coeffs, basis, interval, in_bound,
+                                                   multiplier, out.level))
     return out
+
+
+def _poly_output_bound(backend: Backend, coeffs: Any, basis: str, interval: Any,
+                       in_bound: np.ndarray, multiplier: Any, level: int) -> np.ndarray | None:
+    """Per-slot bound on |p(x)| * |m| for x in the polynomial's interval with |x| <= max(in_bound)
+    (a 1025-point grid, +1%), or ``None`` (bound lost) when the input bound passes the interval.
+
+    A polynomial approximation is only meaningful on its interval, and magnitude bounds cannot
+    show which side of it a value is on: the bound assumes the design interval. Past it, the
+    polynomial explodes and any bound would be meaningless, so tracking stops (counted in
+    ``backend.range_stats["bound_lost"]``).
+    """
+    a, b = _interval(interval)
+    reach = float(in_bound.max())
+    if reach > max(abs(a), abs(b)) * (1 + 1e-6) + 1e-12:
+        backend.range_stats["bound_lost"] += 1
+        return None
+    grid = np.linspace(max(a, -reach), min(b, reach), 1025)
+    with np.errstate(all="ignore"):
+        vals = np.abs(np.asarray(poly_eval_ref(grid, coeffs, basis, interval, on_range="ignore")))
+    top = float(vals.max()) if np.all(np.isfinite(vals)) else float("inf")
+    bound = np.full(backend.slots, top * 1.01 + 1e-9)
+    if multiplier is not None:
+        m = np.abs(np.asarray(multiplier, dtype=np.complex128))
+        if m.ndim == 1:
+            mm = np.zeros(backend.slots)
+            mm[: m.size] = m
+            m = mm
+        bound = bound * m
+    backend._check_bound(bound, level)
+    return bound
+
+
+def _input_range_check(backend: Backend, ct: Ciphertext, limit: float, what: str) -> None:
+    """Count (and warn about) slots whose tracked input bound exceeds an approximation's range.
+
+    Encrypted values cannot be looked at; the bound tracked through the operations (see
+    :class:`~privkit.fhe.backend.Ciphertext`) can. It is an upper bound (after a convolution,
+    easily 10-50x the real magnitude), so a slot counted here *may* be outside
+    ``[-limit, limit]``; one not counted is certainly inside. Hence counted only
+    (``backend.range_stats["approx_inputs_may_exceed"]``); ``backend.warn_approx_range = True``
+    also warns.
+    """
+    b = getattr(ct, "bound", None)
+    if b is None:
+        return
+    n_out = int(np.count_nonzero(b[: max(ct.length, 1)] > limit * (1 + 1e-6) + 1e-12))
+    if not n_out:
+        return
+    backend.range_stats["approx_inputs_may_exceed"] += n_out
+    if getattr(backend, "warn_approx_range", False):
+        warnings.warn(
+            f"{what}: {n_out} of {ct.length} encrypted inputs may lie outside the calibrated range "
+            f"[-{limit:.3g}, {limit:.3g}] (tracked bound up to {float(b.max()):.3g}); the "
+            "approximation is wrong there. Recalibrate on representative data or clip the inputs",
+            InputRangeWarning,
+            stacklevel=3,
+        )
 
 
 # -- Cheon et al.'s composite sign ------------------------------------------------------------------
@@ -826,6 +893,7 @@ def sign_composite(
     values in about ``[-1, 1]`` for ``|x| < gap * bound``. Depth :func:`sign_composite_depth`."""
     polys = sign_plan(alpha, gap, family, n)
     backend.require_levels(ct, _chain_depth(polys, bound), "sign_composite")
+    _input_range_check(backend, ct, bound, "sign_composite")
     with backend.counter.section(section or "sign_composite"):
         return _eval_chain(backend, ct, polys, bound)
 
@@ -861,6 +929,7 @@ def relu_composite(
     if not (scale > 0 and math.isfinite(scale)):
         raise ParameterError(f"scale must be positive and finite, got {scale}")
     polys = relu_plan(precision_bits, family, n)
+    _input_range_check(backend, ct, scale, "relu_composite")
     depth = _chain_depth(polys, scale) + 1
     backend.require_levels(ct, depth, "relu_composite")
     with backend.counter.section(section or "relu_composite"):
@@ -927,6 +996,7 @@ def relu_poly(
     """The polynomial ``relu_poly_coeffs(degree, bound)`` applied slot-wise (minimax fit of ReLU
     on ``[-bound, bound]``); evaluated in its Chebyshev form. Depth :func:`relu_poly_depth`."""
     relu_poly_coeffs(degree, bound)  # validates
+    _input_range_check(backend, ct, bound, "relu_poly")
     return poly_eval(backend, ct, _relu_cheb(degree, bound), "chebyshev", (-bound, bound),
                      section=section or "relu_poly")
 
@@ -1037,6 +1107,13 @@ def sqrt(
     depth = sqrt_depth(iterations, bound)
     backend.require_levels(ct, depth, "sqrt")
     target = ct.level - depth
+    out_bound = None  # the iteration's intermediates are not tracked; its output is <= sqrt(x)
+    if ct.bound is not None:
+        if float(ct.bound.max()) <= bound * (1 + 1e-6):
+            out_bound = np.sqrt(ct.bound) * 1.01 + 1e-9
+        else:
+            backend.range_stats["bound_lost"] += 1
+        ct = ct.replace(bound=None)
     with backend.counter.section(section or "sqrt"):
         kappa = 1.0 / bound
         W = ct
@@ -1045,7 +1122,7 @@ def sqrt(
         out = _wilkes(_CtOps(backend), W, iterations, kappa, math.sqrt(bound))
         if out.level > target:
             out = backend.mod_switch_to(out, target)
-    return out
+    return out.replace(bound=out_bound)
 
 
 # -- |x| by one polynomial --------------------------------------------------------------------------
@@ -1119,6 +1196,7 @@ def abs_poly(
     a polynomial in ``x**2``). Depth :func:`abs_poly_depth`."""
     depth = abs_poly_depth(degree, bound)
     backend.require_levels(ct, depth, "abs_poly")
+    _input_range_check(backend, ct, bound, "abs_poly")
     with backend.counter.section(section or "abs_poly"):
         return _abs_core(backend, ct, degree, bound, None)
 
@@ -1162,6 +1240,29 @@ def approx_max_ref(a: Any, b: Any, method: str = "sqrt", iterations: int | None 
 
 
 def _max_core(
+    backend: Backend, a: Ciphertext, b: Ciphertext, method: str, it: int | None, deg: int | None,
+    bound: float, multiplier: Any,
+) -> Ciphertext:
+    """multiplier * max(a, b), with the magnitude bound of the result (see ``_untracked``)."""
+    out_bound = None
+    if a.bound is not None and b.bound is not None:
+        reach = np.maximum(a.bound, b.bound)
+        if float(reach.max()) <= bound * (1 + 1e-6):
+            m = 1.0 if multiplier is None else np.abs(np.asarray(multiplier, dtype=np.complex128))
+            if np.ndim(m) == 1:
+                mm = np.zeros(backend.slots)
+                mm[: np.size(m)] = m
+                m = mm
+            # max(a, b) = (a + b)/2 + |a - b|/2 with |.| approximated (error up to ~bound)
+            out_bound = (reach + bound) * 1.05 * m + 1e-9
+        else:
+            backend.range_stats["bound_lost"] += 1
+    out = _max_core_untracked(backend, a.replace(bound=None), b.replace(bound=None), method, it,
+                              deg, bound, multiplier)
+    return out.replace(bound=out_bound)
+
+
+def _max_core_untracked(
     backend: Backend, a: Ciphertext, b: Ciphertext, method: str, it: int | None, deg: int | None,
     bound: float, multiplier: Any,
 ) -> Ciphertext:
