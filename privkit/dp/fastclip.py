@@ -53,6 +53,7 @@ from opacus.utils.module_utils import trainable_parameters
 from torch import nn
 
 from .grad_samplers import (
+    register_grad_samplers,
     StepLinear,
     offset_slices,
     per_sample_weight_grad,
@@ -229,6 +230,7 @@ class FastClipModule(GradSampleModule):
         self._recorded: set[int] = set()
         self._pending: dict[nn.Module, list] = {}
         self._finalise_queued = False
+        register_grad_samplers()  # privkit's conv samplers (explicit here, never on import)
         super().__init__(m, **kwargs)
 
     def _fast(self, module: nn.Module) -> bool:
@@ -472,9 +474,12 @@ class FastClipOptimizer(DPOptimizer):
         self._is_last_step_skipped = False
         return True
 
+    def _noise_std(self) -> float:
+        return self.noise_multiplier * self.max_grad_norm
+
     @torch.no_grad()
     def add_noise(self) -> None:
-        std = self.noise_multiplier * self.max_grad_norm
+        std = self._noise_std()
         if not self._uniform:
             for p in self.params:
                 noise = _generate_noise(std=std, reference=p.summed_grad, generator=self.generator,
@@ -506,3 +511,43 @@ class FastClipOptimizer(DPOptimizer):
         if not self._is_last_step_skipped:
             self._summed = None
         super().zero_grad(set_to_none)
+
+
+class DistributedFastClipOptimizer(FastClipOptimizer):
+    """:class:`FastClipOptimizer` across ``torch.distributed`` ranks (Opacus' distributed rule).
+
+    Each rank clips its own Poisson sample; only rank 0 adds the Gaussian noise (so the summed
+    gradient carries one draw of ``N(0, (sigma * C)^2)``, not one per rank); the clipped-and-noised
+    sums are then all-reduced (one call on the flat buffer) and, for a mean loss, divided by the
+    expected *global* batch (per-rank expected batch times the world size).
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.rank = torch.distributed.get_rank()
+        self.world_size = torch.distributed.get_world_size()
+
+    def _noise_std(self) -> float:
+        return super()._noise_std() if self.rank == 0 else 0.0
+
+    @torch.no_grad()
+    def reduce_gradients(self) -> None:
+        op = torch.distributed.ReduceOp.SUM
+        if self._flat_grad is not None:
+            torch.distributed.all_reduce(self._flat_grad, op=op)
+            if self.loss_reduction == "mean":
+                self._flat_grad.div_(self.world_size)
+            return
+        for p in self.params:
+            torch.distributed.all_reduce(p.grad, op=op)
+            if self.loss_reduction == "mean":
+                p.grad /= self.world_size
+
+    def step(self, closure=None):
+        if closure is not None:
+            with torch.enable_grad():
+                closure()
+        if self.pre_step():
+            self.reduce_gradients()
+            return self.original_optimizer.step()
+        return None
