@@ -105,6 +105,19 @@ class _np_quiet:
 #: them is refused rather than handed to an accountant that would run for hours).
 MAX_STEPS = 10**9
 MAX_HISTORY = 10_000
+#: Noise multipliers are 0 (no privacy) or in [MIN_SIGMA, _MAX_SIGMA]; sample rates in
+#: [MIN_SAMPLE_RATE, 1]. Outside, the accountants' floating point breaks down (overflow, 0/0).
+MIN_SIGMA = 1e-6
+MIN_SAMPLE_RATE = 1e-12
+#: At most this many distinct (noise, sample rate) pairs in a history: each costs the accountants
+#: up to ~0.3 s (RDP's fractional orders), so a longer (restored) history would stall epsilon.
+MAX_PAIRS = 16
+#: Below this noise multiplier PRV's domain explodes (and its answer is astronomically large
+#: anyway): RDP directly, said aloud.
+_PRV_MIN_SIGMA = 0.05
+#: PRV composes one discretised distribution per pair (seconds each); above this many pairs the
+#: RDP bound is used, said aloud.
+_PRV_MAX_PAIRS = 4
 
 
 def validate_delta(delta: object, what: str = "delta") -> float:
@@ -159,12 +172,15 @@ def validate_history(history: object) -> list[tuple[float, float, int]]:
             n = int(n)
         if isinstance(n, bool) or not isinstance(n, int):
             raise AccountantStateError(f"history[{i}] steps must be an integer, got {n!r:.60}")
-        if not (math.isfinite(s) and s >= 0):
+        if not (math.isfinite(s) and (s == 0 or MIN_SIGMA <= s <= _MAX_SIGMA)):
             raise AccountantStateError(
-                f"history[{i}] noise multiplier must be finite and >= 0, got {s}"
+                f"history[{i}] noise multiplier must be 0 or in [{MIN_SIGMA:g}, {_MAX_SIGMA:g}], "
+                f"got {s}"
             )
-        if not (math.isfinite(q) and 0 < q <= 1):
-            raise AccountantStateError(f"history[{i}] sample rate must lie in (0, 1], got {q}")
+        if not (math.isfinite(q) and MIN_SAMPLE_RATE <= q <= 1):
+            raise AccountantStateError(
+                f"history[{i}] sample rate must lie in [{MIN_SAMPLE_RATE:g}, 1], got {q}"
+            )
         if not 1 <= n <= MAX_STEPS:
             raise AccountantStateError(
                 f"history[{i}] steps must lie in [1, {MAX_STEPS}], got {n}"
@@ -190,7 +206,12 @@ def epsilon_from_history(
     if isinstance(history, (list, tuple)):
         history = [h for h in history
                    if not (isinstance(h, (list, tuple)) and len(h) == 3 and h[2] == 0)]
-    history = validate_history(history)
+    history = _merged(validate_history(history))
+    if len(history) > MAX_PAIRS:
+        raise AccountantStateError(
+            f"accountant history has {len(history)} distinct (noise, sample rate) pairs "
+            f"(> {MAX_PAIRS}); privkit refuses it rather than spend minutes composing them"
+        )
     if not history:
         return EpsilonResult(0.0, accountant, accountant)
     for s, _q, _ in history:
@@ -199,17 +220,43 @@ def epsilon_from_history(
                 math.inf, accountant, accountant, ("noise multiplier 0: no privacy at all",)
             )
     if accountant == "rdp":
-        return EpsilonResult(max(0.0, _rdp_epsilon(history, delta)), "rdp", "rdp")
+        return EpsilonResult(_safe_rdp(history, delta), "rdp", "rdp")
     try:
+        if len(history) > _PRV_MAX_PAIRS:
+            raise OverflowError(f"{len(history)} distinct (noise, sample rate) pairs")
+        if min(sig for sig, _, _ in history) < _PRV_MIN_SIGMA:
+            raise OverflowError(f"noise multiplier below {_PRV_MIN_SIGMA}")
         return EpsilonResult(max(0.0, _prv_epsilon(history, delta)), "prv", "prv")
-    except (MemoryError, OverflowError, ValueError, FloatingPointError, RuntimeError) as e:
-        eps = max(0.0, _rdp_epsilon(history, delta))
+    except (MemoryError, OverflowError, ValueError, FloatingPointError, RuntimeError,
+            ZeroDivisionError) as e:
+        eps = _safe_rdp(history, delta)
         msg = (
             f"the PRV accountant could not compute epsilon for this schedule ({type(e).__name__}: "
             f"{str(e)[:120]}); epsilon={eps:.4g} is the RDP accountant's bound instead"
         )
         log.info(msg)
         return EpsilonResult(eps, "rdp", "prv", (msg,))
+
+
+def _merged(history: list[tuple[float, float, int]]) -> list[tuple[float, float, int]]:
+    """Entries with the same (noise, sample rate) merged (composition does not depend on order)."""
+    counts: dict[tuple[float, float], int] = {}
+    for s, q, n in history:
+        counts[(s, q)] = counts.get((s, q), 0) + n
+    return [(s, q, n) for (s, q), n in counts.items()]
+
+
+def _safe_rdp(history: list[tuple[float, float, int]], delta: float) -> float:
+    try:
+        eps = _rdp_epsilon(history, delta)
+    except (OverflowError, ZeroDivisionError, FloatingPointError, ValueError) as e:
+        raise PrivacyBudgetError(
+            f"the accountant cannot compute epsilon for this history ({type(e).__name__}: "
+            f"{str(e)[:80]})"
+        ) from e
+    if math.isnan(eps):
+        raise PrivacyBudgetError("the accountant returned NaN for this history")
+    return max(0.0, eps)
 
 
 def compute_epsilon(
@@ -228,8 +275,9 @@ def steps_within_budget(
     """How many more steps at ``(noise_multiplier, sample_rate)`` after ``history`` keep epsilon
     at or below ``budget`` (a bisection over the step count: about log2(limit) accountant calls).
 
-    >>> steps_within_budget([], noise_multiplier=1.0, sample_rate=0.01, budget=1.8, delta=1e-5)
-    ... # doctest: +SKIP
+    >>> steps_within_budget([], noise_multiplier=2.0, sample_rate=0.1, budget=2.0, delta=1e-5,
+    ...                     accountant="rdp")
+    59
     """
     def eps(k: int) -> float:
         extra = [(noise_multiplier, sample_rate, k)] if k else []
