@@ -524,10 +524,7 @@ class _VAEModel(PrivateModel):
             if self.dp_state is not None:
                 # privacy composes: keep counting from the earlier DP training on this model (the
                 # history of (noise, sample rate, steps) means the same to either accountant)
-                prev = self.dp_state["history"]
-                training.engine.accountant.history = [
-                    (float(a), float(b), int(c)) for a, b, c in prev
-                ]
+                training.continue_from(self.dp_state["history"])
             if self.trained_without_dp:
                 training.warnings.append(
                     "this model was trained earlier WITHOUT differential privacy: no DP guarantee "

@@ -180,6 +180,7 @@ class DPTraining:
     _allowed: int | None = dataclasses.field(default=None, repr=False)
     _safe: int = dataclasses.field(default=0, repr=False)
     _warned_budget: bool = dataclasses.field(default=False, repr=False)
+    _prior: list = dataclasses.field(default_factory=list, repr=False)
 
     # -- Opacus-style unpacking
     def __iter__(self):
@@ -218,8 +219,22 @@ class DPTraining:
         """Epsilon after the whole planned schedule (``epochs`` epochs); ``None`` without epochs."""
         if self.planned_steps is None:
             return None
-        return self._eps([(self.noise_multiplier, self.sample_rate, self.planned_steps)],
-                         self.delta).epsilon
+        return self._eps(self._prior + [(self.noise_multiplier, self.sample_rate,
+                                         self.planned_steps)], self.delta).epsilon
+
+    def continue_from(self, history: list) -> None:
+        """Start this run on top of earlier DP training of the same model (privacy composes):
+        the validated ``(noise, sample rate, steps)`` history becomes the accountant's, and the
+        budget (planned epsilon) covers the earlier steps plus this run's plan."""
+        prior = validate_history(history)
+        if self.steps:
+            raise AccountantStateError("continue_from() must be called before the first step")
+        self.engine.accountant.history = list(prior)
+        self._prior = list(prior)
+        self._cache.clear()
+        self._allowed, self._warned_budget = None, False
+        done = sum(n for _, _, n in prior)
+        self._safe = done + (self.planned_steps or 0) if self.target_epsilon is None else 0
 
     @property
     def budget(self) -> float | None:
