@@ -28,7 +28,7 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from privkit.dp.audit import audit_classifier  # noqa: E402
+from privkit.dp.audit import audit_classifier
 
 
 def main() -> int:
@@ -50,11 +50,11 @@ def main() -> int:
     def drop_noise(training):
         training.optimizer._noise_std = lambda: 0.0
 
-    runs = [("non-private", dict(epochs=args.np_epochs, lr=3e-3)),
-            ("dp eps=1", dict(target_epsilon=1.0, epochs=args.dp_epochs)),
-            ("dp eps=8", dict(target_epsilon=8.0, epochs=args.dp_epochs)),
-            ("no-noise bug (claims eps=1)", dict(target_epsilon=1.0, epochs=args.dp_epochs,
-                                                 tamper=drop_noise))]
+    runs = [("non-private", {"epochs": args.np_epochs, "lr": 3e-3}),
+            ("dp eps=1", {"target_epsilon": 1.0, "epochs": args.dp_epochs}),
+            ("dp eps=8", {"target_epsilon": 8.0, "epochs": args.dp_epochs}),
+            ("no-noise bug (claims eps=1)", {"target_epsilon": 1.0, "epochs": args.dp_epochs,
+                                                 "tamper": drop_noise})]
     rows = []
     print(f"{'model':30s} {'seed':>4s} {'MIA AUC':>8s} {'eps LB':>7s} {'acct eps':>9s} "
           f"{'guesses':>9s} {'verdict':>10s} {'s':>6s}")

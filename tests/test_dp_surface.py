@@ -150,7 +150,8 @@ def test_import_leaves_opacus_samplers_untouched():
         assert GradSampleModule.GRAD_SAMPLERS[nn.Conv3d] is conv_grad_sample
         print("ok")
     """)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         check=False)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
 
 

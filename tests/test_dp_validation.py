@@ -15,7 +15,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from privkit.dp import DPConfig, PrivacyWarning, compute_epsilon, epsilon_from_history, make_private
+from privkit.dp import (
+    DPConfig,
+    PrivacyWarning,
+    compute_epsilon,
+    epsilon_from_history,
+    make_private,
+)
 from privkit.errors import AccountantStateError, CheckpointError, PrivkitError
 
 pytestmark = pytest.mark.filterwarnings("ignore:Full backward hook is firing:UserWarning")

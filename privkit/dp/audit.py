@@ -25,7 +25,7 @@ The membership-inference AUC (members vs non-members among the canaries) is repo
 >>> inside = np.array([True] * 50 + [False] * 50)
 >>> lb, info = epsilon_lower_bound(np.where(inside, 1.0, 0.0), inside)  # a perfect attack
 >>> round(lb, 2), info["correct"], info["guesses"]
-(2.86, 100, 100)
+(3.18, 100, 100)
 >>> epsilon_lower_bound(np.zeros(100), inside)[0]  # an attack that knows nothing
 0.0
 """
@@ -104,7 +104,7 @@ def epsilon_lower_bound(
     best, best_info = 0.0, {"correct": 0, "guesses": 0, "k": 0}
     per_beta = beta / len(fractions)
     for f in fractions:
-        k = max(1, int(round(f * m / 2)))
+        k = max(1, round(f * m / 2))
         top, bottom = order_desc[:k], order_asc[:k]
         correct = int(b[top].sum() + (~b[bottom]).sum())
         lb = _bound_for(2 * k, correct, per_beta)

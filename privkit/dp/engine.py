@@ -37,7 +37,6 @@ from ..errors import (
     AccountantStateError,
     CheckpointError,
     ParameterError,
-    PrivacyBudgetError,
     PrivacyBudgetExhaustedError,
 )
 from .accounting import (
@@ -463,7 +462,11 @@ def _to_fast_clipping(mod, opt):
     one all-reduce of the flat gradient)."""
     from opacus.optimizers import DistributedDPOptimizer
 
-    from .fastclip import DistributedFastClipOptimizer, FastClipModule, FastClipOptimizer
+    from .fastclip import (
+        DistributedFastClipOptimizer,
+        FastClipModule,
+        FastClipOptimizer,
+    )
 
     inner = mod._module
     allow = mod.grad_accumulation_allowed

@@ -53,10 +53,10 @@ from opacus.utils.module_utils import trainable_parameters
 from torch import nn
 
 from .grad_samplers import (
-    register_grad_samplers,
     StepLinear,
     offset_slices,
     per_sample_weight_grad,
+    register_grad_samplers,
     weight_grad_operands,
 )
 
