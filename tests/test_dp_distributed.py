@@ -113,3 +113,26 @@ def test_distributed_without_process_group_is_a_typed_error():
     with pytest.raises(ParameterError, match="torchrun"):
         make_private(model, torch.optim.SGD(model.parameters(), lr=0.1), loader,
                      noise_multiplier=1.0, max_grad_norm=1.0, delta=1e-3, distributed=True)
+
+
+@pytest.mark.slow
+def test_svae_train_nproc_2_launches_torchrun(tmp_path):
+    """`privkit svae train --nproc 2` runs distributed DP-SGD under torchrun (gloo, CPU)."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "m.pt"
+    cmd = [sys.executable, "-m", "privkit.cli", "svae", "train", "--dataset", "digits",
+           "--image-size", "8", "--widths", "4,8", "--latent", "4", "--steps", "2", "--k", "4",
+           "--epochs", "1", "--batch-size", "64", "--limit", "256", "--dp",
+           "--noise-multiplier", "1.0", "--nproc", "2", "--out", str(out), "--no-progress",
+           "--json"]
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=root)
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=root, env=env,
+                         check=False)
+    assert res.returncode == 0, res.stderr[-3000:]
+    report = json.loads(res.stdout)
+    assert report["privacy"]["details"]["world_size"] == 2
+    assert report["steps"] == 4 and report["privacy"]["sample_rate"] == 0.25
+    assert out.exists()

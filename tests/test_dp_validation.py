@@ -208,6 +208,13 @@ def _apply(state, edits):
 
 
 _BASE = {}
+_COUNTS: dict[str, dict[str, int]] = {}
+
+
+def _count(test: str, outcome: str) -> None:
+    c = _COUNTS.setdefault(test, {"inputs": 0, "typed_errors": 0, "accepted": 0})
+    c["inputs"] += 1
+    c[outcome] += 1
 
 
 def _base():
@@ -234,10 +241,113 @@ def test_fuzz_mutated_accountant_state_gives_typed_error_or_correct_epsilon(edit
             fresh.load_accountant_state(bad)
             eps = fresh.epsilon()
     except PrivkitError:
-        pass
+        _count("accountant_state", "typed_errors")
     else:
+        _count("accountant_state", "accepted")
         # accepted: the state is self-consistent and the epsilon is the one of its history
         assert sum(n for _, _, n in fresh.history) == bad["steps"]
         assert eps == epsilon_from_history(bad["history"], 1e-5, "rdp").epsilon
         assert eps >= 0 and not math.isnan(eps)
     assert time.perf_counter() - t < 5.0
+
+
+_TENSORS = st.one_of(
+    st.builds(lambda shape: torch.zeros(shape), st.lists(st.integers(0, 4), max_size=3)),
+    st.just(torch.tensor([float("nan")])), st.just(torch.zeros(1, 3, dtype=torch.int64)),
+)
+
+
+@st.composite
+def _ckpt_mutations(draw):
+    """Edits of a whole checkpoint: model tensors, optimizer state, top-level keys."""
+    edits = []
+    for _ in range(draw(st.integers(1, 3))):
+        kind = draw(st.sampled_from(["model", "model_key", "opt_step", "opt_junk", "top"]))
+        if kind == "model":
+            edits.append((kind, draw(st.sampled_from(["weight", "bias"])), draw(_TENSORS)))
+        elif kind == "model_key":
+            edits.append((kind, draw(st.text(max_size=6)), draw(st.one_of(_TENSORS, _JUNK))))
+        elif kind == "opt_step":
+            edits.append((kind, None, draw(st.one_of(
+                st.integers(-5, 10**6), st.floats(allow_nan=True, allow_infinity=True),
+                st.builds(torch.tensor, st.floats(-10, 1e6)), _JUNK))))
+        elif kind == "opt_junk":
+            edits.append((kind, draw(st.sampled_from(["state", "param_groups"])), draw(_JUNK)))
+        else:
+            edits.append((kind, draw(st.sampled_from(["model", "optimizer", "accountant"])),
+                          draw(_JUNK)))
+    return edits
+
+
+def _apply_ckpt(ckpt, edits):
+    for kind, key, value in edits:
+        if kind in ("model", "model_key") and isinstance(ckpt.get("model"), dict):
+            ckpt["model"][key] = value
+        elif kind == "opt_step" and isinstance(ckpt.get("optimizer"), dict):
+            st_ = ckpt["optimizer"].get("state")
+            if isinstance(st_, dict):
+                for v in st_.values():
+                    if isinstance(v, dict):
+                        v["step"] = value
+        elif kind == "opt_junk" and isinstance(ckpt.get("optimizer"), dict):
+            ckpt["optimizer"][key] = value
+        elif kind == "top":
+            ckpt[key] = value
+    return ckpt
+
+
+@settings(deadline=None)
+@given(_ckpt_mutations())
+def test_fuzz_mutated_checkpoint_restores_fully_or_raises_typed_error(edits):
+    if "ckpt" not in _BASE:
+        _BASE["ckpt"] = _trained(steps=5).checkpoint()
+        model, opt, loader = _setup(seed=3)
+        _BASE["target"] = (model, make_private(model, opt, loader, noise_multiplier=1.0,
+                                               delta=1e-5, max_grad_norm=1.0, accountant="rdp"))
+    model, tr = _BASE["target"]
+    tr.engine.accountant.history = []
+    tr._cache.clear()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    bad = _apply_ckpt(copy.deepcopy(_BASE["ckpt"]), edits)
+    t = time.perf_counter()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            tr.restore(bad)
+    except PrivkitError:
+        _count("checkpoint", "typed_errors")
+        # refused: nothing changed
+        assert tr.steps == 0
+        for k, v in model.state_dict().items():
+            assert torch.equal(v, before[k]), k
+    else:
+        _count("checkpoint", "accepted")
+        assert tr.steps == 5 and tr.epsilon() > 0
+        for k, v in model.state_dict().items():
+            assert torch.equal(v, bad["model"][k].to(v.dtype))
+    assert time.perf_counter() - t < 5.0
+
+
+# ``-m slow``: 2,000 inputs per fuzzer; the counts are printed (run with -s to see them)
+@pytest.mark.slow
+@settings(deadline=None, max_examples=2000)
+@given(_mutations())
+def test_fuzz_accountant_state_2000(edits):
+    test_fuzz_mutated_accountant_state_gives_typed_error_or_correct_epsilon.hypothesis.inner_test(
+        edits)
+
+
+@pytest.mark.slow
+@settings(deadline=None, max_examples=2000)
+@given(_ckpt_mutations())
+def test_fuzz_checkpoint_2000(edits):
+    test_fuzz_mutated_checkpoint_restores_fully_or_raises_typed_error.hypothesis.inner_test(edits)
+
+
+@pytest.mark.slow
+def test_fuzz_counts_report():
+    """Prints the fuzz counts of the slow runs above (crashes and hangs would have failed them)."""
+    for name, c in sorted(_COUNTS.items()):
+        print(f"DP fuzz {name}: {c['inputs']} inputs, {c['typed_errors']} typed errors, "
+              f"{c['accepted']} accepted with a correct result, 0 crashes, 0 hangs (> 5 s)")
+    assert _COUNTS, "run with the slow fuzz tests"

@@ -422,6 +422,14 @@ class DPTraining:
             )
         if not isinstance(ckpt["model"], dict):
             raise CheckpointError("checkpoint 'model' must be a state dict")
+        for k, v in ckpt["model"].items():
+            if isinstance(v, torch.Tensor) and v.is_floating_point() and not bool(
+                torch.isfinite(v).all()
+            ):
+                raise CheckpointError(
+                    f"checkpoint model tensor {str(k)[:60]!r} holds NaN or infinite values: "
+                    "the training that wrote it diverged; refusing to resume from it"
+                )
         module = self.unwrapped_module()
         opt = getattr(self.optimizer, "original_optimizer", self.optimizer)
         old_model = {k: v.detach().clone() for k, v in module.state_dict().items()}
