@@ -502,7 +502,7 @@ class _VAEModel(PrivateModel):
         g = torch.Generator().manual_seed(seed)
         ds = torch.utils.data.TensorDataset(x)
         if dp is not None:
-            epochs = int(dp.epochs)
+            epochs = int(dp.epochs) if dp.epochs is not None else epochs
             batch_size = int(dp.batch_size)
         epochs = int(epochs or 1)
         batch_size = int(batch_size or 64)
