@@ -65,6 +65,20 @@ def test_unpacks_and_get_epsilon_without_epochs_or_delta():
     assert training.report().steps == 5
 
 
+def test_lr_scheduler_wraps_the_guarded_step():
+    model, opt, loader = _setup()
+    m, o, dl = training = make_private(model, opt, loader, noise_multiplier=1.0,
+                                       max_grad_norm=1.0, accountant="rdp", epochs=1)
+    sched = torch.optim.lr_scheduler.StepLR(o, step_size=1, gamma=0.5)
+    for xb, yb in dl:
+        o.zero_grad()
+        nn.functional.cross_entropy(m(xb), yb).backward()
+        o.step()
+        sched.step()
+    assert training.steps == len(loader)
+    assert o.param_groups[0]["lr"] == pytest.approx(0.1 * 0.5 ** len(loader))
+
+
 def test_target_epsilon_still_needs_epochs():
     model, opt, loader = _setup()
     with pytest.raises(ParameterError, match="needs epochs"):

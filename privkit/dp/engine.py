@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import types
 import warnings
 from typing import Any
 
@@ -294,14 +295,15 @@ class DPTraining:
         opt = self.optimizer
         step = opt.step
 
-        def guarded_step(*args: Any, **kwargs: Any) -> Any:
+        def guarded_step(_opt: Any, *args: Any, **kwargs: Any) -> Any:
             self._before_step()
             out = step(*args, **kwargs)
             self._after_step()
             return out
 
         guarded_step.__doc__ = step.__doc__
-        opt.step = guarded_step
+        # a bound method (with __func__), as torch's LR schedulers expect of optimizer.step
+        opt.step = types.MethodType(guarded_step, opt)
 
     def report(self) -> PrivacyReport:
         """The privacy report of the steps taken so far (of the plan, before any step)."""
