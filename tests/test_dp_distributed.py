@@ -76,7 +76,7 @@ def _worker(rank: int, world: int, port: int, out_dir: str, mode: str) -> None:
         torch.distributed.destroy_process_group()
 
 
-@pytest.mark.parametrize("mode", ["fast"])
+@pytest.mark.parametrize("mode", ["fast", pytest.param("hooks", marks=pytest.mark.slow)])
 def test_two_processes_same_epsilon_and_noise_variance_as_one(tmp_path, mode):
     import torch.multiprocessing as mp
 
