@@ -219,3 +219,26 @@ def test_opacus_tutorial_script_runs_unchanged_except_the_import():
     assert ours["epsilon"] == pytest.approx(theirs["epsilon"], rel=1e-6)
     assert 0 < ours["epsilon"] < 10
     assert ours["accuracy"] > 0.6  # it trains (a linearly separable toy task)
+
+
+@pytest.mark.parametrize("mode", ["fast", "hooks"])
+def test_empty_poisson_batch_steps_with_noise_only(mode):
+    """An empty Poisson batch is a step like any other: zero clipped sum plus the noise, counted
+    by the accountant (a distributed rank with an empty local batch must not crash)."""
+    torch.manual_seed(0)
+    model = nn.Linear(100, 50)
+    ds = torch.utils.data.TensorDataset(torch.randn(64, 100))
+    m, o, dl = training = make_private(
+        model, torch.optim.SGD(model.parameters(), lr=0.1), torch.utils.data.DataLoader(ds, 16),
+        noise_multiplier=1.0, max_grad_norm=1.0, accountant="rdp", grad_sample_mode=mode)
+    o.zero_grad()
+    m(torch.zeros(0, 100)).sum().backward()
+    o.step()
+    assert training.steps == 1
+    g = torch.cat([p.grad.reshape(-1) for p in model.parameters()])
+    assert g.std().item() == pytest.approx(1.0 / 16, rel=0.05)  # sigma * C / expected batch
+    xb, = next(iter(dl))  # and the next, non-empty step works
+    o.zero_grad()
+    m(xb).sum().backward()
+    o.step()
+    assert training.steps == 2

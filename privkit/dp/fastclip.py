@@ -229,6 +229,7 @@ class FastClipModule(GradSampleModule):
         self._records: list[_Record] = []
         self._recorded: set[int] = set()
         self._pending: dict[nn.Module, list] = {}
+        self._empty_batch = False
         self._finalise_queued = False
         register_grad_samplers()  # privkit's conv samplers (explicit here, never on import)
         super().__init__(m, **kwargs)
@@ -297,6 +298,10 @@ class FastClipModule(GradSampleModule):
         """End of a backward pass: per-sample norms (and kept gradients) of each fast layer."""
         self._finalise_queued = False
         pending, self._pending = self._pending, {}
+        if pending and all(x.shape[0] == 0 for calls in pending.values() for x, _ in calls):
+            # an empty (Poisson) batch: every clipped sum is zero; the step still adds noise
+            self._empty_batch = True
+            return
         for module, calls in pending.items():
             if id(module) in self._recorded:
                 self.clear_records()
@@ -331,6 +336,7 @@ class FastClipModule(GradSampleModule):
             self._recorded.add(id(module))
 
     def clear_records(self) -> None:
+        self._empty_batch = False
         self._records.clear()
         self._recorded.clear()
         self._pending.clear()
@@ -422,6 +428,9 @@ class FastClipOptimizer(DPOptimizer):
     def clip_and_accumulate(self) -> None:
         if self.fast_module._pending:  # a backward pass whose end-of-pass callback did not run
             self.fast_module._finalise()
+        if self.fast_module._empty_batch:
+            self._accumulate_zero()
+            return
         recs = self.fast_module._records
         fast_params = {id(p) for r in recs for _, p in _trainable(r.module)}
         mats = [p for p in self._materialised() if id(p) not in fast_params]
@@ -459,6 +468,20 @@ class FastClipOptimizer(DPOptimizer):
         self.fast_module.clear_records()
         for p in mats:
             p.grad_sample = None
+
+    def _accumulate_zero(self) -> None:
+        """An empty batch: zero clipped sums (the noise of the step is still added)."""
+        self.fast_module.clear_records()
+        for p in self.params:
+            p.grad_sample = None
+        if self._uniform:
+            zero = torch.zeros(sum(p.numel() for p in self.params), dtype=self.params[0].dtype,
+                               device=self.params[0].device)
+            self._summed = zero if self._summed is None else self._summed
+        else:
+            for p in self.params:
+                if p.summed_grad is None:
+                    p.summed_grad = torch.zeros_like(p)
 
     def pre_step(self, closure=None):
         if not self.params:
