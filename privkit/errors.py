@@ -27,6 +27,9 @@ __all__ = [
     "KeyFileError",
     "EnvelopeError",
     "BackendError",
+    "AccountantStateError",
+    "CheckpointError",
+    "PrivacyBudgetExhaustedError",
 ]
 
 
@@ -98,6 +101,22 @@ class EnvelopeError(PrivkitError, ValueError):
 
 class BackendError(PrivkitError, RuntimeError):
     """The encryption library refused an operation; the message says which and why."""
+
+
+class AccountantStateError(ParameterError):
+    """A privacy-accountant history or DP setting is invalid: NaN / infinite noise, a sample rate
+    outside (0, 1], a negative or non-integer step count, a delta outside (0, 1), a non-finite
+    clipping norm, or a restored state that would lower the privacy spent."""
+
+
+class CheckpointError(DataFormatError):
+    """A DP training checkpoint is malformed, or belongs to another run (other data-set size,
+    sample rate or accountant)."""
+
+
+class PrivacyBudgetExhaustedError(PrivacyBudgetError):
+    """``stop_at_budget=True`` refused an optimizer step that would spend more than the budget;
+    the model holds the parameters of the last step within it."""
 
 
 # -- added by the hardening work (issue 17); kept at the end of the file -------------------------

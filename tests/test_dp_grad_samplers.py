@@ -14,9 +14,11 @@ from hypothesis import strategies as st
 from opacus import GradSampleModule
 from torch import nn
 
-import privkit.dp  # noqa: F401  (registers the samplers)
+import privkit.dp
 from privkit.dp import grad_samplers
 from privkit.dp.grad_samplers import StepLinear
+
+privkit.dp.register_grad_samplers()  # explicit: importing privkit.dp changes nothing in Opacus
 
 _CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
 _CONVT = {1: nn.ConvTranspose1d, 2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}

@@ -109,7 +109,9 @@ def test_spiking_layer_per_sample_gradients_equal_micro_batch_oracle(mode):
 def test_time_sliced_conv_grad_samplers_equal_oracle(layer):
     from opacus import GradSampleModule
 
-    import privkit.dp  # noqa: F401  (registers the samplers)
+    import privkit.dp
+
+    privkit.dp.register_grad_samplers()  # explicit: importing privkit.dp changes nothing
     from privkit.dp import grad_samplers, snn
 
     assert GradSampleModule.GRAD_SAMPLERS[nn.Conv3d] is grad_samplers.conv_grad_sample

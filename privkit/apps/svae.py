@@ -487,13 +487,18 @@ class _VAEModel(PrivateModel):
         weight_decay: float = 1e-2,
         seed: int = 0,
         callback: Callable[[dict[str, float]], None] | None = None,
+        distributed: bool = False,
     ) -> _VAEModel:
         """Train on ``data`` (ImageData / array / tensor of images in [-1, 1]) with AdamW.
 
         With ``dp=DPConfig(...)`` training is DP-SGD (Opacus) and ``epochs`` / ``batch_size`` come
         from the config; the epsilon of the whole training (earlier DP fits included) is in
         :meth:`privacy_report`. ``callback`` receives a dict per step (epoch, step, loss, epsilon).
+        ``distributed=True`` (DP only, torch.distributed initialised): distributed DP-SGD, see
+        :func:`privkit.dp.make_private`; ``batch_size`` is the global batch.
         """
+        if distributed and dp is None:
+            raise ParameterError("distributed training is DP-SGD only: pass dp=DPConfig(...)")
         x = _as_tensor(data)
         c = self.config
         if tuple(x.shape[1:]) != (c.in_channels, c.image_size, c.image_size):
@@ -506,7 +511,7 @@ class _VAEModel(PrivateModel):
         g = torch.Generator().manual_seed(seed)
         ds = torch.utils.data.TensorDataset(x)
         if dp is not None:
-            epochs = int(dp.epochs)
+            epochs = int(dp.epochs) if dp.epochs is not None else epochs
             batch_size = int(dp.batch_size)
         epochs = int(epochs or 1)
         batch_size = int(batch_size or 64)
@@ -523,15 +528,12 @@ class _VAEModel(PrivateModel):
                 net, opt, loader, target_epsilon=dp.target_epsilon,
                 noise_multiplier=dp.noise_multiplier, delta=delta, max_grad_norm=dp.max_grad_norm,
                 epochs=epochs, accountant=dp.accountant, poisson_sampling=dp.poisson_sampling,
-                grad_sample_mode=dp.grad_sample_mode,
+                grad_sample_mode=dp.grad_sample_mode, distributed=distributed,
             )
             if self.dp_state is not None:
                 # privacy composes: keep counting from the earlier DP training on this model (the
                 # history of (noise, sample rate, steps) means the same to either accountant)
-                prev = self.dp_state["history"]
-                training.engine.accountant.history = [
-                    (float(a), float(b), int(c)) for a, b, c in prev
-                ]
+                training.continue_from(self.dp_state["history"])
             if self.trained_without_dp:
                 training.warnings.append(
                     "this model was trained earlier WITHOUT differential privacy: no DP guarantee "
@@ -552,7 +554,7 @@ class _VAEModel(PrivateModel):
                 for epoch in range(epochs):
                     n_batches = len(loader)
                     for i, (xb,) in enumerate(loader):
-                        if len(xb) == 0:
+                        if len(xb) == 0 and not distributed:
                             continue  # Poisson sampling drew an empty batch: nothing is released
                         opt.zero_grad(set_to_none=True)
                         loss = model(xb).mean()

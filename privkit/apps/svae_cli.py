@@ -67,6 +67,9 @@ def register(subparsers: Any) -> None:
     t.add_argument("--out", required=True, help="where to save the model")
     t.add_argument("--png-dir", default=None, help="write reconstructions/samples PNG grids here")
     t.add_argument("--no-progress", action="store_true")
+    t.add_argument("--nproc", type=int, default=1,
+                   help="DP training on N local processes (torchrun, gloo on CPU); needs --dp; "
+                        "--batch-size is the global batch")
     t.set_defaults(func=_train)
 
     e = sub.add_parser("evaluate", help="reconstruction MSE, AID, local IS/FD, MIA, attacks")
@@ -152,11 +155,41 @@ def _print(results: dict[str, Any], as_json: bool) -> None:
         print(rep["summary"])
 
 
+def _launch_torchrun(nproc: int) -> int:
+    """Re-run this very command under ``torchrun`` on ``nproc`` local processes."""
+    import os
+    import subprocess
+
+    argv, skip = [], False
+    for a in sys.argv[1:]:  # the workers learn the world size from torchrun's WORLD_SIZE
+        if skip or a == "--nproc" or a.startswith("--nproc="):
+            skip = a == "--nproc"
+            continue
+        argv.append(a)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+           f"--nproc_per_node={nproc}", "-m", "privkit.cli", *argv]
+    env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
+    return subprocess.run(cmd, env=env, check=False).returncode
+
+
 def _train(args: argparse.Namespace) -> int:
+    import os
+
     from ..data.images import load_dataset
     from ..dp.engine import DPConfig, PrivacyWarning
     from .svae import AnnVAE, SpikingVAE, VAEConfig
 
+    if args.nproc < 1:
+        raise ParameterError(f"--nproc must be >= 1, got {args.nproc}")
+    if args.nproc > 1 and not args.dp:
+        raise ParameterError("--nproc N trains with distributed DP-SGD: add --dp")
+    if args.nproc > 1 and "LOCAL_RANK" not in os.environ:
+        return _launch_torchrun(args.nproc)
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if distributed:
+        from ..dp.distributed import init_from_env
+
+        init_from_env()
     if args.dp and args.target_epsilon is None and args.noise_multiplier is None:
         raise ParameterError("--dp needs --target-epsilon E or --noise-multiplier S")
     if not args.dp and (args.target_epsilon is not None or args.noise_multiplier is not None):
@@ -176,9 +209,12 @@ def _train(args: argparse.Namespace) -> int:
                       batch_size=args.batch_size, accountant=args.accountant)
     from tqdm import tqdm
 
+    from ..dp.distributed import is_main_process
+
+    main_rank = is_main_process()
     n_batches = max(1, math.ceil(len(data) / args.batch_size))
     bar = tqdm(total=args.epochs * n_batches, desc="svae train", file=sys.stderr,
-               disable=args.no_progress, unit="step")
+               disable=args.no_progress or not main_rank, unit="step")
 
     def cb(rec: dict) -> None:
         post = {"epoch": rec["epoch"] + 1, "loss": f"{rec['loss']:.4f}"}
@@ -191,8 +227,10 @@ def _train(args: argparse.Namespace) -> int:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", PrivacyWarning)
         model.fit(data, dp=dp, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                  seed=args.seed, callback=cb)
+                  seed=args.seed, callback=cb, distributed=distributed)
     bar.close()
+    if not main_rank:
+        return 0  # rank 0 saves and reports
     shown = set()
     for w in caught:
         if issubclass(w.category, PrivacyWarning) and str(w.message) not in shown:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import types
 import warnings
 from typing import Any
 
@@ -33,7 +34,22 @@ import torch
 from torch import nn
 
 from ..api import PrivacyReport
-from ..errors import ParameterError, PrivacyBudgetError, UnsupportedLayerError
+from ..errors import (
+    AccountantStateError,
+    CheckpointError,
+    ParameterError,
+    PrivacyBudgetExhaustedError,
+)
+from .accounting import (
+    EpsilonResult,
+    calibrate_noise,
+    compute_epsilon,
+    epsilon_from_history,
+    steps_within_budget,
+    validate_delta,
+    validate_history,
+)
+from .validator import DPCompatibilityError, check_module, validate_module
 
 __all__ = [
     "MEANINGFUL_EPSILON",
@@ -54,285 +70,11 @@ log = logging.getLogger(__name__)
 
 #: Above this epsilon a DP guarantee says nothing useful; reports flag it loudly.
 MEANINGFUL_EPSILON = 100.0
-#: PRV discretisation points above which we do not even try (memory / time) and use RDP.
-_PRV_MAX_POINTS = 20_000_000
-_MAX_SIGMA = 1e6
 
 
 class PrivacyWarning(UserWarning):
-    """The privacy guarantee is weaker than it looks (tiny noise, no Poisson sampling...)."""
-
-
-class DPCompatibilityError(UnsupportedLayerError):
-    """A module cannot be trained with DP-SGD as it is; ``problems`` lists (name, reason, fix)."""
-
-    def __init__(self, problems: list[tuple[str, str, str]]) -> None:
-        self.problems = list(problems)
-        lines = [f"  - {name or '<root>'}: {why}; fix: {fix}" for name, why, fix in self.problems]
-        super().__init__(
-            f"the model cannot be trained with DP-SGD ({len(self.problems)} problem(s)):\n"
-            + "\n".join(lines)
-        )
-
-
-# --------------------------------------------------------------------------- accounting
-
-
-@dataclasses.dataclass(frozen=True)
-class EpsilonResult:
-    """An epsilon and how it was obtained."""
-
-    epsilon: float
-    accountant: str  # the accountant that produced the number ("prv" or "rdp")
-    requested: str  # the accountant asked for
-    warnings: tuple[str, ...] = ()
-
-    @property
-    def fell_back(self) -> bool:
-        return self.accountant != self.requested
-
-
-def _rdp_epsilon(history: list[tuple[float, float, int]], delta: float) -> float:
-    from opacus.accountants.analysis import rdp as rdp_analysis
-
-    alphas = [1 + x / 10.0 for x in range(1, 100)] + list(range(12, 64)) + [80, 128, 256, 512]
-    rdp = sum(
-        rdp_analysis.compute_rdp(q=q, noise_multiplier=sigma, steps=steps, orders=alphas)
-        for sigma, q, steps in history
-    )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # "optimal order is the smallest alpha" for tiny noise
-        eps, _ = rdp_analysis.get_privacy_spent(orders=alphas, rdp=rdp, delta=delta)
-    return float(eps)
-
-
-def _prv_epsilon(history: list[tuple[float, float, int]], delta: float) -> float:
-    from opacus.accountants import PRVAccountant
-    from opacus.accountants.analysis.prv import PoissonSubsampledGaussianPRV
-
-    acc = PRVAccountant()
-    acc.history = [(float(s), float(q), int(n)) for s, q, n in history]
-    eps_error, delta_error = 0.01, delta / 1000
-    prvs = [PoissonSubsampledGaussianPRV(q, s) for s, q, _ in acc.history]
-    with warnings.catch_warnings(), _np_quiet():
-        warnings.simplefilter("ignore")
-        domain = acc._get_domain(
-            prvs=prvs,
-            num_self_compositions=[n for _, _, n in acc.history],
-            eps_error=eps_error,
-            delta_error=delta_error,
-        )
-        if not math.isfinite(domain.t_max) or domain.size > _PRV_MAX_POINTS:
-            raise OverflowError(f"PRV domain of {domain.size} points is too large")
-        eps = acc.get_epsilon(delta=delta, eps_error=eps_error, delta_error=delta_error)
-    if not math.isfinite(eps):
-        raise OverflowError("PRV returned a non-finite epsilon")
-    return float(eps)
-
-
-class _np_quiet:
-    def __enter__(self):
-        import numpy as np
-
-        self._old = np.seterr(all="ignore")
-
-    def __exit__(self, *exc):
-        import numpy as np
-
-        np.seterr(**self._old)
-
-
-def epsilon_from_history(
-    history: list[tuple[float, float, int]], delta: float, accountant: str = "prv"
-) -> EpsilonResult:
-    """Epsilon of a composition of Poisson-subsampled Gaussian steps ``(sigma, q, steps)``.
-
-    With ``accountant="prv"``, falls back to RDP (and says so in ``warnings``) when PRV cannot
-    compute the number: huge epsilons, where its discretisation domain would need more memory than
-    any machine has.
-    """
-    if accountant not in ("prv", "rdp"):
-        raise ParameterError(f"accountant must be 'prv' or 'rdp', got {accountant!r}")
-    if not 0 < delta < 1:
-        raise ParameterError(f"delta must lie in (0, 1), got {delta}")
-    history = [(float(s), float(q), int(n)) for s, q, n in history if int(n) > 0]
-    if not history:
-        return EpsilonResult(0.0, accountant, accountant)
-    for s, q, _ in history:
-        if s <= 0:
-            return EpsilonResult(
-                math.inf, accountant, accountant, ("noise multiplier 0: no privacy at all",)
-            )
-    if accountant == "rdp":
-        return EpsilonResult(_rdp_epsilon(history, delta), "rdp", "rdp")
-    try:
-        return EpsilonResult(_prv_epsilon(history, delta), "prv", "prv")
-    except (MemoryError, OverflowError, ValueError, FloatingPointError, RuntimeError) as e:
-        eps = _rdp_epsilon(history, delta)
-        msg = (
-            f"the PRV accountant could not compute epsilon for this schedule ({type(e).__name__}: "
-            f"{str(e)[:120]}); epsilon={eps:.4g} is the RDP accountant's bound instead"
-        )
-        log.info(msg)
-        return EpsilonResult(eps, "rdp", "prv", (msg,))
-
-
-def compute_epsilon(
-    *, noise_multiplier: float, sample_rate: float, steps: int, delta: float, accountant: str = "prv"
-) -> EpsilonResult:
-    """Epsilon of ``steps`` DP-SGD steps at ``sample_rate`` with ``noise_multiplier``."""
-    if not 0 < sample_rate <= 1:
-        raise ParameterError(f"sample_rate must lie in (0, 1], got {sample_rate}")
-    return epsilon_from_history([(noise_multiplier, sample_rate, steps)], delta, accountant)
-
-
-def calibrate_noise(
-    *,
-    target_epsilon: float,
-    delta: float,
-    sample_rate: float,
-    steps: int,
-    accountant: str = "prv",
-    rel_tol: float = 0.005,
-) -> float:
-    """The noise multiplier whose epsilon is within ``rel_tol`` below ``target_epsilon``.
-
-    Raises :class:`PrivacyBudgetError` when no noise multiplier up to 1e6 reaches the target.
-    """
-    if not (target_epsilon > 0 and math.isfinite(target_epsilon)):
-        raise ParameterError(f"target_epsilon must be a positive number, got {target_epsilon}")
-
-    def eps(s: float) -> float:
-        return compute_epsilon(
-            noise_multiplier=s, sample_rate=sample_rate, steps=steps, delta=delta,
-            accountant=accountant,
-        ).epsilon
-
-    hi = 1.0
-    e_hi = eps(hi)
-    while e_hi > target_epsilon:
-        hi *= 2
-        if hi > _MAX_SIGMA:
-            raise PrivacyBudgetError(
-                f"target epsilon {target_epsilon} at delta={delta} cannot be reached with "
-                f"{steps} steps at sample rate {sample_rate:.4g}: even noise multiplier "
-                f"{_MAX_SIGMA:g} gives more; raise the target, train fewer steps or use a "
-                "smaller sample rate (batch)"
-            )
-        e_hi = eps(hi)
-    lo = hi / 2 if hi > 1.0 else 0.0
-    if lo == 0.0:
-        # search downwards geometrically for a sigma whose epsilon is above the target
-        lo = 0.5
-        while eps(lo) <= target_epsilon:
-            hi, e_hi = lo, eps(lo)
-            lo /= 2
-            if lo < 1e-6:
-                return hi
-    for _ in range(100):
-        if target_epsilon - e_hi <= rel_tol * target_epsilon:
-            break
-        mid = math.sqrt(lo * hi) if lo > 0 else hi / 2
-        e_mid = eps(mid)
-        if e_mid <= target_epsilon:
-            hi, e_hi = mid, e_mid
-        else:
-            lo = mid
-    return hi
-
-
-# --------------------------------------------------------------------------- validation
-
-
-def _qualname(m: nn.Module) -> str:
-    t = type(m)
-    return t.__name__ if t.__module__.startswith("torch.") else f"{t.__module__}.{t.__name__}"
-
-
-def validate_module(module: nn.Module, *, grad_sample_mode: str = "hooks") -> list[tuple[str, str, str]]:
-    """Problems that make ``module`` unfit for DP-SGD: a list of ``(qualified name, why, fix)``.
-
-    Beyond Opacus' own ``ModuleValidator``: every batch-statistics normalisation, whatever its
-    ``affine`` flag (``BatchNorm1d/2d/3d``, their lazy and sync variants and subclasses,
-    ``InstanceNorm`` / other ``_NormBase`` modules that track running statistics), and trainable
-    modules whose per-sample gradient Opacus cannot compute (trainable modules that also hold
-    buffers; in ``"ew"`` mode anything but Linear / Conv / Embedding / norms).
-    """
-    from torch.nn.modules.batchnorm import _BatchNorm, _NormBase
-    from torch.nn.modules.instancenorm import _InstanceNorm
-
-    problems: list[tuple[str, str, str]] = []
-    norm_fix = "use nn.GroupNorm (per-sample statistics), nn.LayerNorm, or no normalisation"
-    for name, m in module.named_modules():
-        kind = _qualname(m)
-        if isinstance(m, _BatchNorm):
-            problems.append((
-                name,
-                (f"{kind} (affine={m.affine}) normalises with batch statistics, which mixes the "
-                "samples of a batch (one sample's data changes every other sample's gradient) and "
-                "leaks them through its running mean/variance"),
-                norm_fix,
-            ))
-        elif isinstance(m, _InstanceNorm) and m.track_running_stats:
-            problems.append((
-                name,
-                (f"{kind} with track_running_stats=True accumulates running statistics of the "
-                "private data outside DP-SGD"),
-                "set track_running_stats=False, or " + norm_fix,
-            ))
-        elif isinstance(m, _NormBase) and not isinstance(m, _InstanceNorm) and getattr(
-            m, "track_running_stats", False
-        ):
-            problems.append((name, f"{kind} keeps running statistics of the private data", norm_fix))
-    # modules Opacus cannot compute per-sample gradients for
-    seen = {p[0] for p in problems}
-    for name, m in module.named_modules():
-        if name in seen:
-            continue
-        own = [p for p in m.parameters(recurse=False) if p.requires_grad]
-        if not own:
-            continue
-        if isinstance(m, (nn.RNNBase,)):
-            problems.append((
-                name, f"{_qualname(m)} has no per-sample gradient support in Opacus",
-                "use opacus.layers.DPLSTM / DPGRU / DPRNN",
-            ))
-            continue
-        if list(m.buffers(recurse=False)):
-            problems.append((
-                name,
-                (f"{_qualname(m)} has trainable parameters and buffers: Opacus cannot compute its "
-                "per-sample gradients (and the buffers would not be private)"),
-                "move the buffers out of the trainable module or freeze its parameters",
-            ))
-            continue
-        if grad_sample_mode == "ew":
-            ok = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Embedding, nn.GroupNorm,
-                  nn.LayerNorm, nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d)
-            if type(m) not in ok:
-                problems.append((
-                    name, f"{_qualname(m)} is not supported by expanded weights ('ew') mode",
-                    "use grad_sample_mode='hooks' or 'functorch'",
-                ))
-    # Opacus' own validator (catches what it knows about; messages kept verbatim)
-    try:
-        from opacus.validators import ModuleValidator
-
-        for err in ModuleValidator.validate(module, strict=False):
-            msg = str(err)
-            if "BatchNorm" in msg and any("BatchNorm" in p[1] for p in problems):
-                continue
-            problems.append(("", f"Opacus: {msg}", "see the Opacus message"))
-    except Exception as e:  # noqa: BLE001  # pragma: no cover - opacus internals changed
-        log.debug("opacus validator failed: %s", e)
-    return problems
-
-
-def check_module(module: nn.Module, *, grad_sample_mode: str = "hooks") -> None:
-    """Raise :class:`DPCompatibilityError` if :func:`validate_module` finds any problem."""
-    problems = validate_module(module, grad_sample_mode=grad_sample_mode)
-    if problems:
-        raise DPCompatibilityError(problems)
+    """The privacy guarantee is weaker than it looks (tiny noise, no Poisson sampling, a spent
+    epsilon past the target...)."""
 
 
 # --------------------------------------------------------------------------- config / training
@@ -350,7 +92,7 @@ class DPConfig:
     noise_multiplier: float | None = None
     delta: float | None = None
     max_grad_norm: float = 1.0
-    epochs: int = 1
+    epochs: int | None = 1
     batch_size: int = 64
     accountant: str = "prv"
     poisson_sampling: bool = True
@@ -362,15 +104,31 @@ class DPConfig:
                 "DPConfig needs exactly one of target_epsilon or noise_multiplier, got "
                 f"target_epsilon={self.target_epsilon}, noise_multiplier={self.noise_multiplier}"
             )
-        if self.noise_multiplier is not None and not self.noise_multiplier >= 0:
-            raise ParameterError(f"noise_multiplier must be >= 0, got {self.noise_multiplier}")
-        if self.target_epsilon is not None and not self.target_epsilon > 0:
+        if self.noise_multiplier is not None and not (
+            math.isfinite(self.noise_multiplier) and self.noise_multiplier >= 0
+        ):
+            raise AccountantStateError(
+                f"noise_multiplier must be finite and >= 0, got {self.noise_multiplier}"
+            )
+        if self.target_epsilon is not None and not (
+            math.isfinite(self.target_epsilon) and self.target_epsilon > 0
+        ):
             raise ParameterError(f"target_epsilon must be > 0, got {self.target_epsilon}")
-        if self.delta is not None and not 0 < self.delta < 1:
-            raise ParameterError(f"delta must lie in (0, 1), got {self.delta}")
-        if not self.max_grad_norm > 0:
-            raise ParameterError(f"max_grad_norm must be > 0, got {self.max_grad_norm}")
-        if int(self.epochs) < 1:
+        if self.delta is not None:
+            validate_delta(self.delta)
+        if not (math.isfinite(self.max_grad_norm) and self.max_grad_norm > 0):
+            raise AccountantStateError(
+                f"max_grad_norm (the clipping norm) must be finite and > 0, got "
+                f"{self.max_grad_norm}: without a finite clip no noise scale bounds one record's "
+                "influence"
+            )
+        if self.epochs is None:
+            if self.target_epsilon is not None:
+                raise ParameterError(
+                    "target_epsilon needs epochs (the noise is calibrated for that schedule); "
+                    "give epochs=..., or give noise_multiplier instead"
+                )
+        elif int(self.epochs) < 1:
             raise ParameterError(f"epochs must be >= 1, got {self.epochs}")
         if int(self.batch_size) < 1:
             raise ParameterError(f"batch_size must be >= 1, got {self.batch_size}")
@@ -390,8 +148,14 @@ class DPConfig:
 class DPTraining:
     """What :func:`make_private` returns: the wrapped model, optimizer and loader, and the engine.
 
-    Train with ``training.module``, ``training.optimizer`` and ``training.data_loader`` as usual;
-    ``epsilon()`` is the privacy spent so far, ``report()`` the full :class:`PrivacyReport`.
+    It unpacks like Opacus' ``make_private`` result (``model, optimizer, loader = make_private(...)``)
+    and keeps the rich view: ``get_epsilon()`` / ``epsilon()`` is the privacy spent so far,
+    ``report()`` the full :class:`PrivacyReport`, ``checkpoint()`` / ``restore()`` resume a run.
+
+    The budget is ``target_epsilon`` (or, given ``noise_multiplier`` and ``epochs``, the planned
+    epsilon). Steps past it raise a :class:`PrivacyWarning` once; with ``stop_at_budget=True`` the
+    step that would pass it raises :class:`~privkit.errors.PrivacyBudgetExhaustedError` instead,
+    before any noise is drawn or parameter changed.
     """
 
     module: nn.Module
@@ -402,14 +166,26 @@ class DPTraining:
     max_grad_norm: float
     delta: float
     sample_rate: float
-    epochs: int
-    planned_steps: int
+    epochs: int | None
+    planned_steps: int | None
     accountant: str = "prv"
     poisson_sampling: bool = True
     target_epsilon: float | None = None
     warnings: list[str] = dataclasses.field(default_factory=list)
     grad_sample_mode: str = "fast"
+    stop_at_budget: bool = False
+    dataset_size: int | None = None
+    world_size: int = 1
     _cache: dict = dataclasses.field(default_factory=dict, repr=False)
+    _allowed: int | None = dataclasses.field(default=None, repr=False)
+    _safe: int = dataclasses.field(default=0, repr=False)
+    _warned_budget: bool = dataclasses.field(default=False, repr=False)
+    _prior: list = dataclasses.field(default_factory=list, repr=False)
+
+    # -- Opacus-style unpacking
+    def __iter__(self):
+        """``model, optimizer, data_loader = training`` (Opacus' ``make_private`` order)."""
+        return iter((self.module, self.optimizer, self.data_loader))
 
     # -- accounting
     @property
@@ -429,17 +205,110 @@ class DPTraining:
 
     def epsilon(self, delta: float | None = None) -> float:
         """Epsilon spent so far (0 before the first step)."""
-        return self._eps(self.history, self.delta if delta is None else delta).epsilon
+        d = self.delta if delta is None else validate_delta(delta)
+        return self._eps(self.history, d).epsilon
 
-    def planned_epsilon(self) -> float:
-        """Epsilon after the whole planned schedule (``epochs`` epochs)."""
-        return self._eps([(self.noise_multiplier, self.sample_rate, self.planned_steps)],
-                         self.delta).epsilon
+    def get_epsilon(self, delta: float | None = None) -> float:
+        """Epsilon spent so far at ``delta`` (default: this run's delta); Opacus' name.
+
+        >>> # training.get_epsilon() == training.epsilon(); get_epsilon(1e-6) at another delta
+        """
+        return self.epsilon(delta)
+
+    def planned_epsilon(self) -> float | None:
+        """Epsilon after the whole planned schedule (``epochs`` epochs); ``None`` without epochs."""
+        if self.planned_steps is None:
+            return None
+        return self._eps(self._prior + [(self.noise_multiplier, self.sample_rate,
+                                         self.planned_steps)], self.delta).epsilon
+
+    def continue_from(self, history: list) -> None:
+        """Start this run on top of earlier DP training of the same model (privacy composes):
+        the validated ``(noise, sample rate, steps)`` history becomes the accountant's, and the
+        budget (planned epsilon) covers the earlier steps plus this run's plan."""
+        prior = validate_history(history)
+        if self.steps:
+            raise AccountantStateError("continue_from() must be called before the first step")
+        self.engine.accountant.history = list(prior)
+        self._prior = list(prior)
+        self._cache.clear()
+        self._allowed, self._warned_budget = None, False
+        done = sum(n for _, _, n in prior)
+        self._safe = done + (self.planned_steps or 0) if self.target_epsilon is None else 0
+
+    @property
+    def budget(self) -> float | None:
+        """The epsilon this run should not pass: ``target_epsilon``, else the planned epsilon."""
+        if self.target_epsilon is not None:
+            return float(self.target_epsilon)
+        return self.planned_epsilon()
+
+    def _allowed_steps(self) -> int | None:
+        """Total steps within the budget (computed once, only when a run nears its plan)."""
+        budget = self.budget
+        if budget is None:
+            return None
+        if self._allowed is None:
+            hist = self.history
+            extra = steps_within_budget(
+                hist, noise_multiplier=self.noise_multiplier, sample_rate=self.sample_rate,
+                budget=budget * (1 + 1e-9), delta=self.delta, accountant=self.accountant,
+            )
+            self._allowed = sum(n for _, _, n in hist) + extra
+        return self._allowed
+
+    @property
+    def steps_left(self) -> int | None:
+        """Optimizer steps left within the budget (``None`` when there is no budget)."""
+        allowed = self._allowed_steps()
+        return None if allowed is None else max(0, allowed - self.steps)
+
+    def _before_step(self) -> None:
+        if not self.stop_at_budget or self.budget is None:
+            return
+        if self.steps + 1 <= self._safe:
+            return
+        allowed = self._allowed_steps()
+        if allowed is not None and self.steps + 1 > allowed:
+            raise PrivacyBudgetExhaustedError(
+                f"stop_at_budget: step {self.steps + 1} would spend more than the budget "
+                f"epsilon={self.budget:.4g} (delta={self.delta:g}; {self.steps} steps taken, "
+                f"epsilon so far {self.epsilon():.4g}); stop training here, or raise the budget "
+                "knowingly with a new make_private call"
+            )
+
+    def _after_step(self) -> None:
+        if self._warned_budget or self.budget is None or self.steps <= self._safe:
+            return
+        allowed = self._allowed_steps()
+        if allowed is not None and self.steps > allowed:
+            self._warned_budget = True
+            msg = (
+                f"privacy budget passed: {self.steps} steps spend epsilon={self.epsilon():.4g} > "
+                f"budget {self.budget:.4g} at delta={self.delta:g} (the budget allowed {allowed} "
+                "steps); the report states the epsilon actually spent"
+            )
+            self.warnings.append(msg)
+            warnings.warn(msg, PrivacyWarning, stacklevel=3)
+
+    def _install_budget_guard(self) -> None:
+        opt = self.optimizer
+        step = opt.step
+
+        def guarded_step(_opt: Any, *args: Any, **kwargs: Any) -> Any:
+            self._before_step()
+            out = step(*args, **kwargs)
+            self._after_step()
+            return out
+
+        guarded_step.__doc__ = step.__doc__
+        # a bound method (with __func__), as torch's LR schedulers expect of optimizer.step
+        opt.step = types.MethodType(guarded_step, opt)
 
     def report(self) -> PrivacyReport:
         """The privacy report of the steps taken so far (of the plan, before any step)."""
         history = self.history
-        planned = not history
+        planned = not history and self.planned_steps is not None
         if planned:
             history = [(self.noise_multiplier, self.sample_rate, self.planned_steps)]
         res = self._eps(history, self.delta)
@@ -467,38 +336,59 @@ class DPTraining:
                 "target_epsilon": self.target_epsilon,
                 "grad_sample_mode": self.grad_sample_mode,
                 "is_plan": planned,
+                "world_size": self.world_size,
             },
         )
 
     # -- checkpoints
     def accountant_state(self) -> dict[str, Any]:
         """The accountant's state (history of (noise, sample rate, steps)) plus the DP settings."""
+        from .checkpoint import CHECKPOINT_FORMAT
+
+        history = self.history
         return {
-            "history": [list(h) for h in self.history],
+            "format": CHECKPOINT_FORMAT,
+            "history": [list(h) for h in history],
+            "steps": int(sum(n for _, _, n in history)),
             "mechanism": self.engine.accountant.mechanism(),
             "noise_multiplier": self.noise_multiplier,
             "max_grad_norm": self.max_grad_norm,
             "delta": self.delta,
             "sample_rate": self.sample_rate,
+            "dataset_size": self.dataset_size,
             "epochs": self.epochs,
             "planned_steps": self.planned_steps,
             "accountant": self.accountant,
         }
 
-    def load_accountant_state(self, state: dict[str, Any]) -> None:
-        """Restore what :meth:`accountant_state` returned (resuming a run keeps the budget)."""
-        if state.get("mechanism") != self.engine.accountant.mechanism():
-            raise ParameterError(
-                f"checkpoint accountant {state.get('mechanism')!r} differs from this run's "
-                f"{self.engine.accountant.mechanism()!r}"
+    def _validated_history(self, state: Any) -> list[tuple[float, float, int]]:
+        from .checkpoint import validate_accountant_state
+
+        history = validate_accountant_state(
+            state, mechanism=self.engine.accountant.mechanism(), sample_rate=self.sample_rate,
+            dataset_size=self.dataset_size, delta=self.delta,
+        )
+        restored = sum(n for _, _, n in history)
+        if restored < self.steps:
+            raise AccountantStateError(
+                f"restoring {restored} steps into a run that has taken {self.steps} would lower "
+                "the privacy spent; restore a checkpoint before training, not after"
             )
-        self.engine.accountant.history = [
-            (float(s), float(q), int(n)) for s, q, n in state["history"]
-        ]
+        return history
+
+    def load_accountant_state(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`accountant_state` returned (resuming a run keeps the budget).
+
+        Raises :class:`~privkit.errors.CheckpointError` / ``AccountantStateError`` for a malformed
+        state or one from another run (accountant, sample rate, data-set size, delta)."""
+        history = self._validated_history(state)
+        self.engine.accountant.history = list(history)
         self._cache.clear()
+        self._allowed, self._safe, self._warned_budget = None, 0, False
 
     def unwrapped_module(self) -> nn.Module:
-        return getattr(self.module, "_module", self.module)
+        m = getattr(self.module, "_module", self.module)
+        return getattr(m, "module", m) if self.world_size > 1 or _is_ddp(m) else m
 
     def checkpoint(self) -> dict[str, Any]:
         """Model, optimizer and accountant state in one dict (``torch.save``-able)."""
@@ -511,11 +401,60 @@ class DPTraining:
         }
 
     def restore(self, ckpt: dict[str, Any]) -> None:
-        """Load a :meth:`checkpoint` dict back into this training run."""
-        self.unwrapped_module().load_state_dict(ckpt["model"])
+        """Load a :meth:`checkpoint` dict back into this training run.
+
+        Everything is validated before anything changes: the accountant state (see
+        :meth:`load_accountant_state`), and an optimizer that counted more steps than the
+        accountant (an edited history) is refused. Model / optimizer states that do not fit this
+        run raise :class:`~privkit.errors.CheckpointError`."""
+        from .checkpoint import optimizer_steps
+
+        if not isinstance(ckpt, dict) or not {"model", "optimizer", "accountant"} <= set(ckpt):
+            raise CheckpointError(
+                "a DP checkpoint is a dict with 'model', 'optimizer' and 'accountant' (what "
+                "DPTraining.checkpoint() returns)"
+            )
+        history = self._validated_history(ckpt["accountant"])
+        opt_steps = optimizer_steps(ckpt["optimizer"])
+        counted = sum(n for _, _, n in history)
+        if opt_steps is not None and opt_steps > counted:
+            raise CheckpointError(
+                f"the optimizer state took {opt_steps} steps but the accountant history counts "
+                f"{counted}: the privacy history was edited or lost; refusing to resume"
+            )
+        if not isinstance(ckpt["model"], dict):
+            raise CheckpointError("checkpoint 'model' must be a state dict")
+        for k, v in ckpt["model"].items():
+            if isinstance(v, torch.Tensor) and v.is_floating_point() and not bool(
+                torch.isfinite(v).all()
+            ):
+                raise CheckpointError(
+                    f"checkpoint model tensor {str(k)[:60]!r} holds NaN or infinite values: "
+                    "the training that wrote it diverged; refusing to resume from it"
+                )
+        module = self.unwrapped_module()
         opt = getattr(self.optimizer, "original_optimizer", self.optimizer)
-        opt.load_state_dict(ckpt["optimizer"])
-        self.load_accountant_state(ckpt["accountant"])
+        old_model = {k: v.detach().clone() for k, v in module.state_dict().items()}
+        old_opt = opt.state_dict()
+        try:
+            module.load_state_dict(ckpt["model"])
+            opt.load_state_dict(ckpt["optimizer"])
+        except (RuntimeError, KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
+            module.load_state_dict(old_model)
+            opt.load_state_dict(old_opt)
+            raise CheckpointError(
+                f"checkpoint does not fit this model / optimizer: {type(e).__name__}: "
+                f"{str(e)[:200]}"
+            ) from e
+        self.engine.accountant.history = list(history)
+        self._cache.clear()
+        self._allowed, self._safe, self._warned_budget = None, 0, False
+
+
+def _is_ddp(m: nn.Module) -> bool:
+    from opacus.distributed import DifferentiallyPrivateDistributedDataParallel as DPDDP
+
+    return isinstance(m, (DPDDP, nn.parallel.DistributedDataParallel))
 
 
 def tiny_noise_message(noise_multiplier: float, epsilon: float) -> str:
@@ -528,8 +467,16 @@ def tiny_noise_message(noise_multiplier: float, epsilon: float) -> str:
 
 def _to_fast_clipping(mod, opt):
     """Swap Opacus' hooks-mode module and optimizer for privkit's fast-clipping pair, keeping the
-    optimizer's settings, noise generator and the accountant's step hook (see fastclip.py)."""
-    from .fastclip import FastClipModule, FastClipOptimizer
+    optimizer's settings, noise generator and the accountant's step hook (see fastclip.py).
+    A distributed Opacus optimizer becomes the distributed fast optimizer (noise on rank 0 only,
+    one all-reduce of the flat gradient)."""
+    from opacus.optimizers import DistributedDPOptimizer
+
+    from .fastclip import (
+        DistributedFastClipOptimizer,
+        FastClipModule,
+        FastClipOptimizer,
+    )
 
     inner = mod._module
     allow = mod.grad_accumulation_allowed
@@ -537,7 +484,9 @@ def _to_fast_clipping(mod, opt):
     fast = FastClipModule(inner, batch_first=mod.batch_first, loss_reduction=mod.loss_reduction)
     if not allow:
         fast.forbid_grad_accumulation()
-    new = FastClipOptimizer(
+    cls = DistributedFastClipOptimizer if isinstance(opt, DistributedDPOptimizer) \
+        else FastClipOptimizer
+    new = cls(
         opt.original_optimizer, noise_multiplier=opt.noise_multiplier,
         max_grad_norm=opt.max_grad_norm, expected_batch_size=opt.expected_batch_size,
         loss_reduction=opt.loss_reduction, generator=opt.generator, secure_mode=opt.secure_mode,
@@ -554,47 +503,80 @@ def make_private(
     *,
     target_epsilon: float | None = None,
     noise_multiplier: float | None = None,
-    delta: float,
+    delta: float | None = None,
     max_grad_norm: float,
-    epochs: int,
+    epochs: int | None = None,
     accountant: str = "prv",
     poisson_sampling: bool = True,
     grad_sample_mode: str = "fast",
+    stop_at_budget: bool = False,
+    distributed: bool = False,
+    batch_first: bool = True,
+    loss_reduction: str = "mean",
+    noise_generator: torch.Generator | None = None,
 ) -> DPTraining:
     """Make ``module`` / ``optimizer`` / ``data_loader`` DP-SGD ready; exactly one of
     ``target_epsilon`` (the noise is calibrated to land within 1% below it after ``epochs``) or
-    ``noise_multiplier``.
+    ``noise_multiplier`` (then ``epochs`` is optional: without it the epsilon reported is the one
+    spent so far, with no plan).
 
-    ``grad_sample_mode``: ``"fast"`` (default) computes per-sample gradient norms of linear and
-    conv layers without storing per-sample gradients and the clipped sum by book-keeping
-    (:mod:`privkit.dp.fastclip`; the same mechanism and update as Opacus, checked by tests);
-    ``"hooks"``, ``"functorch"`` and ``"ew"`` are Opacus' own modes. ``"fast"`` allows one
-    backward pass per optimizer step (no gradient accumulation over several batches).
+    ``delta=None`` means 1/N (N = the data loader's data-set size). ``grad_sample_mode``:
+    ``"fast"`` (default) computes per-sample gradient norms of linear and conv layers without
+    storing per-sample gradients and the clipped sum by book-keeping (:mod:`privkit.dp.fastclip`;
+    the same mechanism and update as Opacus, checked by tests); ``"hooks"``, ``"functorch"`` and
+    ``"ew"`` are Opacus' own modes. ``"fast"`` allows one backward pass per optimizer step.
+    privkit's conv grad samplers are registered with Opacus here
+    (:func:`privkit.dp.register_grad_samplers`), not on import.
 
-    Raises :class:`DPCompatibilityError` for modules that break DP-SGD,
-    :class:`PrivacyBudgetError` for an unreachable target, :class:`ParameterError` for bad settings.
+    ``stop_at_budget=True``: the optimizer step that would pass the budget (``target_epsilon``,
+    or the planned epsilon) raises :class:`~privkit.errors.PrivacyBudgetExhaustedError` before it
+    changes anything; otherwise passing it raises one :class:`PrivacyWarning`.
+
+    ``distributed=True`` (``torch.distributed`` initialised, e.g. by ``torchrun``): the model is
+    wrapped in Opacus' ``DPDDP``, each rank Poisson-samples its shard at the global sample rate
+    ``1 / len(data_loader)`` (``DistributedUniformWithReplacementSampler``), noise is added once
+    per step in total (on rank 0) and the noisy sum is all-reduced; every rank's accountant holds
+    the same global history. Pass the same loader (global batch size) on every rank.
+
+    The result unpacks as ``model, optimizer, data_loader``. Raises
+    :class:`DPCompatibilityError` for modules that break DP-SGD, :class:`PrivacyBudgetError` for
+    an unreachable target, :class:`ParameterError` / ``AccountantStateError`` for bad settings.
     """
     from opacus import PrivacyEngine
 
+    from .grad_samplers import register_grad_samplers
+
+    try:
+        n_data = len(data_loader.dataset)
+    except (TypeError, AttributeError):
+        n_data = None
+    if delta is None:
+        if not n_data:
+            raise ParameterError("delta is required when the data loader's data set has no length")
+        delta = 1.0 / n_data
     cfg = DPConfig(
         target_epsilon=target_epsilon, noise_multiplier=noise_multiplier, delta=delta,
         max_grad_norm=max_grad_norm, epochs=epochs, accountant=accountant,
         poisson_sampling=poisson_sampling, grad_sample_mode=grad_sample_mode,
     )
-    if delta is None:
-        raise ParameterError("delta is required (typically 1/N or smaller)")
+    if loss_reduction not in ("mean", "sum"):
+        raise ParameterError(f"loss_reduction must be 'mean' or 'sum', got {loss_reduction!r}")
     n_batches = len(data_loader)
     if n_batches < 1:
         raise ParameterError("the data loader is empty")
     sample_rate = 1.0 / n_batches
-    steps = int(cfg.epochs * n_batches)
+    steps = int(cfg.epochs * n_batches) if cfg.epochs is not None else None
+    register_grad_samplers()
     check_module(module, grad_sample_mode=grad_sample_mode)
+    world_size = 1
+    if distributed:
+        from .distributed import wrap_distributed
+
+        if not poisson_sampling:
+            raise ParameterError("distributed=True needs poisson_sampling=True")
+        module, world_size = wrap_distributed(module)
 
     warns: list[str] = []
-    try:
-        n_data = len(data_loader.dataset)
-    except TypeError:
-        n_data = None
     if n_data and delta > 1.0 / n_data:
         warns.append(
             f"delta={delta:.3g} > 1/N={1.0 / n_data:.3g}: such a delta allows publishing whole "
@@ -607,8 +589,8 @@ def make_private(
         )
     if target_epsilon is not None:
         sigma = calibrate_noise(
-            target_epsilon=target_epsilon, delta=delta, sample_rate=sample_rate, steps=steps,
-            accountant=accountant,
+            target_epsilon=target_epsilon, delta=delta, sample_rate=sample_rate,
+            steps=steps, accountant=accountant,  # type: ignore[arg-type]
         )
     else:
         sigma = float(noise_multiplier)  # type: ignore[arg-type]
@@ -623,7 +605,8 @@ def make_private(
             mod, opt, dl = engine.make_private(
                 module=module, optimizer=optimizer, data_loader=data_loader,
                 noise_multiplier=sigma, max_grad_norm=max_grad_norm,
-                poisson_sampling=poisson_sampling,
+                poisson_sampling=poisson_sampling, batch_first=batch_first,
+                loss_reduction=loss_reduction, noise_generator=noise_generator,
                 grad_sample_mode="hooks" if grad_sample_mode == "fast" else grad_sample_mode,
             )
             if grad_sample_mode == "fast":
@@ -633,15 +616,27 @@ def make_private(
     training = DPTraining(
         module=mod, optimizer=opt, data_loader=dl, engine=engine, noise_multiplier=sigma,
         max_grad_norm=float(max_grad_norm), delta=float(delta), sample_rate=sample_rate,
-        epochs=int(epochs), planned_steps=steps, accountant=accountant,
-        poisson_sampling=poisson_sampling, target_epsilon=target_epsilon, warnings=warns,
-        grad_sample_mode=grad_sample_mode,
+        epochs=None if epochs is None else int(epochs), planned_steps=steps,
+        accountant=accountant, poisson_sampling=poisson_sampling, target_epsilon=target_epsilon,
+        warnings=warns, grad_sample_mode=grad_sample_mode, stop_at_budget=bool(stop_at_budget),
+        dataset_size=n_data, world_size=world_size,
     )
-    planned = training._eps([(sigma, sample_rate, steps)], float(delta))
-    if planned.epsilon > MEANINGFUL_EPSILON:
-        msg = tiny_noise_message(sigma, planned.epsilon)
-        training.warnings.append(msg)
-        warnings.warn(msg, PrivacyWarning, stacklevel=2)
+    # steps up to the plan are within the budget by construction (calibrated / planned), so the
+    # exact bisection for the allowed step count only runs when a run goes past its plan
+    training._safe = steps or 0
+    training._install_budget_guard()
+    if steps is not None:
+        planned = training._eps([(sigma, sample_rate, steps)], float(delta))
+        if planned.epsilon > MEANINGFUL_EPSILON:
+            msg = tiny_noise_message(sigma, planned.epsilon)
+            training.warnings.append(msg)
+            warnings.warn(msg, PrivacyWarning, stacklevel=2)
+    else:
+        one_epoch = training._eps([(sigma, sample_rate, n_batches)], float(delta))
+        if one_epoch.epsilon > MEANINGFUL_EPSILON:
+            msg = tiny_noise_message(sigma, one_epoch.epsilon) + " (after one epoch)"
+            training.warnings.append(msg)
+            warnings.warn(msg, PrivacyWarning, stacklevel=2)
     for w in warns:
         warnings.warn(w, PrivacyWarning, stacklevel=2)
     return training

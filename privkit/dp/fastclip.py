@@ -56,6 +56,7 @@ from .grad_samplers import (
     StepLinear,
     offset_slices,
     per_sample_weight_grad,
+    register_grad_samplers,
     weight_grad_operands,
 )
 
@@ -228,7 +229,9 @@ class FastClipModule(GradSampleModule):
         self._records: list[_Record] = []
         self._recorded: set[int] = set()
         self._pending: dict[nn.Module, list] = {}
+        self._empty_batch = False
         self._finalise_queued = False
+        register_grad_samplers()  # privkit's conv samplers (explicit here, never on import)
         super().__init__(m, **kwargs)
 
     def _fast(self, module: nn.Module) -> bool:
@@ -295,6 +298,10 @@ class FastClipModule(GradSampleModule):
         """End of a backward pass: per-sample norms (and kept gradients) of each fast layer."""
         self._finalise_queued = False
         pending, self._pending = self._pending, {}
+        if pending and all(x.shape[0] == 0 for calls in pending.values() for x, _ in calls):
+            # an empty (Poisson) batch: every clipped sum is zero; the step still adds noise
+            self._empty_batch = True
+            return
         for module, calls in pending.items():
             if id(module) in self._recorded:
                 self.clear_records()
@@ -329,6 +336,7 @@ class FastClipModule(GradSampleModule):
             self._recorded.add(id(module))
 
     def clear_records(self) -> None:
+        self._empty_batch = False
         self._records.clear()
         self._recorded.clear()
         self._pending.clear()
@@ -420,6 +428,9 @@ class FastClipOptimizer(DPOptimizer):
     def clip_and_accumulate(self) -> None:
         if self.fast_module._pending:  # a backward pass whose end-of-pass callback did not run
             self.fast_module._finalise()
+        if self.fast_module._empty_batch:
+            self._accumulate_zero()
+            return
         recs = self.fast_module._records
         fast_params = {id(p) for r in recs for _, p in _trainable(r.module)}
         mats = [p for p in self._materialised() if id(p) not in fast_params]
@@ -458,6 +469,20 @@ class FastClipOptimizer(DPOptimizer):
         for p in mats:
             p.grad_sample = None
 
+    def _accumulate_zero(self) -> None:
+        """An empty batch: zero clipped sums (the noise of the step is still added)."""
+        self.fast_module.clear_records()
+        for p in self.params:
+            p.grad_sample = None
+        if self._uniform:
+            zero = torch.zeros(sum(p.numel() for p in self.params), dtype=self.params[0].dtype,
+                               device=self.params[0].device)
+            self._summed = zero if self._summed is None else self._summed
+        else:
+            for p in self.params:
+                if p.summed_grad is None:
+                    p.summed_grad = torch.zeros_like(p)
+
     def pre_step(self, closure=None):
         if not self.params:
             return True
@@ -472,9 +497,12 @@ class FastClipOptimizer(DPOptimizer):
         self._is_last_step_skipped = False
         return True
 
+    def _noise_std(self) -> float:
+        return self.noise_multiplier * self.max_grad_norm
+
     @torch.no_grad()
     def add_noise(self) -> None:
-        std = self.noise_multiplier * self.max_grad_norm
+        std = self._noise_std()
         if not self._uniform:
             for p in self.params:
                 noise = _generate_noise(std=std, reference=p.summed_grad, generator=self.generator,
@@ -506,3 +534,43 @@ class FastClipOptimizer(DPOptimizer):
         if not self._is_last_step_skipped:
             self._summed = None
         super().zero_grad(set_to_none)
+
+
+class DistributedFastClipOptimizer(FastClipOptimizer):
+    """:class:`FastClipOptimizer` across ``torch.distributed`` ranks (Opacus' distributed rule).
+
+    Each rank clips its own Poisson sample; only rank 0 adds the Gaussian noise (so the summed
+    gradient carries one draw of ``N(0, (sigma * C)^2)``, not one per rank); the clipped-and-noised
+    sums are then all-reduced (one call on the flat buffer) and, for a mean loss, divided by the
+    expected *global* batch (per-rank expected batch times the world size).
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.rank = torch.distributed.get_rank()
+        self.world_size = torch.distributed.get_world_size()
+
+    def _noise_std(self) -> float:
+        return super()._noise_std() if self.rank == 0 else 0.0
+
+    @torch.no_grad()
+    def reduce_gradients(self) -> None:
+        op = torch.distributed.ReduceOp.SUM
+        if self._flat_grad is not None:
+            torch.distributed.all_reduce(self._flat_grad, op=op)
+            if self.loss_reduction == "mean":
+                self._flat_grad.div_(self.world_size)
+            return
+        for p in self.params:
+            torch.distributed.all_reduce(p.grad, op=op)
+            if self.loss_reduction == "mean":
+                p.grad /= self.world_size
+
+    def step(self, closure=None):
+        if closure is not None:
+            with torch.enable_grad():
+                closure()
+        if self.pre_step():
+            self.reduce_gradients()
+            return self.original_optimizer.step()
+        return None

@@ -24,7 +24,7 @@ padded with exactly as the layer's forward pads it: Opacus 1.6's own conv sample
 whatever the mode and so returns wrong per-sample gradients for them), for
 ``nn.ConvTranspose1d/2d/3d`` and :class:`privkit.dp.snn.TimeConvTranspose3d`, and for
 :class:`StepLinear`.
-``import privkit.dp`` calls it; the change is process-wide (every Opacus ``GradSampleModule``
+:func:`privkit.dp.make_private` calls it (``import privkit.dp`` does not); the change is process-wide (every Opacus ``GradSampleModule``
 created afterwards uses these samplers) and is exact up to float rounding: tests compare it with a
 batch-of-1 oracle in float64 over random shapes, strides, paddings, dilations and groups.
 

@@ -186,8 +186,8 @@ class MembraneOutput(nn.Module):
 
 class TimeConvTranspose3d(nn.ConvTranspose3d):
     """``ConvTranspose3d`` with kernel ``(k, k, 1)``: a 2-D transposed conv applied at every time
-    step of ``(N, C, H, W, T)``. Opacus has no grad sampler for transposed convs; ``import
-    privkit.dp`` registers one for this class and for every ``nn.ConvTranspose1d/2d/3d``."""
+    step of ``(N, C, H, W, T)``. Opacus has no grad sampler for transposed convs; :func:`privkit.dp.make_private`
+    (or :func:`privkit.dp.register_grad_samplers`) registers one for this class and for every ``nn.ConvTranspose1d/2d/3d``."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 2,
                  padding: int = 1, output_padding: int = 1, bias: bool = True) -> None:
@@ -197,8 +197,8 @@ class TimeConvTranspose3d(nn.ConvTranspose3d):
 
 
 def register_grad_samplers() -> None:
-    """Install privkit's conv and transposed-conv grad samplers into Opacus (idempotent; done on
-    ``import privkit.dp``). See :mod:`privkit.dp.grad_samplers`."""
+    """Install privkit's conv and transposed-conv grad samplers into Opacus (idempotent; done by
+    :func:`privkit.dp.make_private`, never on import). See :mod:`privkit.dp.grad_samplers`."""
     from .grad_samplers import register_grad_samplers as _register
 
     _register()
