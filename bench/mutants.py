@@ -237,13 +237,14 @@ def run(mutants: list[Mutant], timeout: float, keep: bool = False) -> tuple[list
 
 def report(rows: list[Row], mutants: list[Mutant], notes: list[str], command: str) -> tuple[str, bool]:
     def short(t: str) -> str:
-        return t.replace("tests/", "").replace("test_", "")[:72]
+        return t.replace("tests/", "").replace("test_", "")
 
     w = max(len(m.name) for m in mutants)
-    lines = [f"{'mutant':<{w}}  {'test':<72}  {'result':<16}  seconds"]
+    wt = max([len(short(r.test)) for r in rows] + [4])
+    lines = [f"{'mutant':<{w}}  {'test':<{wt}}  {'result':<16}  seconds"]
     lines.append("-" * len(lines[0]))
     for r in rows:
-        lines.append(f"{r.mutant:<{w}}  {short(r.test):<72}  {r.result:<16}  {r.seconds:7.1f}"
+        lines.append(f"{r.mutant:<{w}}  {short(r.test):<{wt}}  {r.result:<16}  {r.seconds:7.1f}"
                      + (f"  ({r.detail})" if r.detail else ""))
     by = {}
     for r in rows:

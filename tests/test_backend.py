@@ -436,7 +436,9 @@ def test_each_level_product_factor_matches_seal(level):
     for name in ("sim", "seal"):
         k = _SHARED[name]
         a = k.backend.mod_switch_to(k.encrypt(x), level)
-        assert_close_encrypted(k.decrypt(k.backend.mul_plain(a, 0.3)), 0.3 * x, k, depth=1)
+        vals[name] = k.decrypt(k.backend.mul_plain(a, 0.3 + 0.1 * x))
+        assert_close_encrypted(vals[name], (0.3 + 0.1 * x) * x, k, depth=1)
+    assert_backends_agree(vals["seal"], vals["sim"])
 
 
 def test_sim_tolerance_is_tight():
