@@ -69,6 +69,7 @@ def _one_zero_gradient_step(model, x, sigma, clip, mode, batch):
     tr.optimizer.step()
     grads = {name: p.grad.detach().double().clone() for name, p in tr.module.named_parameters()}
     assert tr.steps == 1 and tr.history == [(sigma, batch / len(x), 1)]
+    assert tr.sample_rate == pytest.approx(batch / len(x))  # what the planned epsilon uses
     return tr, grads
 
 
