@@ -140,3 +140,80 @@ def poly_coeffs(max_degree: int = 31, bound: float = 2.0):
             lambda c: c[-1] != 0 or c.size == 1
         )
     )
+
+
+# -- wider convolution geometry, garbage slots, rotation primitives (issue 22) --------------------
+
+
+@st.composite
+def spatial_conv_cases(draw, max_channels: int = 2, sides: dict | None = None):
+    """A 1-D/2-D/3-D convolution with per-axis stride and explicit (left, right) zero padding,
+    sizes beyond 3-7: dict(dims, shape, kshape, stride, padding, cin, cout, packed, seed).
+
+    The kernel fits the padded input on every axis (otherwise the convolution is undefined).
+    """
+    dims = draw(st.integers(1, 3))
+    top = (sides or {1: 48, 2: 13, 3: 7})[dims]
+    shape = tuple(draw(st.integers(2, top)) for _ in range(dims))
+    padding = tuple((draw(st.integers(0, 2)), draw(st.integers(0, 2))) for _ in range(dims))
+    kshape = tuple(draw(st.integers(1, min(5, n + pl + pr))) for n, (pl, pr) in zip(shape, padding))
+    stride = tuple(draw(st.integers(1, 3)) for _ in range(dims))
+    return {
+        "dims": dims, "shape": shape, "kshape": kshape,
+        "stride": stride if draw(st.booleans()) else stride[0],
+        "padding": padding, "cin": draw(st.integers(1, max_channels)),
+        "cout": draw(st.integers(1, max_channels)), "packed": draw(st.booleans()),
+        "seed": draw(st.integers(0, 2**31 - 1)),
+    }
+
+
+def garbage(rng: np.random.Generator, size: int, bound: float = 3.0) -> np.ndarray:
+    """Random values for the slots past the valid ones (an operator that reads them is wrong)."""
+    return rng.uniform(-bound, bound, size)
+
+
+@st.composite
+def gather_cases(draw, slots: int, max_count: int = 40, max_span: int = 600):
+    """(positions, radix): strictly increasing slot positions within ``max_span`` (< slots)."""
+    span = draw(st.integers(1, min(max_span, slots)))
+    count = draw(st.integers(1, min(max_count, span)))
+    pos = sorted(draw(st.sets(st.integers(0, span - 1), min_size=count, max_size=count)))
+    return np.array(pos, dtype=np.int64), draw(st.integers(2, 4))
+
+
+@st.composite
+def diagonal_sets(draw, slots: int, max_diags: int = 8):
+    """{offset: diagonal vector} with offsets anywhere in (-slots, slots), short or full vectors."""
+    n = draw(st.integers(1, max_diags))
+    near = st.integers(-40, 40)
+    far = st.integers(-(slots - 1), slots - 1)
+    offsets = draw(st.lists(st.one_of(near, far), min_size=n, max_size=n, unique=True))
+    lengths = [draw(st.sampled_from([1, 7, 64, slots])) for _ in offsets]
+    seed = draw(st.integers(0, 2**31 - 1))
+    rng = np.random.default_rng(seed)
+    return {int(d): rng.uniform(-1, 1, m) for d, m in zip(offsets, lengths)}
+
+
+#: the four ways poly_eval evaluates (see privkit.fhe.ops.poly._prepare): power basis; Chebyshev
+#: on [-1, 1] shifted (r = 1); Chebyshev with the half-width r != 1 folded into the basis (the
+#: split uses r**(2j)); Chebyshev with a prescale (r too far from 1 for the degree: one more level)
+POLY_SPLITS = ("power", "cheb_r1", "cheb_folded_r", "cheb_prescaled")
+
+
+@st.composite
+def poly_split_cases(draw, kind: str, max_degree: int = 31):
+    """(coeffs, basis, interval) for one of :data:`POLY_SPLITS`, with a degree large enough for
+    the giant-step split (>= 8)."""
+    deg = draw(st.integers(8, max_degree))
+    low = draw(hnp.arrays(np.float64, deg, elements=st.floats(-2, 2, width=32)))
+    c = np.append(low, draw(st.floats(0.25, 2.0) | st.floats(-2.0, -0.25)))  # leading term non-zero
+    center = draw(st.sampled_from([0.0, 0.5, -1.5]))
+    if kind == "power":
+        return c, "power", (-1.0, 1.0)
+    if kind == "cheb_r1":
+        return c, "chebyshev", (center - 1.0, center + 1.0)
+    if kind == "cheb_folded_r":
+        r = draw(st.sampled_from([0.9, 1.1, 1.12]))  # |log2 r| * deg <= 6 for deg <= 31
+        return c, "chebyshev", (center - r, center + r)
+    r = draw(st.sampled_from([2.0, 3.0, 0.25]))  # never folds for deg >= 8
+    return c, "chebyshev", (center - r, center + r)

@@ -103,7 +103,7 @@ def test_simd_layout_equals_dense_convolution(sim, cfg):
     outs = cs.conv_sat(sim.backend, cts, grid, ishape, stride, padding, bias=bias)
     got = np.array([geo.unpack(sim.decrypt(o)) for o in outs])
     want = cs.correlate_ref(x, _dense(grid), stride, padding, bias=bias)
-    target(assert_close_encrypted(got, want, P_SIM, depth=1))
+    target(assert_close_encrypted(got, want, sim))
 
 
 @settings(max_examples=10)
@@ -114,7 +114,7 @@ def test_element_layout_equals_dense_convolution(sim, cfg):
     cts = cs.encrypt_elements(sim, x)
     out = cs.conv_sat(sim.backend, cts, grid, ishape, stride, padding, bias=bias, layout="element")
     want = cs.correlate_ref(x, _dense(grid), stride, padding, bias=bias)
-    target(assert_close_encrypted(cs.decrypt_elements(sim, out), want, P_SIM, depth=1))
+    target(assert_close_encrypted(cs.decrypt_elements(sim, out), want, sim))
 
 
 def test_element_layout_carries_a_batch_in_the_slots(sim):
@@ -125,7 +125,7 @@ def test_element_layout_carries_a_batch_in_the_slots(sim):
     got = cs.decrypt_elements(sim, out)  # (C_out, H, W, batch)
     for j in range(7):
         want = cs.correlate_ref(xb[..., j], _dense(grid), padding=1)
-        assert_close_encrypted(got[..., j], want, P_SIM, depth=1)
+        assert_close_encrypted(got[..., j], want, sim)
 
 
 @pytest.mark.parametrize("split", [0, 1, 2])
@@ -136,7 +136,7 @@ def test_every_split_gives_the_same_result(sim, split):
     geo = cs.sat_geometry((4, 5, 4), (3, 2, 3), 1, 1)
     outs = cs.conv_sat(sim.backend, [sim.encrypt(geo.pack(c)) for c in x], grid, (4, 5, 4), padding=1, split=split)
     got = np.array([geo.unpack(sim.decrypt(o)) for o in outs])
-    assert_close_encrypted(got, cs.correlate_ref(x, _dense(grid), padding=1), P_SIM, depth=1)
+    assert_close_encrypted(got, cs.correlate_ref(x, _dense(grid), padding=1), sim)
 
 
 def test_counts_match_the_plan_and_keys_are_exactly_the_required_ones():
@@ -158,7 +158,7 @@ def test_counts_match_the_plan_and_keys_are_exactly_the_required_ones():
     # rotations: shared across output channels -> far fewer than a box-per-rotation scheme
     assert plan["rotations"] < sum(4 * len(b) for row in grid for b in row)
     got = np.array([geo.unpack(keys.decrypt(o)) for o in outs])
-    assert_close_encrypted(got, cs.correlate_ref(x, _dense(grid), padding=2), P_SIM, depth=1)
+    assert_close_encrypted(got, cs.correlate_ref(x, _dense(grid), padding=2), keys)
 
 
 def test_element_layout_costs_one_multiplication_per_box_and_no_rotation(sim):
@@ -181,7 +181,7 @@ def test_integer_scales_cost_no_level(sim):
     ct = sim.encrypt(geo.pack(x))
     out = cs.conv_sat(sim.backend, ct, sobel, (6, 7), padding=1)
     assert out.level == ct.level
-    assert_close_encrypted(geo.unpack(sim.decrypt(out)), cs.correlate_ref(x, sobel.dense(), padding=1), P_SIM, depth=0)
+    assert_close_encrypted(geo.unpack(sim.decrypt(out)), cs.correlate_ref(x, sobel.dense(), padding=1), sim)
 
 
 # -- bad input -------------------------------------------------------------------------------------
@@ -270,7 +270,7 @@ def test_seal_simd_layout(seal, name):
     outs = cs.conv_sat(seal.backend, [seal.encrypt(geo.pack(c)) for c in x], grid, ishape, stride, padding, bias=bias)
     got = np.array([geo.unpack(seal.decrypt(o)) for o in outs])
     want = cs.correlate_ref(x, _dense(grid), stride, padding, bias=bias)
-    assert_close_encrypted(got, want, P_SEAL, depth=1)
+    assert_close_encrypted(got, want, seal, depth=P_SEAL.depth - outs[0].level)
 
 
 @pytest.mark.seal
@@ -279,7 +279,8 @@ def test_seal_element_layout(seal):
     grid = _grid(rng, (3, 3), 1, 2, tol=0.01)
     x = rng.uniform(-1, 1, (1, 4, 4))
     out = cs.conv_sat(seal.backend, cs.encrypt_elements(seal, x), grid, (4, 4), padding=1, layout="element")
-    assert_close_encrypted(cs.decrypt_elements(seal, out), cs.correlate_ref(x, _dense(grid), padding=1), P_SEAL, depth=1)
+    assert_close_encrypted(cs.decrypt_elements(seal, out), cs.correlate_ref(x, _dense(grid), padding=1), seal,
+                           depth=P_SEAL.depth - out.flat[0].level)
 
 
 @pytest.mark.seal
@@ -289,7 +290,7 @@ def test_seal_integer_box_scales_keep_the_level(seal):
     cts = cs.encrypt_elements(seal, x[None])
     out = cs.conv_sat(seal.backend, cts, box, (4, 4), padding=1, layout="element")
     assert all(o.level == P_SEAL.depth for o in out.flat)
-    assert_close_encrypted(cs.decrypt_elements(seal, out)[0], cs.correlate_ref(x, box.dense(), padding=1), P_SEAL, depth=0)
+    assert_close_encrypted(cs.decrypt_elements(seal, out)[0], cs.correlate_ref(x, box.dense(), padding=1), seal, depth=0)
 
 
 @given(sat_conv_configs(max_channels=2))
@@ -305,7 +306,7 @@ def test_client_side_sat_input(sim, cfg):
     assert plan["prefix_steps"] == []
     got = np.array([geo.unpack(sim.decrypt(o), input_sat=True) for o in outs])
     want = cs.correlate_ref(x, _dense(grid), stride, padding, bias=bias)
-    assert_close_encrypted(got, want, P_SIM, depth=1)
+    assert_close_encrypted(got, want, sim)
     assert geo.slots_needed_client_sat == int(np.prod([p + 1 for p in geo.padded_shape]))
     np.testing.assert_allclose(geo.pack_sat(x[0]).reshape(geo.sat_shape), cs.summed_area_table(np.pad(x[0], geo.pads)))
     # the numpy twin of the same maths

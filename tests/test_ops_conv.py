@@ -67,7 +67,7 @@ def test_conv1d_spatial_single(sim, n, K, stride, mode, compact, seed):
     want = ops.conv1d_spatial_ref(x, k, n, stride, mode, bias=b)
     full = _full(be, out)
     got = full[: want.size] if compact else full[: (want.size - 1) * stride + 1 : stride]
-    target(assert_close_encrypted(got, want, P_SIM, depth=be.counter.total.depth))
+    target(assert_close_encrypted(got, want, be, depth=be.counter.total.depth))
     assert be.counter.total.depth == ops.conv_spatial_depth((n,), (K,), stride, mode, compact=compact)
     if compact:
         assert out.length == want.size and out.layout.compact
@@ -111,7 +111,7 @@ def test_conv_nd_multichannel(sim, dims, cin, cout, stride, packed, seed):
     else:
         outs = f(be, [sim.encrypt(x[c].ravel()) for c in range(cin)], kernel, arg, stride, mode, bias=bias)
         got = np.stack([_full(be, y)[: want[i].size] for i, y in enumerate(outs)])
-    target(assert_close_encrypted(got.ravel(), want.ravel(), P_SIM, depth=P_SIM.depth))
+    target(assert_close_encrypted(got.ravel(), want.ravel(), be))
 
 
 def test_conv2d_matches_scipy(sim):
@@ -119,7 +119,7 @@ def test_conv2d_matches_scipy(sim):
     img, k = rng.uniform(-1, 1, (9, 11)), rng.uniform(-1, 1, (3, 4))
     out = ops.conv2d_spatial(sim.backend, sim.encrypt(img.ravel()), k, img.shape)
     want = scipy.signal.correlate2d(img, k, mode="valid")
-    assert_close_encrypted(_full(sim.backend, out)[: want.size], want.ravel(), P_SIM, depth=5)
+    assert_close_encrypted(_full(sim.backend, out)[: want.size], want.ravel(), sim)
 
 
 def test_conv_spatial_errors(sim):
@@ -169,11 +169,11 @@ def test_conv_spatial_seal(seal8):
     x, k = rng.uniform(-2, 2, 100), rng.uniform(-1, 1, 5)
     out = ops.conv1d_spatial(be, seal8.encrypt(x), k, 100, 2, "same", bias=0.5, radix=8)
     want = ops.conv1d_spatial_ref(x, k, 100, 2, "same", bias=0.5)
-    assert_close_encrypted(seal8.decrypt(out), want, P_SEAL, depth=P_SEAL.depth)
+    assert_close_encrypted(seal8.decrypt(out), want, seal8, depth=P_SEAL.depth - out.level)
     img, k2 = rng.uniform(-1, 1, (8, 8)), rng.uniform(-1, 1, (3, 3))
     out = ops.conv2d_spatial(be, seal8.encrypt(img.ravel()), k2, (8, 8), radix=4)
-    assert_close_encrypted(seal8.decrypt(out), ops.conv2d_spatial_ref(img, k2).ravel(), P_SEAL,
-                           depth=P_SEAL.depth)
+    assert_close_encrypted(seal8.decrypt(out), ops.conv2d_spatial_ref(img, k2).ravel(), seal8,
+                           depth=P_SEAL.depth - out.level)
     xs = rng.uniform(-1, 1, (2, 64))
     v = np.zeros(256)
     v[:64], v[128:192] = xs[0], xs[1]
@@ -182,7 +182,7 @@ def test_conv_spatial_seal(seal8):
     full = seal8.decrypt(out.replace(length=3 * 128))
     want = ops.conv1d_spatial_ref(xs, kk, 64)
     got = np.stack([full[o * 128 : o * 128 + 62] for o in range(3)])
-    assert_close_encrypted(got.ravel(), want.ravel(), P_SEAL, depth=P_SEAL.depth)
+    assert_close_encrypted(got.ravel(), want.ravel(), seal8, depth=P_SEAL.depth - out.level)
 
 
 # -- frequency domain ------------------------------------------------------------------------------
@@ -217,7 +217,7 @@ def test_conv1d_freq_matches_spatial_ref(sim, n, K, stride, mode, channels, comp
     for y, w in zip(outs, wants):
         full = _full(be, y)
         got = full[: w.size] if compact else full[: (w.size - 1) * stride + 1 : stride]
-        err = max(err, assert_close_encrypted(got, w, P_SIM, depth=be.counter.total.depth, factor=2))
+        err = max(err, assert_close_encrypted(got, w, be, depth=be.counter.total.depth, factor=2))
         if compact:
             assert np.allclose(full[w.size :], 0) and y.length == w.size
         elif stride > 1:
@@ -233,7 +233,7 @@ def test_conv1d_freq_contract_and_depth_error():
     x, k = np.random.default_rng(0).uniform(-1, 1, 200), np.array([0.5, -1.0, 0.25])
     out = ops.conv1d_freq(keys.backend, keys.encrypt(x), k, 200)
     assert_close_encrypted(keys.decrypt(out), scipy.signal.correlate(x, k, mode="valid"),
-                           P_SEAL16, depth=6)
+                           keys)
     with pytest.raises(DepthExhaustedError):
         ops.conv1d_freq(keys.backend, keys.encrypt(x), k, 200, stride=2, radix=2)  # 6 + 7 levels
     with pytest.raises(ShapeError):
@@ -251,6 +251,6 @@ def test_conv1d_freq_seal():
     out = ops.conv1d_freq(keys.backend, keys.encrypt(x), k, n, 2, "same", bias=0.1, **kw)
     want = ops.conv1d_spatial_ref(x, k, n, 2, "same", bias=0.1)
     assert out.layout.gap == 2
-    assert_close_encrypted(keys.decrypt(out)[::2], want, P_SEAL, depth=P_SEAL.depth)
+    assert_close_encrypted(keys.decrypt(out)[::2], want, keys, depth=P_SEAL.depth - out.level)
     # the generated keys serve every rotation directly (no composition through other keys)
     assert all(len(keys.backend.rotation_path(s)) == 1 for s in steps)

@@ -49,7 +49,7 @@ def test_dft_matches_numpy(sim, logn, inverse, orders, levels, norm, complex_, s
     if orders == ("natural", "natural"):
         fn = np.fft.ifft if inverse else np.fft.fft
         assert np.allclose(want, fn(x, norm=norm))
-    target(assert_close_encrypted(full[:n], want, P_SIM, depth=levels))
+    target(assert_close_encrypted(full[:n], want, sim))
     assert np.allclose(full[n:], 0)  # clean tail: the last level writes [0, n) only
     assert be.counter.total.depth == ops.dft_depth(
         n, inverse=inverse, levels=levels, in_order=orders[0], out_order=orders[1]) <= levels
@@ -58,11 +58,11 @@ def test_dft_matches_numpy(sim, logn, inverse, orders, levels, norm, complex_, s
 def test_contract_default_call(sim):
     x = _x(0, 64, False)
     out = ops.dft(sim.backend, sim.encrypt(x), 64)
-    assert_close_encrypted(sim.decrypt(out), np.fft.fft(x), P_SIM, depth=3)
+    assert_close_encrypted(sim.decrypt(out), np.fft.fft(x), sim)
     out = ops.dft(sim.backend, sim.encrypt(x), 64, levels=2)
     back = ops.dft(sim.backend, out, 64, inverse=True, levels=1)
     assert back.level == 0
-    assert_close_encrypted(sim.decrypt(back).real, x, P_SIM, depth=3)
+    assert_close_encrypted(sim.decrypt(back).real, x, sim)
     from privkit.fhe.ops import dft  # the function; the submodule forwards calls too
 
     assert np.allclose(sim.decrypt(dft(sim.backend, sim.encrypt(x), 64)), np.fft.fft(x))
@@ -76,7 +76,7 @@ def test_naive_baselines(method):
     be = sim.backend
     be.counter.reset()
     out = ops.dft(be, sim.encrypt(x), 128, method=method)
-    assert_close_encrypted(sim.decrypt(out), np.fft.fft(x), P_SIM, depth=1)
+    assert_close_encrypted(sim.decrypt(out), np.fft.fft(x), sim)
     c = be.counter.total
     assert c.depth == 1 and c.pt_mults == 128
     if method == "naive":
@@ -119,7 +119,7 @@ def test_dft_seal(seal, oo):
     be = seal.backend
     out = ops.dft(be, seal.encrypt(x), 256, out_order=oo)
     want = ops.dft_ref(x, 256, out_order=oo)
-    assert_close_encrypted(seal.decrypt(out), want, P_SEAL, depth=3)
+    assert_close_encrypted(seal.decrypt(out), want, seal, depth=P_SEAL.depth - out.level)
     assert {s % be.slots for s in be.rotation_steps} >= set(
         ops.required_rotations_dft(256, be.slots, out_order=oo))
 
@@ -131,8 +131,8 @@ def test_dft_roundtrip_seal_full_slots(seal):
     x = _x(4, 256, False)
     spec = ops.dft(be, seal.encrypt(x), 256, out_order="bitrev", levels=2)
     back = ops.dft(be, spec, 256, inverse=True, in_order="bitrev", levels=1)
-    assert_close_encrypted(seal.decrypt(back).real, x, P_SEAL, depth=3)
+    assert_close_encrypted(seal.decrypt(back).real, x, seal, depth=P_SEAL.depth - back.level)
     y = _x(5, 4096, False) / 4
     out = ops.dft(be, seal.encrypt(y), 4096, out_order="bitrev")
-    assert_close_encrypted(seal.decrypt(out), ops.dft_ref(y, 4096, out_order="bitrev"), P_SEAL,
-                           depth=3, factor=4)
+    assert_close_encrypted(seal.decrypt(out), ops.dft_ref(y, 4096, out_order="bitrev"), seal,
+                           depth=P_SEAL.depth - out.level, factor=4)

@@ -42,7 +42,7 @@ def test_linear_matches_matmul(sim, m, ns, method, seed):
     else:
         out = ops.linear_diag(be, inp, W, b, n_arg, method=method)
     full = be.decrypt(out.replace(length=be.slots))
-    target(assert_close_encrypted(full[:m], W @ x + b, P_SIM, depth=be.counter.total.depth))
+    target(assert_close_encrypted(full[:m], W @ x + b, sim))
     assert np.allclose(full[m:], 0) and out.length == m
     assert np.allclose(ops.linear_ref(x, W, b), W @ x + b)
     assert be.counter.total.depth == ops.linear_depth(m, n_arg, be.slots, method)
@@ -78,4 +78,4 @@ def test_linear_seal(method):
         out = ops.linear_dft(be, keys.encrypt(x), W, b, n, levels=2)
     else:
         out = ops.linear_diag(be, keys.encrypt(x), W, b, n, method=method)
-    assert_close_encrypted(keys.decrypt(out), W @ x + b, P_SEAL, depth=P_SEAL.depth)
+    assert_close_encrypted(keys.decrypt(out), W @ x + b, keys, depth=P_SEAL.depth - out.level)

@@ -56,7 +56,7 @@ def test_remove_holes_matches_ref(sim, n, stride, radix, junk, seed):
     out = ops.remove_holes(be, ct, n, stride, radix=radix, holes_zero=not junk)
     got = sim.decrypt(out)
     want = ops.remove_holes_ref(x, n, stride)
-    target(assert_close_encrypted(got, want, P_SIM, depth=out.level))
+    target(assert_close_encrypted(got, want, sim))
     # the tail is clean and the declared depth / rotations are what ran
     assert np.allclose(be.decrypt(out.replace(length=be.slots))[len(want):], 0)
     assert be.counter.total.depth == ops.remove_holes_depth(n, stride, radix, holes_zero=not junk)
@@ -68,7 +68,7 @@ def test_remove_holes_every_stride_paper_radix(sim, stride):
     n = 200
     x, full = _gapped(np.random.default_rng(stride), n, stride, sim.backend.slots, junk=True)
     out = ops.remove_holes(sim.backend, sim.encrypt(full), n, stride)
-    assert_close_encrypted(sim.decrypt(out), x[::stride], P_SIM, depth=P_SIM.depth)
+    assert_close_encrypted(sim.decrypt(out), x[::stride], sim)
 
 
 def test_remove_holes_paper_case_uses_one_mask_per_step(sim):
@@ -86,7 +86,7 @@ def test_remove_holes_seal(seal, stride):
     n = 64
     x, full = _gapped(np.random.default_rng(stride), n, stride, seal.backend.slots, junk=True)
     out = ops.remove_holes(seal.backend, seal.encrypt(full), n, stride, radix=4)
-    assert_close_encrypted(seal.decrypt(out), x[::stride], P_SEAL, depth=P_SEAL.depth)
+    assert_close_encrypted(seal.decrypt(out), x[::stride], seal, depth=P_SEAL.depth - out.level)
 
 
 def test_remove_holes_depth_error(sim):
@@ -111,7 +111,7 @@ def test_mask(sim, x, keep):
     full = np.zeros(sim.backend.slots)
     full[: x.size] = x
     want = ops.mask_ref(full, np.array(keep, dtype=int))[: out.length]
-    assert_close_encrypted(sim.decrypt(out), want, P_SIM, depth=1)
+    assert_close_encrypted(sim.decrypt(out), want, sim)
     assert out.level == ct.level - 1
 
 
@@ -133,7 +133,7 @@ def test_rotate_and_sum(sim, x, count, step):
     sim.backend.counter.reset()
     out = ops.rotate_and_sum(sim.backend, sim.encrypt(x), count, step)
     got = sim.backend.decrypt(out.replace(length=sim.backend.slots))
-    assert_close_encrypted(got, ops.rotate_and_sum_ref(full, count, step), P_SIM, depth=0)
+    assert_close_encrypted(got, ops.rotate_and_sum_ref(full, count, step), sim)
     assert len(ops.required_rotations_rotate_and_sum(count, step)) <= 2 * max(0, count.bit_length() - 1)
 
 
@@ -143,7 +143,7 @@ def test_replicate(sim, n, copies):
     out = ops.replicate(sim.backend, sim.encrypt(x), n, copies)
     full = np.zeros(sim.backend.slots)
     full[:n] = x
-    assert_close_encrypted(sim.decrypt(out), ops.replicate_ref(full, n, copies)[: n * copies], P_SIM, depth=0)
+    assert_close_encrypted(sim.decrypt(out), ops.replicate_ref(full, n, copies)[: n * copies], sim)
 
 
 @pytest.mark.seal
@@ -154,7 +154,7 @@ def test_rotate_and_sum_and_replicate_seal(seal):
     full[:100] = x
     out = ops.rotate_and_sum(be, seal.encrypt(x), 37, 3)
     got = be.decrypt(out.replace(length=be.slots))
-    assert_close_encrypted(got, ops.rotate_and_sum_ref(full, 37, 3), P_SEAL, depth=0, factor=10)
+    assert_close_encrypted(got, ops.rotate_and_sum_ref(full, 37, 3), seal, depth=0, factor=10)
     rep = ops.replicate(be, seal.encrypt(x), 100, 5)
-    assert_close_encrypted(seal.decrypt(rep), np.tile(x, 5), P_SEAL, depth=0)
+    assert_close_encrypted(seal.decrypt(rep), np.tile(x, 5), seal, depth=0)
     assert {s % be.slots for s in be.rotation_steps} >= set(ops.required_rotations_replicate(100, 5, be.slots))

@@ -486,7 +486,8 @@ def conv_spatial_depth(
     """Levels a spatial convolution consumes: 1, plus the compaction's when ``compact``."""
     k = np.zeros((channels[1], channels[0]) + tuple(kernel_shape))
     pads = conv_padding(kernel_shape, mode, padding)
-    packed = channel_stride is not None
+    # as the operator: one channel in and out is never "packed", whatever the channel_stride
+    packed = channel_stride is not None and max(channels) > 1
     plan = _Plan(1 << 30, shape, k, stride, pads, packed, channel_stride or 0, compact, radix)
     return 1 + plan.compaction_depth()
 
@@ -500,7 +501,7 @@ def required_rotations_conv_spatial(
     ``channel_stride`` given = one packed ciphertext, else one ciphertext per channel)."""
     k = np.ones((channels[1], channels[0]) + tuple(kernel_shape))
     pads = conv_padding(kernel_shape, mode, padding)
-    packed = channel_stride is not None
+    packed = channel_stride is not None and max(channels) > 1  # as the operator decides
     plan = _Plan(1 << 30, shape, k, stride, pads, packed, channel_stride or 0, compact, radix)
     if packed:
         steps = set(required_rotations_diagonal(plan.offsets_packed(), slots or (1 << 30),
