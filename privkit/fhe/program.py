@@ -36,8 +36,10 @@ class Step:
     detail: str = ""
     #: the torch module whose output this step reproduces (a folded BatchNorm's, say)
     ref_name: str = ""
-    #: encrypted intermediate = ref_scale * torch activation (a pool whose 1/k was folded forward)
-    ref_scale: float = 1.0
+    #: encrypted intermediate = ref_scale * torch activation + ref_shift (a pool whose 1/k was
+    #: folded forward, an activation's scaling folded back; scalars or per-channel arrays)
+    ref_scale: Any = 1.0
+    ref_shift: Any = 0.0
 
 
 @dataclasses.dataclass
@@ -64,7 +66,7 @@ class EncryptedProgram:
         params: CKKSParams,
         steps: list[Step],
         input_layout: PackedLayout,
-        input_shape: tuple[int, int],
+        input_shape: tuple[int, ...],
         out_features: int,
         conjugation: bool,
         reference: Any = None,
@@ -129,21 +131,23 @@ class EncryptedProgram:
                                conjugation=self.conjugation, **kwargs)
 
     def encode_input(self, x: np.ndarray) -> np.ndarray:
-        """Input of shape ``input_shape`` (or 1-D for one channel) -> the vector to encrypt.
+        """Input of shape ``input_shape`` (without the channel axis for one channel) -> the
+        vector to encrypt.
 
-        A program compiled with ``batch=b`` takes ``(b, channels, length)`` (or ``(b, length)``).
+        A program compiled with ``batch=b`` takes ``(b, *input_shape)`` (or ``(b, *spatial)``).
         """
         x = np.asarray(x, dtype=np.float64)
-        c, length = self.input_shape
-        want = (self.batch, c, length)
-        if x.ndim == 1 and c == 1 and self.batch == 1:
-            x = x[None, None, :]
-        elif x.ndim == 2 and (c == 1 and self.batch > 1 or self.batch == 1):
-            x = x[:, None, :] if self.batch > 1 else x[None]
+        c, spatial = self.input_shape[0], tuple(self.input_shape[1:])
+        want = (self.batch, c, *spatial)
+        nd = len(spatial)
+        if x.ndim == nd and c == 1 and self.batch == 1:
+            x = x[None, None]
+        elif x.ndim == nd + 1 and (c == 1 and self.batch > 1 or self.batch == 1):
+            x = x[:, None] if self.batch > 1 else x[None]
         if x.shape != want:
-            shown = want if self.batch > 1 else (c, length)
+            shown = want if self.batch > 1 else (c, *spatial)
             raise ShapeError(f"the program expects input of shape {shown}, got {x.shape}")
-        x = x.reshape(self.batch * c, length)
+        x = x.reshape(self.batch * c, int(np.prod(spatial)))
         vec = pack(x, self.input_layout, self.params.slots)
         return vec[: self.input_layout.span]
 
@@ -235,7 +239,10 @@ class EncryptedProgram:
                 got = vec[: ref.size]
             else:
                 got = unpack(vec, step.out_layout).reshape(ref.shape)
-            e = np.abs(got / step.ref_scale - ref)
+            shape = (-1,) + (1,) * (ref.ndim - 1)
+            sc = np.reshape(step.ref_scale, shape) if np.ndim(step.ref_scale) else step.ref_scale
+            sh = np.reshape(step.ref_shift, shape) if np.ndim(step.ref_shift) else step.ref_shift
+            e = np.abs((got - sh) / sc - ref)
             errors.append((float(e.max()), float(e.mean())))
 
         with torch.no_grad():
