@@ -285,6 +285,20 @@ _PASSED = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.Identity,
            nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
 
+def _no_lowering_reason(mod: nn.Module) -> str:
+    spec_fn = getattr(mod, "fhe_spec", None)
+    if not callable(spec_fn):
+        return "no encrypted equivalent in privkit"
+    from ..fhe.compiler.lowering import registered_lowerings
+
+    try:
+        kind = spec_fn().get("op")
+    except Exception as e:  # noqa: BLE001
+        return f"its fhe_spec() failed: {e}"
+    return (f"its fhe_spec() kind {kind!r} has no registered lowering; supported kinds: "
+            f"{', '.join(sorted(registered_lowerings()))} (privkit.fhe.register_lowering adds one)")
+
+
 def _has_registered_lowering(mod: nn.Module) -> bool:
     spec_fn = getattr(mod, "fhe_spec", None)
     if not callable(spec_fn):
@@ -328,7 +342,7 @@ def check_fhe_compatible(model: nn.Module, *, raise_error: bool = False) -> list
             )
             continue
         fix = next((v for k, v in fixes.items() if type(mod) is k), None)
-        reason = fix or "no encrypted equivalent in privkit"
+        reason = fix or _no_lowering_reason(mod)
         problems.append(Incompatibility(name, type(mod).__name__, reason))
     if raise_error and problems:
         raise UnsupportedLayerError(
