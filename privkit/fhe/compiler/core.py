@@ -105,44 +105,18 @@ class _Item:
     low: Lowering
 
 
-def _per_out(v: Any, w: np.ndarray) -> Any:
-    """Scalar or per-output-channel vector, broadcastable against ``w`` (outputs first)."""
-    a = np.asarray(v, dtype=np.float64)
-    return a.reshape((-1,) + (1,) * (w.ndim - 1)) if a.ndim else float(a)
-
-
-def _fold_batchnorm(spec: dict[str, Any], bn: dict[str, Any]) -> dict[str, Any]:
-    """BatchNorm after an affine layer: weights scaled per output channel, bias
-    ``(b - mean) * scale + beta`` (the shift carries both)."""
-    w = np.asarray(spec["weight"], float)
-    scale, shift = np.asarray(bn["scale"]), np.asarray(bn["shift"])
-    b = spec["bias"] if spec["bias"] is not None else np.zeros(w.shape[0])
-    return dict(spec, weight=w * _per_out(scale, w), bias=np.asarray(b) * scale + shift)
-
-
 def _items(layers: list[tuple[str, Any]]) -> list[_Item]:
     out: list[_Item] = []
     for name, mod in layers:
         spec = _spec_of(name, mod)
         low = get_lowering(spec["op"], layer=f"{name} ({type(mod).__name__})")
         if spec["op"] == "batchnorm" and out and out[-1].low.affine and out[-1].ref_name == out[-1].name:
-            out[-1].spec = _fold_batchnorm(out[-1].spec, spec)
+            # scale per output channel; bias (b - mean) * scale + beta (the shift carries both)
+            out[-1].spec = out[-1].low.fold_output(out[-1].spec, spec["scale"], spec["shift"])
             out[-1].ref_name = name
             continue
         out.append(_Item(name, name, spec, low))
     return out
-
-
-def _batched(spec: dict[str, Any], batch: int) -> dict[str, Any]:
-    """Block-diagonal weights so ``batch`` inputs in consecutive channel groups run at once."""
-    if batch == 1:
-        return spec
-    w = np.asarray(spec["weight"], float)
-    big = np.zeros((w.shape[0] * batch, w.shape[1] * batch) + w.shape[2:])
-    for j in range(batch):
-        big[j * w.shape[0] : (j + 1) * w.shape[0], j * w.shape[1] : (j + 1) * w.shape[1]] = w
-    bias = None if spec["bias"] is None else np.tile(spec["bias"], batch)
-    return dict(spec, weight=big, bias=bias)
 
 
 def _tile(v: Any, batch: int) -> Any:
@@ -163,7 +137,7 @@ def _input_layout(input_shape: tuple[int, ...], batch: int, pad: int, grow: int)
     gaps = [1]
     for e in reversed(ext[1:]):
         gaps.insert(0, gaps[0] * e)
-    block = 1 << math.ceil(math.log2((spatial[0] + 2 * pad * grow) * gaps[0]))
+    block = grow << math.ceil(math.log2((spatial[0] + 2 * pad) * gaps[0]))
     return PackedLayout.grid(c0, tuple(spatial), tuple(gaps), block, clean=True)
 
 
@@ -192,22 +166,17 @@ def _plan(items: list[_Item], input_shape: tuple[int, ...], slots: int, batch: i
         ref_scale: Any = 1.0
         ref_shift: Any = 0.0
         if low.affine:
-            spec = _batched(spec, batch)
-            w = np.asarray(spec["weight"], float)
+            spec = low.batched(spec, batch)
             if pending != 1.0:
-                w = w * pending
+                spec = low.fold_input(spec, pending)
                 notes.append(f"x{pending:g} folded from the pool before")
                 pending = 1.0
             pf = items[nj].low.prefold(items[nj].spec) if nj is not None else None
             if pf is not None:
-                s, d = _tile(pf[0], batch), _tile(pf[1], batch)
-                b = np.zeros(w.shape[0]) if spec["bias"] is None else np.asarray(spec["bias"], float)
-                w = w * _per_out(s, w)
-                spec = dict(spec, bias=b * s + d)
+                spec = low.fold_output(spec, _tile(pf[0], batch), _tile(pf[1], batch))
                 prefolds[nj] = pf
                 ref_scale, ref_shift = pf
                 notes.append(f"{items[nj].name}'s input scaling folded in")
-            spec = dict(spec, weight=w)
         if low.needs_clean(spec) and not layout.clean:
             steps.append(_mask_step(it.name + ".mask", layout))
             layout = dataclasses.replace(layout, clean=True)

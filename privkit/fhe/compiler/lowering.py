@@ -140,6 +140,31 @@ class Lowering:
         """True when the input's non-element slots must be zero (the compiler masks them)."""
         return False
 
+    # -- folds into affine layers (used when ``affine`` is True) ----------------------------------
+    def fold_output(self, spec: dict[str, Any], scale: Any, shift: Any) -> dict[str, Any]:
+        """The spec of ``scale * layer(x) + shift`` (scalars or one value per output channel):
+        a BatchNorm after the layer, or the next activation's :meth:`prefold`."""
+        w = np.asarray(spec["weight"], float)
+        b = np.zeros(w.shape[0]) if spec["bias"] is None else np.asarray(spec["bias"], float)
+        s = np.asarray(scale, dtype=np.float64)
+        return dict(spec, weight=w * (s.reshape((-1,) + (1,) * (w.ndim - 1)) if s.ndim else float(s)),
+                    bias=b * s + np.asarray(shift, dtype=np.float64))
+
+    def fold_input(self, spec: dict[str, Any], factor: float) -> dict[str, Any]:
+        """The spec of ``layer(factor * x)`` (an average pool's 1/k before it)."""
+        return dict(spec, weight=np.asarray(spec["weight"], float) * factor)
+
+    def batched(self, spec: dict[str, Any], batch: int) -> dict[str, Any]:
+        """The spec acting on ``batch`` inputs in consecutive channel groups (block-diagonal)."""
+        if batch == 1:
+            return spec
+        w = np.asarray(spec["weight"], float)
+        big = np.zeros((w.shape[0] * batch, w.shape[1] * batch) + w.shape[2:])
+        for j in range(batch):
+            big[j * w.shape[0] : (j + 1) * w.shape[0], j * w.shape[1] : (j + 1) * w.shape[1]] = w
+        bias = None if spec["bias"] is None else np.tile(spec["bias"], batch)
+        return dict(spec, weight=big, bias=bias)
+
 
 _REGISTRY: dict[str, Lowering] = {}
 

@@ -178,6 +178,9 @@ def _conv_plan(weight: np.ndarray, layout: PackedLayout, stride: int | tuple[int
         raise ShapeError(f"convolution expects {ci_n} input channels, the layout has {layout.channels}")
     st, pd = _tuple(stride, nd), _tuple(padding, nd)
     shape_out = tuple(_conv_out_len(n, k, s, p) for n, k, s, p in zip(layout.shape, ksz, st, pd))
+    out_extent = sum((n - 1) * g * s for n, g, s in zip(shape_out, layout.gaps, st)) + 1
+    if out_extent > layout.block and max(co_n, ci_n) > 1:
+        raise ShapeError(f"block {layout.block} leaves no room for padding {pd}: the output spans {out_extent} slots")
     out_layout = PackedLayout.grid(co_n, shape_out, tuple(g * s for g, s in zip(layout.gaps, st)), layout.block)
     if co_n * layout.block > slots or ci_n * layout.block > slots:
         raise ShapeError(
