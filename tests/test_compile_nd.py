@@ -97,11 +97,11 @@ def _torch_out(model, x):
         return model.double()(torch.tensor(x, dtype=torch.float64)[None]).numpy()[0]
 
 
-def _compile_run(model, shape, seed, params="auto", backend="sim", batch=1, skip_deep=False):
+def _compile_run(model, shape, seed, params="auto", backend="sim", batch=1, skip_deep=False, input_sat=False):
     rng = np.random.default_rng(seed)
     pnn.calibrate(model, torch.tensor(rng.uniform(-1, 1, (16, *shape)), dtype=torch.float32))
     try:
-        program = fhe.compile(model, input_shape=shape, params=params, batch=batch)
+        program = fhe.compile(model, input_shape=shape, params=params, batch=batch, input_sat=input_sat)
     except DepthExhaustedError:
         if not skip_deep:
             raise
@@ -118,7 +118,7 @@ def _compile_run(model, shape, seed, params="auto", backend="sim", batch=1, skip
 
 def _check(model, shape, seed, **kw):
     program, x, got = _compile_run(model, shape, seed, **kw)
-    expected = _torch_out(model, x)
+    expected = _torch_out(model, x) if kw.get("batch", 1) == 1 else np.stack([_torch_out(model, xi) for xi in x])
     return program, assert_close_encrypted(got, expected, program.params, depth=program.depth, factor=4.0)
 
 
@@ -222,11 +222,13 @@ def test_trace_reports_per_layer_errors_with_folded_scalings():
 
 @given(nd=st.sampled_from([1, 2, 2, 3]), cin=st.integers(1, 3), cout=st.integers(1, 3), k=st.integers(1, 4),
        s=st.integers(1, 2), p=st.integers(0, 1), side=st.integers(4, 9), bn=st.booleans(),
-       act=st.sampled_from(["square", "polyact", "none"]), batch=st.integers(1, 2), seed=st.integers(0, 999))
-@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-def test_box_conv_matches_torch(nd, cin, cout, k, s, p, side, bn, act, batch, seed):
-    """BoxConv1d/2d/3d (boxes fitted to a random conv, some inexact) through the summed-area table,
-    with a folded BatchNorm / activation scale and several inputs per ciphertext."""
+       act=st.sampled_from(["square", "polyact", "none"]), batch=st.integers(1, 2), input_sat=st.booleans(),
+       seed=st.integers(0, 999))
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_box_conv_matches_torch(nd, cin, cout, k, s, p, side, bn, act, batch, input_sat, seed):
+    """BoxConv1d/2d/3d (boxes fitted to a random conv, some inexact) through the summed-area table
+    (server-side, or the client's with ``input_sat``), with a folded BatchNorm / activation scale
+    and several inputs per ciphertext."""
     if nd == 3:
         side, k, cin, cout, batch = min(side, 5), min(k, 3), min(cin, 2), min(cout, 2), 1
     assume(side + 2 * p >= k)
@@ -246,7 +248,9 @@ def test_box_conv_matches_torch(nd, cin, cout, k, s, p, side, bn, act, batch, se
     n_out = (side + 2 * p - k) // s + 1
     layers += [pnn.Flatten(), pnn.Linear(cout * n_out ** nd, 2)]
     model = torch.nn.Sequential(*layers).eval()
-    program, x, got = _compile_run(model, (cin,) + (side,) * nd, seed, batch=batch, skip_deep=True)
+    program, x, got = _compile_run(model, (cin,) + (side,) * nd, seed, batch=batch, skip_deep=True,
+                                   input_sat=input_sat)
+    assert program.client_info()["input_encoding"] == ("sat" if input_sat else "values")
     step = program.steps[0]
     assert step.kind == f"box_conv{nd}d" and step.depth == box_depth(box)
     assert [s.depth for s in program.steps[1:]][:1] == ([1] if act != "none" else [2])  # folds: no extra level
@@ -303,6 +307,14 @@ def test_layer_without_lowering_names_it_and_lists_the_kinds():
     with pytest.raises(UnsupportedLayerError, match="Odd"):
         fhe.compile(torch.nn.Sequential(pnn.Conv2d(1, 1, 2), Odd(), pnn.Flatten(), pnn.Linear(9, 1)),
                     input_shape=(1, 4, 4))
+
+
+def test_input_sat_needs_a_first_box_conv():
+    from privkit.errors import ParameterError
+
+    model = torch.nn.Sequential(pnn.Conv2d(1, 1, 2), pnn.Flatten(), pnn.Linear(9, 1)).eval()
+    with pytest.raises(ParameterError, match="BoxConv"):
+        fhe.compile(model, input_shape=(1, 4, 4), input_sat=True)
 
 
 def test_too_deep_2d_model_names_the_layer_and_what_fits():
@@ -362,5 +374,5 @@ def test_seal_box_conv_program_matches_torch():
     torch.manual_seed(10)
     box = pnn.BoxConv2d.from_conv(torch.nn.Conv2d(1, 2, 3, padding=1), max_boxes=3)
     model = torch.nn.Sequential(box, pnn.Square(), pnn.Flatten(), pnn.Linear(2 * 36, 2)).eval()
-    program, err = _check(model, (1, 6, 6), 10, params="n16384", backend="seal")
+    program, err = _check(model, (1, 6, 6), 10, params="n16384", backend="seal")  # server-side SAT
     assert [s.kind for s in program.steps] == ["box_conv2d", "polyact", "linear"]

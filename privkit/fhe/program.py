@@ -71,6 +71,7 @@ class EncryptedProgram:
         conjugation: bool,
         reference: Any = None,
         batch: int = 1,
+        input_encoding: tuple[str, Callable[[np.ndarray], np.ndarray]] | None = None,
     ) -> None:
         self.params = params
         self.steps = steps
@@ -80,6 +81,9 @@ class EncryptedProgram:
         self.conjugation = conjugation
         self._reference = reference  # the torch model (plaintext twin), for traces
         self.batch = batch
+        #: (name, fn): the client transforms each input channel before packing (e.g. "sat": the
+        #: summed-area table of the zero-padded channel, for a first box convolution)
+        self.input_encoding = input_encoding
         self._last: list[LayerReport] = []
 
     # -- planning facts ----------------------------------------------------------------------------
@@ -116,6 +120,7 @@ class EncryptedProgram:
             "input_layout": dataclasses.asdict(self.input_layout),
             "out_features": self.out_features,
             "batch": self.batch,
+            "input_encoding": self.input_encoding[0] if self.input_encoding else "values",
         }
 
     def __repr__(self) -> str:
@@ -147,7 +152,11 @@ class EncryptedProgram:
         if x.shape != want:
             shown = want if self.batch > 1 else (c, *spatial)
             raise ShapeError(f"the program expects input of shape {shown}, got {x.shape}")
-        x = x.reshape(self.batch * c, int(np.prod(spatial)))
+        if self.input_encoding is not None:
+            enc = self.input_encoding[1]
+            x = np.stack([np.asarray(enc(ch), dtype=np.float64).ravel() for ch in x.reshape(self.batch * c, *spatial)])
+        else:
+            x = x.reshape(self.batch * c, int(np.prod(spatial)))
         vec = pack(x, self.input_layout, self.params.slots)
         return vec[: self.input_layout.span]
 

@@ -148,10 +148,32 @@ def _next_computing(items: list[_Item], start: int) -> int | None:
     return None
 
 
+def _sat_input(items: list[_Item], input_shape: tuple[int, ...]) -> Any:
+    """The summed-area-table geometry of a first box convolution fed by the client's SAT."""
+    from ..ops import conv_sat as cs
+
+    j = _next_computing(items, 0)
+    if j is None or not items[j].spec["op"].startswith("box_conv"):
+        raise ParameterError("input_sat=True needs a BoxConv1d/2d/3d as the first layer (the client "
+                             "encrypts the summed-area table of its input)")
+    spec = items[j].spec
+    grid = cs._grid(spec["boxsets"])
+    nd = len(grid[0][0].shape)
+    st = tuple(spec["stride"]) if isinstance(spec["stride"], (tuple, list)) else (int(spec["stride"]),) * nd
+    pd = tuple(spec["padding"]) if isinstance(spec["padding"], (tuple, list)) else (int(spec["padding"]),) * nd
+    items[j].spec = dict(spec, input_sat=tuple(input_shape[1:]))
+    return cs.sat_geometry(input_shape[1:], grid[0][0].shape, st, pd)
+
+
 def _plan(items: list[_Item], input_shape: tuple[int, ...], slots: int, batch: int = 1,
-          grow: int = 1) -> tuple[list[Step], PackedLayout, int]:
+          grow: int = 1, sat: Any = None) -> tuple[list[Step], PackedLayout, int]:
     """Lower the layers for a given slot count. Returns steps, input layout, outputs."""
-    layout = in_layout = _input_layout(input_shape, batch, _max_padding(items), grow)
+    if sat is not None:  # the client encrypts each channel's summed-area table
+        block = grow << math.ceil(math.log2(sat.slots_needed_client_sat))
+        layout = in_layout = PackedLayout.grid(input_shape[0] * batch, sat.sat_shape, sat.sat_strides, block,
+                                               clean=True)
+    else:
+        layout = in_layout = _input_layout(input_shape, batch, _max_padding(items), grow)
     if in_layout.span > slots:
         raise ShapeError(f"the input of {input_shape} (x{batch}) needs {in_layout.span} slots; "
                          f"the ciphertext has {slots}")
@@ -207,13 +229,13 @@ def _mul(a: Any, b: Any) -> Any:
 
 
 def _plan_fitting(items: list[_Item], input_shape: tuple[int, ...], slots: int,
-                  batch: int) -> tuple[list[Step], PackedLayout, int]:
+                  batch: int, sat: Any = None) -> tuple[list[Step], PackedLayout, int]:
     """Plan with the smallest channel block that leaves room for every layer's padding (the
     reach of padding grows with the gap of later layers)."""
     grow = 1
     while True:
         try:
-            return _plan(items, input_shape, slots, batch, grow)
+            return _plan(items, input_shape, slots, batch, grow, sat)
         except ShapeError as e:
             if "leaves no room for padding" not in str(e) or grow >= slots:
                 raise
@@ -230,7 +252,7 @@ def _mask_step(name: str, layout: PackedLayout) -> Step:
 
 
 def compile(model: Any, input_shape: tuple[int, ...], params: CKKSParams | str = "auto", *,
-            batch: int = 1) -> EncryptedProgram:
+            batch: int = 1, input_sat: bool = False) -> EncryptedProgram:
     """Compile ``model`` (an ``nn.Sequential`` of privkit layers) for inputs of ``input_shape``.
 
     Args:
@@ -242,6 +264,9 @@ def compile(model: Any, input_shape: tuple[int, ...], params: CKKSParams | str =
         batch: inputs packed into one ciphertext (consecutive channel groups, block-diagonal
             weights); ``encode_input`` then takes ``(batch, *input_shape)`` and
             ``decrypt_output`` returns ``(batch, out_features)``. Same levels, more slots.
+        input_sat: the first layer is a box convolution and the client encrypts the summed-area
+            table of each zero-padded input channel (``encode_input`` computes it): the server
+            skips the prefix-sum rotations. Values grow to ``sum(|x|)`` of a channel.
     """
     if int(batch) < 1:
         raise ParameterError(f"batch must be >= 1, got {batch}")
@@ -258,11 +283,12 @@ def compile(model: Any, input_shape: tuple[int, ...], params: CKKSParams | str =
     _check_calibrated(ref)
     _check_forward(ref, input_shape)
     items = _items(_leaf_layers(ref))
+    sat = _sat_input(items, input_shape) if input_sat else None
     candidates = [CKKSParams.preset(n) for n in _AUTO_ORDER] if params == "auto" else [CKKSParams.coerce(params)]
     last_err: Exception | None = None
     for p in candidates:
         try:
-            steps, in_layout, outs = _plan_fitting(items, input_shape, p.slots, batch)
+            steps, in_layout, outs = _plan_fitting(items, input_shape, p.slots, batch, sat)
         except ShapeError as e:  # does not fit the slots: try a larger preset
             last_err = e
             continue
@@ -270,7 +296,7 @@ def compile(model: Any, input_shape: tuple[int, ...], params: CKKSParams | str =
         if need <= p.depth:
             # no lowering uses complex conjugation (the DFT paths keep real data in real slots)
             return EncryptedProgram(p, steps, in_layout, input_shape, outs // batch, False, reference=ref,
-                                    batch=batch)
+                                    batch=batch, input_encoding=("sat", sat.pack_sat) if sat else None)
         last_err = _depth_error(steps, p, auto=params == "auto")
     assert last_err is not None
     if isinstance(last_err, ShapeError) and params == "auto":

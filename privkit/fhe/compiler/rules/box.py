@@ -77,6 +77,8 @@ class BoxConvLowering(Lowering):
                 f"{ctx.name}: a box convolution needs unit gaps (the summed-area table runs over the flat "
                 f"rows); put it before any strided layer or pool, or use a spatial convolution")
         st, pd = _t(spec["stride"], nd), _t(spec["padding"], nd)
+        if spec.get("input_sat"):
+            return self._plan_client_sat(spec, ctx, grid, st, pd, batch)
         rows = [lay.gaps[d - 1] // lay.gaps[d] for d in range(1, nd)]
         pads = [(pd[0], pd[0])]
         for d in range(1, nd):
@@ -99,7 +101,32 @@ class BoxConvLowering(Lowering):
                              f"{max(co_n, ci_n) * batch * lay.block} slots; the ciphertext has {ctx.slots}")
         origin = sum(p[0] * s for p, s in zip(pads, geo.flat_strides))
         out_shape = tuple((n + 2 * p - k) // s + 1 for n, p, k, s in zip(lay.shape, pd, kshape, st))
-        out_lay = PackedLayout.grid(co_n * batch, out_shape, tuple(g * s for g, s in zip(lay.gaps, st)),
+        return self._finish(spec, ctx, grid, geo, tuple(pads), st, pd, batch, origin, out_shape, lay.gaps, False)
+
+    def _plan_client_sat(self, spec: dict[str, Any], ctx: PlanContext, grid: Any, st: tuple[int, ...],
+                         pd: tuple[int, ...], batch: int) -> Lowered:
+        """The first layer, fed with each channel's exclusive SAT (``SatGeometry.pack_sat``)."""
+        from ...ops import conv_sat as cs
+
+        lay = ctx.layout
+        geo = cs.sat_geometry(spec["input_sat"], grid[0][0].shape, st, pd)
+        if lay.shape != geo.sat_shape or lay.gaps != geo.sat_strides:
+            raise UnsupportedLayerError(f"{ctx.name}: input_sat needs the box convolution as the first layer")
+        ch = max(len(grid), len(grid[0])) * batch
+        if ch * lay.block > ctx.slots:
+            raise ShapeError(f"{ctx.name}: {ch} channels of block {lay.block} need {ch * lay.block} slots; "
+                             f"the ciphertext has {ctx.slots}")
+        return self._finish(spec, ctx, grid, geo, pd, st, pd, batch, 0, geo.out_shape, geo.sat_strides, True)
+
+    def _finish(self, spec: dict[str, Any], ctx: PlanContext, grid: Any, geo: Any, pads: Any,
+                st: tuple[int, ...], pd: tuple[int, ...], batch: int, origin: int, out_shape: tuple[int, ...],
+                gaps: tuple[int, ...], input_sat: bool) -> Lowered:
+        from ...ops import conv_sat as cs
+
+        lay = ctx.layout
+        co_n, ci_n = len(grid), len(grid[0])
+        kshape = grid[0][0].shape
+        out_lay = PackedLayout.grid(co_n * batch, out_shape, tuple(g * s for g, s in zip(gaps, st)),
                                     lay.block, clean=True)
         out_pos = out_lay.offsets()
         s0, t0 = self._out(spec)
@@ -112,8 +139,10 @@ class BoxConvLowering(Lowering):
             m[c * B + out_pos] = scale[c]
             masks.append(m)
             shift_vec[c * B + out_pos] = shift[c]
-        plan = cs.conv_sat_plan(grid, lay.shape, st, tuple(pads))
-        rots = set(cs.required_rotations(grid, lay.shape, st, tuple(pads), split=plan["split"], slots=ctx.slots))
+        in_shape = geo.input_shape
+        plan = cs.conv_sat_plan(grid, in_shape, st, pads, input_sat=input_sat)
+        rots = set(cs.required_rotations(grid, in_shape, st, pads, split=plan["split"], slots=ctx.slots,
+                                         input_sat=input_sat))
         rots |= {(c * B - origin) % ctx.slots for c in range(ci_n * batch)}
         rots |= {(-c * B) % ctx.slots for c in range(co_n * batch)}
         split = plan["split"]
@@ -128,7 +157,7 @@ class BoxConvLowering(Lowering):
                     for ci in range(ci_n):
                         k = ((g * ci_n + ci) * B - origin) % be.slots
                         xs.append(be.rotate(full, k) if k else full)
-                    ys = cs._simd_engine(ops, xs, grid, geo, None, split)
+                    ys = cs._simd_engine(ops, xs, grid, geo, None, split, input_sat)
                     for co, y in enumerate(ys):
                         c = g * co_n + co
                         terms.append((be.rotate(y, -c * B) if c else y, masks[c]))
@@ -139,4 +168,5 @@ class BoxConvLowering(Lowering):
 
         boxes = sum(len(bs.boxes) for row in grid for bs in row)
         return Lowered(self.depth(spec), sorted(r for r in rots if r), out_lay, run,
-                       f"{ci_n}->{co_n} ch, k={kshape}, stride {st}, pad {pd}, {boxes} boxes, summed-area table")
+                       f"{ci_n}->{co_n} ch, k={kshape}, stride {st}, pad {pd}, {boxes} boxes, summed-area table"
+                       + (" (computed by the client)" if input_sat else ""))
