@@ -192,5 +192,5 @@ def cnn_stacks(draw, nd: int = 2, max_blocks: int = 3, max_channels: int = 4, ma
         if pool != "none" and min(n) >= 2:
             plan.append((pool,))
             n = [(v - 2) // 2 + 1 for v in n]
-    plan.append(("linear", c * int(np.prod(n)), draw(st.integers(1, 3))))
+    plan.append(("linear", c * int(np.prod(n)), draw(st.integers(1, 3)), draw(st.sampled_from(["diag", "bsgs"]))))
     return plan, (cin, *shape), draw(st.integers(0, 10_000))

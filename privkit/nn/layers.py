@@ -169,15 +169,17 @@ class Conv3d(_SpatialConv, nn.Conv3d):
 class Linear(nn.Linear, FHELayer):
     """Fully connected layer with an encrypted twin.
 
-    ``method="diag"``: plaintext-weight products and rotate-and-sum (fast, the default);
+    ``method="diag"``: plaintext-weight products and rotate-and-sum per output (two levels, the
+    default); ``method="bsgs"``: hybrid diagonals, baby-step giant-step (ONE level and far fewer
+    rotations for many outputs);
     ``method="dft"``: the slot sum taken through the DC term of a homomorphic DFT (the ECG paper's
     method). Same maths either way. Computes in the input's precision.
     """
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, method: str = "diag") -> None:
         super().__init__(in_features, out_features, bias=bias)
-        if method not in ("diag", "dft"):
-            raise ParameterError(f"Linear method must be 'diag' or 'dft', got {method!r}")
+        if method not in ("diag", "dft", "bsgs"):
+            raise ParameterError(f"Linear method must be 'diag', 'bsgs' or 'dft', got {method!r}")
         self.method = method
 
     def extra_repr(self) -> str:

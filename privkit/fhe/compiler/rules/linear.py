@@ -16,12 +16,14 @@ from ..lowering import Lowered, Lowering, PlanContext, register_lowering
 @register_lowering("linear")
 class LinearLowering(Lowering):
     """``method="diag"``: per output a plaintext product and a rotate-and-sum (two levels);
+    ``method="bsgs"``: hybrid diagonals with baby-step giant-step (one level, about
+    ``2 sqrt(O) + log2(slots / O)`` rotations);
     ``method="dft"``: slot sums through the DC term of a homomorphic DFT (the paper's FC)."""
 
     affine = True
 
     def depth(self, spec: dict[str, Any]) -> int | None:
-        return 2 if spec.get("method", "diag") == "diag" else None
+        return {"diag": 2, "bsgs": 1}.get(spec.get("method", "diag"))
 
     def plan(self, spec: dict[str, Any], ctx: PlanContext) -> Lowered:
         w, b = np.asarray(spec["weight"], float), spec["bias"]
@@ -31,6 +33,13 @@ class LinearLowering(Lowering):
         out_lay = PackedLayout(1, w.shape[0], 1, 0, clean=True)
         if spec.get("method", "diag") == "dft":
             return _linear_dft(spec, lay_in, ctx.slots, out_lay)
+        if spec["method"] == "bsgs":
+            def run_b(be: Backend, ct: Ciphertext) -> Ciphertext:
+                return packed.linear_bsgs(be, ct, w, b, lay_in, section="fc")
+
+            return Lowered(1, packed.linear_bsgs_rotations(w.shape[0], lay_in, ctx.slots),
+                           PackedLayout(1, w.shape[0], 1, 0, clean=False), run_b,
+                           f"{w.shape[1]}->{w.shape[0]}, hybrid diagonals (baby-step giant-step)")
 
         def run(be: Backend, ct: Ciphertext) -> Ciphertext:
             return packed.linear_packed(be, ct, w, b, lay_in, section="fc")
