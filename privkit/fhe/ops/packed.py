@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Any
 
 import numpy as np
 
@@ -221,6 +222,46 @@ def _conv_plan(weight: np.ndarray, layout: PackedLayout, stride: int | tuple[int
     return out_layout, replicated, baby, deltas, masks
 
 
+def _tap_split(layout: PackedLayout, ksz: tuple[int, ...], pd: tuple[int, ...]) -> tuple[list[int], list[int]]:
+    """(inner, outer) offset of every tap: the last axis' part and the rest."""
+    inner, outer = [], []
+    for kk in np.ndindex(*ksz):
+        inner.append((kk[-1] - pd[-1]) * layout.gaps[-1])
+        outer.append(sum((k - p) * g for k, p, g in zip(kk[:-1], pd[:-1], layout.gaps[:-1])))
+    return inner, outer
+
+
+def _use_tap_bsgs(layout: PackedLayout, ksz: tuple[int, ...], n_deltas: int) -> bool:
+    """Baby steps over the last kernel axis, giant steps over the others, when that rotates less
+    than one rotation per tap (a 1-input-channel 2-D / 3-D conv, typically)."""
+    if len(ksz) < 2:
+        return False
+    flat = math.prod(ksz) - 1 + n_deltas - 1
+    bsgs = ksz[-1] - 1 + n_deltas * math.prod(ksz[:-1]) - 1
+    return bsgs < flat
+
+
+def _conv_groups(weight_shape: tuple[int, ...], layout: PackedLayout, padding: Any, baby: list[int],
+                 deltas: list[int], masks: dict[tuple[int, int], np.ndarray]) -> dict[int, list[tuple[int, np.ndarray]]]:
+    """giant rotation -> [(baby rotation, plaintext mask)]: ``sum_g rot(sum_b rot(x, b) * m, g)``."""
+    ksz = tuple(weight_shape[2:])
+    pd = _tuple(padding, len(ksz))
+    groups: dict[int, list[tuple[int, np.ndarray]]] = {}
+    if not _use_tap_bsgs(layout, ksz, len(deltas)):
+        for d in deltas:
+            for t, step in enumerate(baby):
+                if (d, t) in masks:
+                    groups.setdefault(d * layout.block, []).append((step, masks[(d, t)]))
+        return groups
+    inner, outer = _tap_split(layout, ksz, pd)
+    for d in deltas:
+        for t in range(len(baby)):
+            if (d, t) in masks:
+                g = d * layout.block + outer[t]
+                groups.setdefault(g, []).append((inner[t], np.roll(masks[(d, t)], outer[t])))
+    return groups
+
+
 def _check_padding_room(layout: PackedLayout, shape_out: tuple[int, ...], st: tuple[int, ...],
                         pd: tuple[int, ...], taps: list[tuple[int, ...]], blocks: int, slots: int) -> None:
     """Every tap that falls in the zero padding must read a slot that holds no element."""
@@ -246,15 +287,20 @@ def conv_packed_rotations(weight_shape: tuple[int, ...], layout: PackedLayout,
                           slots: int | None = None) -> list[int]:
     """The rotation steps :func:`conv_packed` uses (any number of spatial axes)."""
     co_n, ci_n = weight_shape[:2]
-    ksz = weight_shape[2:]
+    ksz = tuple(weight_shape[2:])
     pd = _tuple(padding, len(ksz))
-    steps = {sum((k - p) * g for k, p, g in zip(kk, pd, layout.gaps)) for kk in np.ndindex(*ksz)}
-    if ci_n == 1 and co_n > 1 and layout.clean:
+    replicated = ci_n == 1 and co_n > 1 and layout.clean
+    deltas = [0] if replicated else list(range(-(co_n - 1), ci_n))
+    if _use_tap_bsgs(layout, ksz, len(deltas)):
+        inner, outer = _tap_split(layout, ksz, pd)
+        steps = set(inner) | {d * layout.block + o for d in deltas for o in set(outer)}
+    else:
+        steps = {sum((k - p) * g for k, p, g in zip(kk, pd, layout.gaps)) for kk in np.ndindex(*ksz)}
+        steps |= {d * layout.block for d in deltas}
+    if replicated:
         from .rotate_sum import required_rotations_replicate
 
         steps |= set(required_rotations_replicate(layout.block, co_n, slots))
-    else:
-        steps |= {d * layout.block for d in range(-(co_n - 1), ci_n)}
     if slots:
         steps = {s % slots for s in steps}
     return sorted(int(s) for s in steps if s)
@@ -276,12 +322,9 @@ def conv1d_packed_ref(vec: np.ndarray, weight: np.ndarray, bias: np.ndarray | No
     if replicated:
         x = sum(np.roll(vec, j * layout.block) for j in range(weight.shape[0]))
     acc = np.zeros(slots, dtype=np.complex128)
-    for d in deltas:
-        part = np.zeros(slots, dtype=np.complex128)
-        for k, step in enumerate(baby):
-            if (d, k) in masks:
-                part += np.roll(x, -step) * masks[(d, k)]
-        acc += np.roll(part, -d * layout.block)
+    for g, terms in _conv_groups(np.shape(weight), layout, padding, baby, deltas, masks).items():
+        part = sum((np.roll(x, -b) * m for b, m in terms), np.zeros(slots, dtype=np.complex128))
+        acc += np.roll(part, -g)
     if bias is not None:
         acc += _bias_vec(np.asarray(bias, float), out_layout, slots)
     return acc, out_layout
@@ -330,21 +373,17 @@ def conv_packed(backend: Backend, ct: Ciphertext, weight: np.ndarray, bias: np.n
         if replicated:
             x = replicate(backend, ct.replace(length=min(ct.length, layout.block)), layout.block,
                           weight.shape[0], section="replicate")
-        rotated = {}
+        rotated: dict[int, Ciphertext] = {}
         acc = None
-        for d in deltas:
+        for g, group in _conv_groups(weight.shape, layout, padding, baby, deltas, masks).items():
             terms = []
-            for k, step in enumerate(baby):
-                if (d, k) not in masks:
-                    continue
-                if k not in rotated:
-                    rotated[k] = backend.rotate(x, step) if step else x
-                terms.append((rotated[k], masks[(d, k)]))
-            if not terms:
-                continue
+            for step, m in group:
+                if step not in rotated:
+                    rotated[step] = backend.rotate(x, step) if step else x
+                terms.append((rotated[step], m))
             part = backend.mul_plain_sum(terms)  # one rescale per giant step
-            if d:
-                part = backend.rotate(part, d * layout.block)
+            if g:
+                part = backend.rotate(part, g)
             acc = part if acc is None else backend.add(acc, part)
         if acc is None:  # all-zero weights
             acc = backend.mul_plain(x, np.zeros(1))
