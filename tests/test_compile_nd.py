@@ -270,21 +270,21 @@ def box_depth(box):
 def test_linear_bsgs_matches_numpy_and_ref(ch, side, gap, outs, seed):
     """The hybrid-diagonal FC on a gapped 2-D layout with dirty non-element slots."""
     from privkit.fhe import KeySet
-    from privkit.fhe.ops import packed
+    from privkit.fhe.ops import packed, packed_fc
 
     rng = np.random.default_rng(seed)
     lay = packed.PackedLayout.grid(ch, (side, side), (side * gap * 2, gap), 0)
-    keys = KeySet.generate("n8192", backend="sim", rotations=packed.linear_bsgs_rotations(outs, lay, 4096))
+    keys = KeySet.generate("n8192", backend="sim", rotations=packed_fc.linear_bsgs_rotations(outs, lay, 4096))
     x = rng.uniform(-1, 1, (ch, side * side))
     vec = packed.pack(x, lay, 4096)
     junk = rng.uniform(-5, 5, 4096)
     junk[packed.valid_slots(lay)] = 0
     w, b = rng.uniform(-1, 1, (outs, ch * side * side)), rng.uniform(-1, 1, outs)
-    ct = packed.linear_bsgs(keys.backend, keys.encrypt(vec + junk), w, b, lay)
+    ct = packed_fc.linear_bsgs(keys.backend, keys.encrypt(vec + junk), w, b, lay)
     assert ct.level == keys.encrypt(vec).level - 1  # one level
     want = w @ x.ravel() + b
     got = keys.decrypt(ct)
-    np.testing.assert_allclose(packed.linear_bsgs_ref(vec + junk, w, b, lay)[:outs].real, want, atol=1e-9)
+    np.testing.assert_allclose(packed_fc.linear_bsgs_ref(vec + junk, w, b, lay)[:outs].real, want, atol=1e-9)
     target(assert_close_encrypted(got, want, "n8192", depth=1))
 
 

@@ -34,10 +34,12 @@ class LinearLowering(Lowering):
         if spec.get("method", "diag") == "dft":
             return _linear_dft(spec, lay_in, ctx.slots, out_lay)
         if spec["method"] == "bsgs":
-            def run_b(be: Backend, ct: Ciphertext) -> Ciphertext:
-                return packed.linear_bsgs(be, ct, w, b, lay_in, section="fc")
+            from ...ops import packed_fc
 
-            return Lowered(1, packed.linear_bsgs_rotations(w.shape[0], lay_in, ctx.slots),
+            def run_b(be: Backend, ct: Ciphertext) -> Ciphertext:
+                return packed_fc.linear_bsgs(be, ct, w, b, lay_in, section="fc")
+
+            return Lowered(1, packed_fc.linear_bsgs_rotations(w.shape[0], lay_in, ctx.slots),
                            PackedLayout(1, w.shape[0], 1, 0, clean=False), run_b,
                            f"{w.shape[1]}->{w.shape[0]}, hybrid diagonals (baby-step giant-step)")
 
