@@ -400,3 +400,17 @@ def test_seal_box_conv_program_matches_torch():
     model = torch.nn.Sequential(box, pnn.Square(), pnn.Flatten(), pnn.Linear(2 * 36, 2)).eval()
     program, err = _check(model, (1, 6, 6), 10, params="n16384", backend="seal")  # server-side SAT
     assert [s.kind for s in program.steps] == ["box_conv2d", "polyact", "linear"]
+
+
+def test_learnable_per_channel_polyact_trains_and_compiles():
+    torch.manual_seed(11)
+    act = pnn.PolyAct(degree=2, learnable=True, per_channel=True, channels=2)
+    model = torch.nn.Sequential(pnn.Conv2d(1, 2, 3), act, pnn.Flatten(), pnn.Linear(2 * 16, 2))
+    before = act.coeffs.detach().clone()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x, y = torch.randn(8, 1, 6, 6), torch.randint(0, 2, (8,))
+    torch.nn.functional.cross_entropy(model(x), y).backward()
+    opt.step()
+    assert act.coeffs.grad is not None and not torch.equal(act.coeffs.detach(), before)
+    program, err = _check(model.eval(), (1, 6, 6), 11)
+    assert next(s for s in program.steps if s.kind == "polyact").depth == 1
