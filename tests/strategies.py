@@ -217,3 +217,57 @@ def poly_split_cases(draw, kind: str, max_degree: int = 31):
         return c, "chebyshev", (center - r, center + r)
     r = draw(st.sampled_from([2.0, 3.0, 0.25]))  # never folds for deg >= 8
     return c, "chebyshev", (center - r, center + r)
+
+
+# -- encrypted CNN stacks (the compiler's N-D property tests) -------------------------------------
+
+
+@st.composite
+def poly_act_coeffs(draw, min_degree: int = 1, max_degree: int = 4, channels: int = 1):
+    """PolyAct coefficients (channels, degree + 1) of both signs; the leading one away from 0."""
+    d = draw(st.integers(min_degree, max_degree))
+    rows = []
+    sign = draw(st.sampled_from([-1.0, 1.0]))
+    for _ in range(channels):
+        row = [draw(st.floats(-1.0, 1.0, allow_nan=False)) for _ in range(d)]
+        lead = sign * draw(st.floats(0.1, 1.0, allow_nan=False))
+        rows.append(row + [lead])
+    return rows
+
+
+@st.composite
+def cnn_stacks(draw, nd: int = 2, max_blocks: int = 3, max_channels: int = 4, max_side: int = 12):
+    """A random ``(layers, input_shape, seed)`` of privkit N-D layers: 1-``max_blocks`` conv
+    blocks (random channels, kernels, strides 1-3, padding), activation, optional BatchNorm and
+    pool, then Flatten and Linear. Layers are built by the test (so torch seeds apply)."""
+    side_lo = 4 if nd == 3 else 5
+    shape = tuple(draw(st.integers(side_lo, max_side if nd == 2 else min(max_side, 7))) for _ in range(nd))
+    cin = draw(st.integers(1, max_channels))
+    blocks = draw(st.integers(1, max_blocks))
+    plan = []
+    c, n = cin, list(shape)
+    for _ in range(blocks):
+        cout = draw(st.integers(1, max_channels))
+        k = draw(st.integers(1, 3))
+        s = draw(st.integers(1, 3))
+        p = draw(st.integers(0, 1))
+        out = [(v + 2 * p - k) // s + 1 for v in n]
+        if min(out) < 1:
+            break
+        plan.append(("conv", c, cout, k, s, p))
+        c, n = cout, out
+        if draw(st.booleans()):
+            plan.append(("bn", c))
+        act = draw(st.sampled_from(["square", "polyact", "polyact_ch", "relu"]))
+        if act == "polyact_ch":
+            plan.append(("polyact", draw(poly_act_coeffs(1, 3, channels=c)), True))
+        elif act == "polyact":
+            plan.append(("polyact", draw(poly_act_coeffs(1, 3)), False))
+        else:
+            plan.append((act,))
+        pool = draw(st.sampled_from(["avg", "none", "none"] + (["max"] if nd == 2 else [])))
+        if pool != "none" and min(n) >= 2:
+            plan.append((pool,))
+            n = [(v - 2) // 2 + 1 for v in n]
+    plan.append(("linear", c * int(np.prod(n)), draw(st.integers(1, 3)), draw(st.sampled_from(["diag", "bsgs"]))))
+    return plan, (cin, *shape), draw(st.integers(0, 10_000))

@@ -29,12 +29,21 @@ __all__ = [
     "PRESETS",
     "ops",
     "compile",
+    "register_lowering",
+    "unregister_lowering",
+    "registered_lowerings",
+    "Lowering",
+    "Lowered",
+    "PlanContext",
 ]
+
+_COMPILER_NAMES = ("compile", "register_lowering", "unregister_lowering", "registered_lowerings",
+                   "Lowering", "Lowered", "PlanContext")
 
 
 def __getattr__(name: str) -> Any:
     if name == "ops":
         return importlib.import_module(".ops", __name__)
-    if name == "compile":
-        return importlib.import_module(".compiler", __name__).compile
+    if name in _COMPILER_NAMES:
+        return getattr(importlib.import_module(".compiler", __name__), name)
     raise AttributeError(f"module 'privkit.fhe' has no attribute {name!r}")

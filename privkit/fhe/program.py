@@ -42,8 +42,10 @@ class Step:
     detail: str = ""
     #: the torch module whose output this step reproduces (a folded BatchNorm's, say)
     ref_name: str = ""
-    #: encrypted intermediate = ref_scale * torch activation (a pool whose 1/k was folded forward)
-    ref_scale: float = 1.0
+    #: encrypted intermediate = ref_scale * torch activation + ref_shift (a pool whose 1/k was
+    #: folded forward, an activation's scaling folded back; scalars or per-channel arrays)
+    ref_scale: Any = 1.0
+    ref_shift: Any = 0.0
 
 
 @dataclasses.dataclass
@@ -70,11 +72,12 @@ class EncryptedProgram:
         params: CKKSParams,
         steps: list[Step],
         input_layout: PackedLayout,
-        input_shape: tuple[int, int],
+        input_shape: tuple[int, ...],
         out_features: int,
         conjugation: bool,
         reference: Any = None,
         batch: int = 1,
+        input_encoding: tuple[str, Callable[[np.ndarray], np.ndarray]] | None = None,
     ) -> None:
         self.params = params
         self.steps = steps
@@ -84,6 +87,9 @@ class EncryptedProgram:
         self.conjugation = conjugation
         self._reference = reference  # the torch model (plaintext twin), for traces
         self.batch = batch
+        #: (name, fn): the client transforms each input channel before packing (e.g. "sat": the
+        #: summed-area table of the zero-padded channel, for a first box convolution)
+        self.input_encoding = input_encoding
         self._last: list[LayerReport] = []
         #: calibrated input range: |x| <= input_range (public, part of client_info); set it with
         #: calibrate_input(data) or directly. None: unchecked.
@@ -129,6 +135,7 @@ class EncryptedProgram:
             "out_features": self.out_features,
             "batch": self.batch,
             "input_range": self.input_range,
+            "input_encoding": self.input_encoding[0] if self.input_encoding else "values",
         }
 
     def calibrate_input(self, data: Any, margin: float = 1.1) -> float:
@@ -155,9 +162,10 @@ class EncryptedProgram:
                                conjugation=self.conjugation, **kwargs)
 
     def encode_input(self, x: np.ndarray, *, on_range: str | None = None) -> np.ndarray:
-        """Input of shape ``input_shape`` (or 1-D for one channel) -> the vector to encrypt.
+        """Input of shape ``input_shape`` (without the channel axis for one channel) -> the
+        vector to encrypt.
 
-        A program compiled with ``batch=b`` takes ``(b, channels, length)`` (or ``(b, length)``).
+        A program compiled with ``batch=b`` takes ``(b, *input_shape)`` (or ``(b, *spatial)``).
         Values beyond the calibrated :attr:`input_range` are counted
         (:attr:`last_input_out_of_range`) and, per ``on_range`` (default :attr:`on_range`),
         warned about (:class:`~privkit.errors.InputRangeWarning`), refused
@@ -165,16 +173,21 @@ class EncryptedProgram:
         """
         x = np.asarray(x, dtype=np.float64)
         self._check_input_range(x, self.on_range if on_range is None else on_range)
-        c, length = self.input_shape
-        want = (self.batch, c, length)
-        if x.ndim == 1 and c == 1 and self.batch == 1:
-            x = x[None, None, :]
-        elif x.ndim == 2 and (c == 1 and self.batch > 1 or self.batch == 1):
-            x = x[:, None, :] if self.batch > 1 else x[None]
+        c, spatial = self.input_shape[0], tuple(self.input_shape[1:])
+        want = (self.batch, c, *spatial)
+        nd = len(spatial)
+        if x.ndim == nd and c == 1 and self.batch == 1:
+            x = x[None, None]
+        elif x.ndim == nd + 1 and (c == 1 and self.batch > 1 or self.batch == 1):
+            x = x[:, None] if self.batch > 1 else x[None]
         if x.shape != want:
-            shown = want if self.batch > 1 else (c, length)
+            shown = want if self.batch > 1 else (c, *spatial)
             raise ShapeError(f"the program expects input of shape {shown}, got {x.shape}")
-        x = x.reshape(self.batch * c, length)
+        if self.input_encoding is not None:
+            enc = self.input_encoding[1]
+            x = np.stack([np.asarray(enc(ch), dtype=np.float64).ravel() for ch in x.reshape(self.batch * c, *spatial)])
+        else:
+            x = x.reshape(self.batch * c, int(np.prod(spatial)))
         vec = pack(x, self.input_layout, self.params.slots)
         return vec[: self.input_layout.span]
 
@@ -262,7 +275,9 @@ class EncryptedProgram:
         if ct.bound is None and self.input_range is not None:
             # a received ciphertext carries no bound; the calibrated range is public
             b = np.zeros(be.slots)
-            b[: ct.length] = self.input_range
+            # a summed-area-table encoding sums up to every input value of its channel
+            grow = int(np.prod(self.input_shape[1:])) if self.input_encoding is not None else 1
+            b[: ct.length] = self.input_range * grow
             ct = ct.replace(bound=b)
         stats_before = dict(be.range_stats)
         be.require_levels(ct, self.depth, "the compiled program")
@@ -327,7 +342,10 @@ class EncryptedProgram:
                 got = vec[: ref.size]
             else:
                 got = unpack(vec, step.out_layout).reshape(ref.shape)
-            e = np.abs(got / step.ref_scale - ref)
+            shape = (-1,) + (1,) * (ref.ndim - 1)
+            sc = np.reshape(step.ref_scale, shape) if np.ndim(step.ref_scale) else step.ref_scale
+            sh = np.reshape(step.ref_shift, shape) if np.ndim(step.ref_shift) else step.ref_shift
+            e = np.abs((got - sh) / sc - ref)
             errors.append((float(e.max()), float(e.mean())))
 
         with torch.no_grad():

@@ -6,11 +6,16 @@ inside training), ``calibrate`` it, and compile it with :func:`privkit.fhe.compi
 
 from __future__ import annotations
 
+from .activations import PolyAct, Square
 from .box import BoxConv1d, BoxConv2d, BoxConv3d, BoxReplacementReport, replace_conv_with_box
 from .calibrate import calibrate
 from .layers import (
     AvgPool1d,
+    AvgPool2d,
+    AvgPool3d,
     Conv1d,
+    Conv2d,
+    Conv3d,
     Flatten,
     Incompatibility,
     Linear,
@@ -19,7 +24,7 @@ from .layers import (
     register_layer,
     registered_layers,
 )
-from .nonlinear import ApproxMaxPool1d, PolyReLU
+from .nonlinear import ApproxMaxPool1d, ApproxMaxPool2d, PolyReLU
 
 __all__ = [
     "BoxConv1d",
@@ -28,11 +33,18 @@ __all__ = [
     "BoxReplacementReport",
     "replace_conv_with_box",
     "Conv1d",
+    "Conv2d",
+    "Conv3d",
     "Linear",
     "AvgPool1d",
+    "AvgPool2d",
+    "AvgPool3d",
     "Flatten",
     "PolyReLU",
+    "PolyAct",
+    "Square",
     "ApproxMaxPool1d",
+    "ApproxMaxPool2d",
     "calibrate",
     "check_fhe_compatible",
     "make_fhe_compatible",

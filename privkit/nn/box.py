@@ -175,9 +175,8 @@ class _BoxConvNd(nn.Module):
                         layout=layout, bias=bias, section=section)
 
     def fhe_spec(self) -> dict[str, Any]:
-        """What a compiler needs (a plain dict); ``op`` is ``"box_conv{n}d"``."""
-        from ..fhe.ops.conv_sat import conv_sat_depth
-
+        """What a compiler needs (a plain dict); ``op`` is ``"box_conv{n}d"`` (its levels: the
+        lowering registry, ``privkit.fhe.compiler.lowering_depth(spec)``)."""
         grid = self.boxsets()
         return {
             "op": f"box_conv{self.ndim}d",
@@ -186,7 +185,6 @@ class _BoxConvNd(nn.Module):
             "bias": None if self.bias is None else self.bias.detach().double().cpu().numpy(),
             "stride": self.stride,
             "padding": self.padding,
-            "depth": conv_sat_depth(grid),
         }
 
     def extra_repr(self) -> str:

@@ -29,8 +29,12 @@ from ..errors import ParameterError, UnsupportedLayerError
 
 __all__ = [
     "Conv1d",
+    "Conv2d",
+    "Conv3d",
     "Linear",
     "AvgPool1d",
+    "AvgPool2d",
+    "AvgPool3d",
     "Flatten",
     "register_layer",
     "registered_layers",
@@ -79,7 +83,7 @@ class Conv1d(nn.Conv1d, FHELayer):
         self.method = method
 
     def extra_repr(self) -> str:
-        return super().extra_repr() + f", method={self.method!r}, depth=1"
+        return super().extra_repr() + f", method={self.method!r}, depth={_depth(self)}"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # computes in the input's precision (float64 in -> float64 out, as the compiler does)
@@ -98,23 +102,88 @@ class Conv1d(nn.Conv1d, FHELayer):
         }
 
 
+def _depth(layer: FHELayer) -> str:
+    """The layer's level cost, asked of the compiler's lowering registry (the one source)."""
+    from ..fhe.compiler.lowering import lowering_depth
+
+    d = lowering_depth(layer.fhe_spec())
+    return "input-dependent" if d is None else str(d)
+
+
+class _SpatialConv(FHELayer):
+    """Shared forward / spec of the spatial N-D convolutions."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.weight.to(x.dtype)  # type: ignore[attr-defined]
+        b = None if self.bias is None else self.bias.to(x.dtype)  # type: ignore[attr-defined]
+        return self._conv_forward(x, w, b)  # type: ignore[attr-defined]
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", depth={_depth(self)}"  # type: ignore[misc]
+
+    def fhe_spec(self) -> dict[str, Any]:
+        nd = len(self.stride)  # type: ignore[attr-defined]
+        return {
+            "op": f"conv{nd}d",
+            "method": "spatial",
+            "weight": self.weight.detach().double().cpu().numpy(),  # type: ignore[attr-defined]
+            "bias": None if self.bias is None else self.bias.detach().double().cpu().numpy(),  # type: ignore[attr-defined]
+            "stride": tuple(int(v) for v in self.stride),  # type: ignore[attr-defined]
+            "padding": tuple(int(v) for v in self.padding),  # type: ignore[attr-defined]
+        }
+
+
+def _check_conv_args(name: str, padding: Any) -> None:
+    if isinstance(padding, str):
+        raise ParameterError(f"{name}: give padding as an integer or tuple, not {padding!r}")
+
+
+@register_layer
+class Conv2d(_SpatialConv, nn.Conv2d):
+    """2-D convolution (spatial; stride, zero padding, ``groups=1``) with an encrypted twin: one
+    rotation per tap on the packed image (row gap x column gap), one level.
+
+    >>> import torch
+    >>> Conv2d(1, 4, 7, stride=3)(torch.zeros(1, 1, 28, 28)).shape
+    torch.Size([1, 4, 8, 8])
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int | tuple[int, int],
+                 stride: int | tuple[int, int] = 1, padding: int | tuple[int, int] = 0, bias: bool = True) -> None:
+        _check_conv_args("Conv2d", padding)
+        nn.Conv2d.__init__(self, in_channels, out_channels, kernel_size, stride=stride, padding=padding, bias=bias)
+
+
+@register_layer
+class Conv3d(_SpatialConv, nn.Conv3d):
+    """3-D convolution (spatial; stride, zero padding, ``groups=1``) with an encrypted twin."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int | tuple[int, int, int],
+                 stride: int | tuple[int, int, int] = 1, padding: int | tuple[int, int, int] = 0,
+                 bias: bool = True) -> None:
+        _check_conv_args("Conv3d", padding)
+        nn.Conv3d.__init__(self, in_channels, out_channels, kernel_size, stride=stride, padding=padding, bias=bias)
+
+
 @register_layer
 class Linear(nn.Linear, FHELayer):
     """Fully connected layer with an encrypted twin.
 
-    ``method="diag"``: plaintext-weight products and rotate-and-sum (fast, the default);
+    ``method="diag"``: plaintext-weight products and rotate-and-sum per output (two levels, the
+    default); ``method="bsgs"``: hybrid diagonals, baby-step giant-step (ONE level and far fewer
+    rotations for many outputs);
     ``method="dft"``: the slot sum taken through the DC term of a homomorphic DFT (the ECG paper's
     method). Same maths either way. Computes in the input's precision.
     """
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, method: str = "diag") -> None:
         super().__init__(in_features, out_features, bias=bias)
-        if method not in ("diag", "dft"):
-            raise ParameterError(f"Linear method must be 'diag' or 'dft', got {method!r}")
+        if method not in ("diag", "dft", "bsgs"):
+            raise ParameterError(f"Linear method must be 'diag', 'bsgs' or 'dft', got {method!r}")
         self.method = method
 
     def extra_repr(self) -> str:
-        return super().extra_repr() + f", method={self.method!r}, depth=2"
+        return super().extra_repr() + f", method={self.method!r}, depth={_depth(self)}"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b = None if self.bias is None else self.bias.to(x.dtype)
@@ -143,9 +212,37 @@ class AvgPool1d(nn.AvgPool1d, FHELayer):
         return {"op": "avgpool1d", "kernel": int(k), "stride": int(s)}
 
 
+def _pool_args(v: Any, nd: int) -> tuple[int, ...]:
+    return (int(v),) * nd if isinstance(v, int) else tuple(int(x) for x in v)
+
+
+@register_layer
+class AvgPool2d(nn.AvgPool2d, FHELayer):
+    """2-D average pooling (no padding): window sums by rotations; the ``1/(kh*kw)`` is folded
+    into the next conv / linear layer by the compiler (else one level)."""
+
+    def __init__(self, kernel_size: int | tuple[int, int], stride: int | tuple[int, int] | None = None) -> None:
+        super().__init__(kernel_size, stride=stride)
+
+    def fhe_spec(self) -> dict[str, Any]:
+        return {"op": "avgpool2d", "kernel": _pool_args(self.kernel_size, 2), "stride": _pool_args(self.stride, 2)}
+
+
+@register_layer
+class AvgPool3d(nn.AvgPool3d, FHELayer):
+    """3-D average pooling (no padding); see :class:`AvgPool2d`."""
+
+    def __init__(self, kernel_size: int | tuple[int, int, int],
+                 stride: int | tuple[int, int, int] | None = None) -> None:
+        super().__init__(kernel_size, stride=stride)
+
+    def fhe_spec(self) -> dict[str, Any]:
+        return {"op": "avgpool3d", "kernel": _pool_args(self.kernel_size, 3), "stride": _pool_args(self.stride, 3)}
+
+
 @register_layer
 class Flatten(nn.Flatten, FHELayer):
-    """Flatten (channels, length) -> features; free in the encrypted program (a layout change)."""
+    """Flatten (channels, *spatial) -> features; free in the encrypted program (a layout change)."""
 
     def __init__(self) -> None:
         super().__init__(start_dim=1, end_dim=-1)
@@ -177,18 +274,52 @@ def _fixes() -> dict[type[nn.Module], str]:
         nn.Conv1d: "use privkit.nn.Conv1d (make_fhe_compatible swaps it, keeping the weights)",
         nn.Linear: "use privkit.nn.Linear (make_fhe_compatible swaps it, keeping the weights)",
         nn.Flatten: "use privkit.nn.Flatten (make_fhe_compatible swaps it)",
+        nn.Conv2d: "use privkit.nn.Conv2d (make_fhe_compatible swaps it, keeping the weights)",
+        nn.Conv3d: "use privkit.nn.Conv3d (make_fhe_compatible swaps it, keeping the weights)",
+        nn.AvgPool2d: "use privkit.nn.AvgPool2d (make_fhe_compatible swaps it)",
+        nn.AvgPool3d: "use privkit.nn.AvgPool3d (make_fhe_compatible swaps it)",
+        nn.MaxPool2d: "use privkit.nn.ApproxMaxPool2d (make_fhe_compatible swaps it)",
     }
 
 
 _CONTAINERS = (nn.Sequential,)
+_PASSED = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.Identity,
+           nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+
+
+def _no_lowering_reason(mod: nn.Module) -> str:
+    spec_fn = getattr(mod, "fhe_spec", None)
+    if not callable(spec_fn):
+        return "no encrypted equivalent in privkit"
+    from ..fhe.compiler.lowering import registered_lowerings
+
+    try:
+        kind = spec_fn().get("op")
+    except Exception as e:  # noqa: BLE001
+        return f"its fhe_spec() failed: {e}"
+    return (f"its fhe_spec() kind {kind!r} has no registered lowering; supported kinds: "
+            f"{', '.join(sorted(registered_lowerings()))} (privkit.fhe.register_lowering adds one)")
+
+
+def _has_registered_lowering(mod: nn.Module) -> bool:
+    spec_fn = getattr(mod, "fhe_spec", None)
+    if not callable(spec_fn):
+        return False
+    from ..fhe.compiler.lowering import registered_lowerings
+
+    try:
+        return spec_fn().get("op") in registered_lowerings()
+    except Exception:  # noqa: BLE001 - a broken user spec is reported as unsupported
+        return False
 
 
 def check_fhe_compatible(model: nn.Module, *, raise_error: bool = False) -> list[Incompatibility]:
     """List every module the compiler cannot run, by qualified name (empty list: compatible).
 
-    Supported: registered privkit layers, ``torch.nn.BatchNorm1d`` right after a convolution or
-    linear layer (folded into it at compile time), ``Dropout`` and ``Identity`` (no-ops at
-    inference), inside ``nn.Sequential`` containers.
+    Supported: registered privkit layers, modules whose ``fhe_spec()`` names a kind registered
+    with :func:`privkit.fhe.register_lowering`, ``torch.nn.BatchNorm1d/2d/3d`` (folded into the
+    convolution or linear layer right before it at compile time, else one level), ``Dropout``
+    and ``Identity`` (no-ops at inference), inside ``nn.Sequential`` containers.
     """
     problems: list[Incompatibility] = []
     fixes = _fixes()
@@ -197,7 +328,9 @@ def check_fhe_compatible(model: nn.Module, *, raise_error: bool = False) -> list
         if isinstance(mod, registered):
             _check_layer_args(name, mod, problems)
             continue
-        if isinstance(mod, _CONTAINERS) or isinstance(mod, (nn.Dropout, nn.Identity, nn.BatchNorm1d)):
+        if isinstance(mod, _CONTAINERS) or isinstance(mod, _PASSED):
+            continue
+        if _has_registered_lowering(mod):  # a user layer with its own registered lowering
             continue
         if name == "" and not list(mod.children()):
             problems.append(Incompatibility(name, type(mod).__name__, "not a privkit layer"))
@@ -211,7 +344,7 @@ def check_fhe_compatible(model: nn.Module, *, raise_error: bool = False) -> list
             )
             continue
         fix = next((v for k, v in fixes.items() if type(mod) is k), None)
-        reason = fix or "no encrypted equivalent in privkit"
+        reason = fix or _no_lowering_reason(mod)
         problems.append(Incompatibility(name, type(mod).__name__, reason))
     if raise_error and problems:
         raise UnsupportedLayerError(
@@ -222,8 +355,8 @@ def check_fhe_compatible(model: nn.Module, *, raise_error: bool = False) -> list
 
 
 def _check_layer_args(name: str, mod: nn.Module, problems: list[Incompatibility]) -> None:
-    if isinstance(mod, nn.Conv1d):
-        if mod.dilation[0] != 1 or mod.groups != 1 or mod.padding_mode != "zeros":
+    if isinstance(mod, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+        if set(mod.dilation) != {1} or mod.groups != 1 or mod.padding_mode != "zeros":
             problems.append(Incompatibility(name, type(mod).__name__,
                                             "only dilation=1, groups=1 and zero padding are supported"))
         if isinstance(mod.padding, str):
@@ -233,11 +366,12 @@ def _check_layer_args(name: str, mod: nn.Module, problems: list[Incompatibility]
 def make_fhe_compatible(model: nn.Module) -> nn.Module:
     """Swap torch layers for their privkit twins in place (weights kept); returns the model.
 
-    ReLU -> PolyReLU (calibrate it afterwards), MaxPool1d -> ApproxMaxPool1d, Conv1d, Linear,
-    AvgPool1d and Flatten -> the privkit classes. Anything else is left for
+    ReLU -> PolyReLU (calibrate it afterwards), MaxPool1d/2d -> ApproxMaxPool1d/2d, Conv1d/2d/3d,
+    Linear, AvgPool1d/2d/3d and Flatten -> the privkit classes (BatchNorm1d/2d/3d stay: the
+    compiler folds them). Anything else is left for
     :func:`check_fhe_compatible` to report.
     """
-    from .nonlinear import ApproxMaxPool1d, PolyReLU
+    from .nonlinear import ApproxMaxPool1d, ApproxMaxPool2d, PolyReLU
 
     def convert(mod: nn.Module) -> nn.Module | None:
         t = type(mod)
@@ -261,6 +395,17 @@ def make_fhe_compatible(model: nn.Module) -> nn.Module:
             new = Linear(mod.in_features, mod.out_features, bias=mod.bias is not None)
             new.load_state_dict(mod.state_dict())
             return new
+        if t in (nn.Conv2d, nn.Conv3d) and mod.groups == 1 and not isinstance(mod.padding, str) \
+                and set(mod.dilation) == {1} and mod.padding_mode == "zeros":
+            cls = Conv2d if t is nn.Conv2d else Conv3d
+            new = cls(mod.in_channels, mod.out_channels, mod.kernel_size, stride=mod.stride,
+                      padding=mod.padding, bias=mod.bias is not None)
+            new.load_state_dict(mod.state_dict())
+            return new
+        if t in (nn.AvgPool2d, nn.AvgPool3d) and not any(_pool_args(mod.padding, 1)):
+            return (AvgPool2d if t is nn.AvgPool2d else AvgPool3d)(mod.kernel_size, mod.stride)
+        if t is nn.MaxPool2d:
+            return ApproxMaxPool2d(mod.kernel_size, mod.stride)
         return None
 
     def walk(parent: nn.Module) -> None:

@@ -11,16 +11,17 @@ bound raises a warning (the encrypted result would be wrong for it).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import nn
 
 from ..errors import ParameterError
+from ..fhe.compiler.lowering import lowering_depth
+from ..fhe.compiler.rules.pool import max_tree
 from .layers import FHELayer, _warn_range, register_layer
 
-__all__ = ["PolyReLU", "ApproxMaxPool1d", "CALIBRATED", "max_tree", "lower_relu", "lower_maxpool"]
+__all__ = ["PolyReLU", "ApproxMaxPool1d", "ApproxMaxPool2d", "CALIBRATED", "max_tree"]
 
 
 class _Calibrated(nn.Module):
@@ -96,7 +97,8 @@ class PolyReLU(_Calibrated, FHELayer):
 
     @property
     def depth(self) -> int:
-        return relu_depth(self.mode, self.degree, self.precision_bits, self.bound if self.bound > 0 else 1.0)
+        """Levels of the encrypted form (asked of the lowering registry)."""
+        return int(lowering_depth(self.fhe_spec()))
 
     def extra_repr(self) -> str:
         rng = f"[-{self.bound:.3g}, {self.bound:.3g}]" if self.bound > 0 else "uncalibrated"
@@ -110,23 +112,6 @@ class PolyReLU(_Calibrated, FHELayer):
     def fhe_spec(self) -> dict[str, Any]:
         return {"op": "relu", "mode": self.mode, "degree": self.degree,
                 "precision_bits": self.precision_bits, "bound": self.bound}
-
-
-def max_tree(kernel: int) -> list[int]:
-    """Offsets of the pairwise-max rounds covering a window of ``kernel`` elements.
-
-    Round ``r`` computes ``m <- max(m, shift(m, offset_r))``; windows double until they cover
-    ``kernel`` (the last offset overlaps so the window is exactly ``kernel`` wide). The torch
-    forward and the encrypted program use this same tree.
-    """
-    if kernel < 1:
-        raise ParameterError(f"pool kernel must be >= 1, got {kernel}")
-    offs, width = [], 1
-    while width < kernel:
-        step = min(width, kernel - width)
-        offs.append(step)
-        width += step
-    return offs
 
 
 @register_layer
@@ -151,8 +136,8 @@ class ApproxMaxPool1d(_Calibrated, FHELayer):
 
     @property
     def depth(self) -> int:
-        b = self.bound if self.bound > 0 else 1.0
-        return len(max_tree(self.kernel_size)) * max_depth(self.method, self.degree, self.iterations, b)
+        """Levels of the encrypted form (asked of the lowering registry)."""
+        return int(lowering_depth(self.fhe_spec()))
 
     def extra_repr(self) -> str:
         rng = f"[-{self.bound:.3g}, {self.bound:.3g}]" if self.bound > 0 else "uncalibrated"
@@ -174,18 +159,39 @@ class ApproxMaxPool1d(_Calibrated, FHELayer):
                 "bound": self.bound}
 
 
+@register_layer
+class ApproxMaxPool2d(ApproxMaxPool1d):
+    """2-D max pooling with the same approximate max: the :func:`max_tree` of the kernel's width
+    along the last axis, then of its height along the rows (the encrypted order too).
+    ``kernel_size`` / ``stride``: an int or ``(height, width)``."""
+
+    def __init__(self, kernel_size: int | tuple[int, int] = 2, stride: int | tuple[int, int] | None = None,
+                 method: str = "poly", degree: int = 8, iterations: int = 3, bound: float | None = None,
+                 margin: float = 1.1) -> None:
+        super().__init__(2, None, method, degree, iterations, bound, margin)
+        ks = (int(kernel_size),) * 2 if isinstance(kernel_size, int) else tuple(int(k) for k in kernel_size)
+        st = ks if stride is None else ((int(stride),) * 2 if isinstance(stride, int) else tuple(int(v) for v in stride))
+        self.kernel_size, self.stride = ks, st  # type: ignore[assignment]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b = self._current_bound(x)
+        m = x
+        for axis, k in ((-1, self.kernel_size[1]), (-2, self.kernel_size[0])):
+            for off in max_tree(k):
+                shifted = torch.roll(m, -off, dims=axis)  # wrapped values only reach invalid outputs
+                m = max_torch(m, shifted, self.method, self.degree, self.iterations, b)
+        (kh, kw), (sh, sw) = self.kernel_size, self.stride
+        nh = (x.shape[-2] - kh) // sh + 1
+        nw = (x.shape[-1] - kw) // sw + 1
+        return m[..., : (nh - 1) * sh + 1 : sh, : (nw - 1) * sw + 1 : sw]
+
+    def fhe_spec(self) -> dict[str, Any]:
+        return dict(super().fhe_spec(), op="maxpool2d", kernel=tuple(self.kernel_size), stride=tuple(self.stride))
+
+
 CALIBRATED = (PolyReLU, ApproxMaxPool1d)
 
 # -- the maths shared with privkit.fhe.ops.poly (torch twins) and the lowering ------------------
-
-
-def relu_depth(mode: str, degree: int, precision_bits: int, bound: float = 1.0) -> int:
-    """Levels an encrypted PolyReLU consumes."""
-    from ..fhe.ops import poly
-
-    if mode == "poly":
-        return poly.relu_poly_depth(degree, bound)
-    return poly.relu_composite_depth(bound, precision_bits)
 
 
 def relu_torch(x: torch.Tensor, mode: str, degree: int, precision_bits: int, bound: float) -> torch.Tensor:
@@ -197,13 +203,6 @@ def relu_torch(x: torch.Tensor, mode: str, degree: int, precision_bits: int, bou
     return poly.relu_composite_ref(x, bound, precision_bits, on_range="ignore")
 
 
-def max_depth(method: str, degree: int, iterations: int, bound: float = 1.0) -> int:
-    """Levels one approximate max of two inputs bounded by ``bound`` consumes."""
-    from ..fhe.ops import poly
-
-    return poly.approx_max_depth(method, iterations=iterations, degree=degree, bound=bound)
-
-
 def max_torch(a: torch.Tensor, b: torch.Tensor, method: str, degree: int, iterations: int,
               bound: float) -> torch.Tensor:
     """The torch twin of ``poly.approx_max``."""
@@ -211,54 +210,3 @@ def max_torch(a: torch.Tensor, b: torch.Tensor, method: str, degree: int, iterat
 
     return poly.approx_max_ref(a, b, method=method, iterations=iterations, degree=degree, bound=bound,
                                on_range="ignore")
-
-
-def lower_relu(spec: dict[str, Any], prescaled: bool = False) -> tuple[Callable, int, str]:
-    """(run(backend, ct), depth, description) of an encrypted PolyReLU.
-
-    ``prescaled``: the layer before already divided by the bound B, so evaluate ``B * p1(y)`` on
-    ``y`` in [-1, 1], where ``p1`` is the unit-range fit (``relu_poly`` on [-B, B] is exactly
-    ``B * p1(x / B)``: ReLU is positively homogeneous). Saves the interval-scaling level.
-    """
-    from ..fhe.ops import poly
-
-    mode, deg, bits, b = spec["mode"], spec["degree"], spec["precision_bits"], spec["bound"]
-    if mode == "poly" and prescaled:
-        unit = poly.relu_poly_coeffs(deg, 1.0)
-
-        def run_p(be, ct):
-            return poly.poly_eval(be, ct, unit, "power", (-1.0, 1.0), multiplier=b, section="relu")
-
-        return run_p, poly.poly_depth(deg, "power", (-1.0, 1.0)), (
-            f"degree-{deg} minimax on [-{b:.3g}, {b:.3g}] (input pre-divided by the range)")
-    if mode == "poly":
-        def run(be, ct):
-            return poly.relu_poly(be, ct, deg, b, section="relu")
-
-        return run, relu_depth(mode, deg, bits, b), f"degree-{deg} minimax on [-{b:.3g}, {b:.3g}]"
-
-    def run_c(be, ct):
-        return poly.relu_composite(be, ct, b, precision_bits=bits, section="relu")
-
-    return run_c, relu_depth(mode, deg, bits, b), f"composite sign, {bits} bits, scale {b:.3g}"
-
-
-def lower_maxpool(spec: dict[str, Any], layout: Any) -> tuple[Callable, int, list[int], str]:
-    """(run, depth, rotations, description) of an encrypted ApproxMaxPool1d on a packed layout."""
-    from ..fhe.ops import poly
-
-    offs = max_tree(spec["kernel"])
-    method, deg, it, b = spec["method"], spec["degree"], spec["iterations"], spec["bound"]
-    gap = layout.gap
-
-    def run(be, ct):
-        m = ct
-        for off in offs:
-            m = poly.approx_max(be, m, be.rotate(m, off * gap), method=method, iterations=it,
-                                degree=deg, bound=b, section="max")
-        return m
-
-    depth = len(offs) * max_depth(method, deg, it, b)
-    return run, depth, [o * gap for o in offs], (
-        f"k={spec['kernel']}, stride {spec['stride']}, |x| by {method} "
-        f"({'degree ' + str(deg) if method == 'poly' else str(it) + ' iterations'})")
