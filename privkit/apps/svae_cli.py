@@ -71,7 +71,7 @@ def register(subparsers: Any) -> None:
     t.add_argument("--out", required=True, help="model file to write (e.g. svae.privkit)")
     t.add_argument("--png-dir", default=None, help="write reconstructions/samples PNG grids here")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
-    add_smoke(t, "120 digits at 8x8, a tiny model, 1 epoch")
+    add_smoke(t, "120 digits at 8x8, a tiny model, 1 epoch, the rdp accountant")
     t.set_defaults(func=_train)
 
     e = sub.add_parser("evaluate", help="reconstruction MSE, AID, local IS/FD, MIA, attacks")
@@ -165,7 +165,7 @@ def _print(results: dict[str, Any], as_json: bool) -> None:
 
 
 _SMOKE = {"limit": 120, "image_size": 8, "widths": "4,8", "latent": 4, "steps": 2, "k": 3,
-          "batch_size": 40, "epochs": 1}
+          "batch_size": 40, "epochs": 1, "accountant": "rdp"}
 
 
 def _grid_title(model: Any, what: str) -> str:
