@@ -30,6 +30,7 @@ _SMOKE = {"ae_epochs": 2, "judge_epochs": 2, "gan_epochs": 2, "judge_filters": 8
           "mapper_hidden": (64,), "batch_size": 32, "select_extra_epochs": 0,
           "selection_critics": 1, "patience": 2}
 SMOKE_DATA = {"subjects": 4, "activities": 3, "seconds": 6.0}
+_DATA_DEFAULTS = {"subjects": 8, "activities": 4, "seconds": 12.0}
 
 
 def prepare_data(spec: dict[str, Any], normaliser: MinMaxNormaliser | None = None
@@ -143,7 +144,8 @@ def _spec_from_args(args: argparse.Namespace) -> dict[str, Any]:
             "test_fraction": args.test_fraction, "subjects": args.subjects,
             "activities": args.activities, "seconds": args.seconds}
     if getattr(args, "smoke", False) and args.data == "synthetic":
-        spec.update(SMOKE_DATA)
+        # smaller synthetic data, unless the option was given (differs from its default)
+        spec.update({k: v for k, v in SMOKE_DATA.items() if spec[k] == _DATA_DEFAULTS[k]})
     return spec
 
 
@@ -299,9 +301,12 @@ def register(subparsers: Any) -> None:
     t.add_argument("--seed", type=int, default=0, help="seed of data split and training")
     t.add_argument("--test-fraction", type=float, default=0.34,
                    help="fraction of each subject's recordings held out for testing")
-    t.add_argument("--subjects", type=int, default=8, help="synthetic: number of subjects")
-    t.add_argument("--activities", type=int, default=4, help="synthetic: number of activities")
-    t.add_argument("--seconds", type=float, default=12.0, help="synthetic: seconds per trial")
+    t.add_argument("--subjects", type=int, default=_DATA_DEFAULTS["subjects"],
+                   help="synthetic: number of subjects (--smoke: 4)")
+    t.add_argument("--activities", type=int, default=_DATA_DEFAULTS["activities"],
+                   help="synthetic: number of activities (--smoke: 3)")
+    t.add_argument("--seconds", type=float, default=_DATA_DEFAULTS["seconds"],
+                   help="synthetic: seconds per trial (--smoke: 6)")
     t.add_argument("--ae-epochs", type=int, help="autoencoder epochs (default: AnonConfig's, 40)")
     t.add_argument("--judge-epochs", type=int,
                    help="epochs of the HAR and ReID judges (default: AnonConfig's, 15)")
