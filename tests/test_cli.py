@@ -248,3 +248,13 @@ def test_readme_first_code_block_runs(tmp_path):
     r = _py(["-c", block], tmp_path, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     assert r.stdout.strip(), "the block prints its result"
+
+
+def test_default_figure_is_skipped_without_the_plots_extra(monkeypatch, tmp_path, capsys):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    monkeypatch.chdir(tmp_path)
+    rc = main(["apnea", "demo", "--smoke", "--backend", "sim", "--encrypted", "1", "--json"])
+    out = capsys.readouterr()
+    assert rc == 0 and json.loads(out.out)["figure"] is None
+    assert "no figure" in out.err and "privkit[plots]" in out.err
+    assert not (tmp_path / "out").exists()

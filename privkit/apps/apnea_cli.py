@@ -23,6 +23,7 @@ from typing import Any
 from ._cli_common import add_json, add_smoke, bar, check_model_path, flag_metrics, stages, warn
 
 
+_DEFAULT_PNG = "out/apnea_demo.png"  # out/ is git-ignored
 _BACKEND_HELP = "seal: real CKKS encryption; sim: the plaintext simulator (NOT encrypted, fast)"
 
 
@@ -50,7 +51,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--epochs", type=int, default=None,
                    help="training epochs (default: 12, or 1 with --smoke)")
     d.add_argument("--backend", default="seal", choices=["seal", "sim"], help=_BACKEND_HELP)
-    d.add_argument("--png", default="out/apnea_demo.png",
+    d.add_argument("--png", default=_DEFAULT_PNG,
                    help="where to save the figure ('' for none)")
     add_smoke(d, "48 windows, 1 epoch, 2 encrypted windows")
     d.set_defaults(func=run_demo)
@@ -250,9 +251,28 @@ def _figure(path: str, window: Any, plain: Any, enc: Any, label: int, backend: s
     plt.close(fig)
 
 
+def _check_png(args: argparse.Namespace) -> None:
+    """Fail before the work when a figure was asked for and matplotlib is missing; without the
+    plots extra the default figure is skipped with a warning."""
+    if not args.png:
+        return
+    from privkit._optional import require
+    from privkit.errors import MissingDependencyError
+
+    try:
+        require("matplotlib", extra="plots", feature="the apnea figure (--png)")
+    except MissingDependencyError as e:
+        if args.png != _DEFAULT_PNG:
+            raise
+        warn(f"no figure: {e}")
+        args.png = ""
+
+
 def run_demo(args: argparse.Namespace) -> int:
     from privkit.apps.apnea import ApneaDetector
     from privkit.data.ecg import synthetic_ecg
+
+    _check_png(args)
 
     n = 48 if args.smoke else args.n_windows
     epochs = args.epochs if args.epochs is not None else (1 if args.smoke else 12)
@@ -316,6 +336,7 @@ def run_train(args: argparse.Namespace) -> int:
 def run_infer(args: argparse.Namespace) -> int:
     from privkit.apps.apnea import ApneaDetector
 
+    _check_png(args)
     det = ApneaDetector.load(check_model_path(args.model))
     n = min(args.n, 2) if args.smoke else args.n
     data = _load_data(args.data, max(n, 8), args.seed, args.effect)
