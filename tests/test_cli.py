@@ -87,7 +87,7 @@ def test_every_option_has_help_and_help_is_plain_text():
 
 def test_every_leaf_subcommand_has_json_and_compute_ones_have_smoke():
     leaves = _leaves()
-    assert len(leaves) == 14, leaves
+    assert len(leaves) >= 14, leaves  # demo, apnea x4, svae x3, anon x3, keys x3
     for path in leaves:
         opts = {o for a in dict(_walk(build_parser()))[path]._actions for o in a.option_strings}
         assert "--json" in opts, path
