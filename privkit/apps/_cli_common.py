@@ -13,8 +13,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["MODEL_SUFFIX", "add_json", "add_smoke", "bar", "check_model_path", "flag_metrics", "stages",
-           "warn"]
+__all__ = ["MODEL_SUFFIX", "add_json", "add_smoke", "bar", "check_model_path", "flag_metrics",
+           "stages", "warn"]
 
 #: what privkit model files are called: an authenticated privkit envelope, not a torch file
 MODEL_SUFFIX = ".privkit"
