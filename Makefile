@@ -1,22 +1,30 @@
 # privkit: the two commands of the README, each creating .venv on first use.
 #   make demo   - the main job (encrypted apnea detection on built-in synthetic ECG)
 #   make test   - the test suite (what CI runs)
+#   make docs   - the API reference (MkDocs + mkdocstrings), warnings are errors
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: demo test test-all bench clean
+.PHONY: demo test test-all docs bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	# torch first, pinned: 2.13.0 is the CPU build; an unpinned torch pulls several GB of CUDA
+	# torch first, pinned: in this project's package index torch==2.13.0 resolves to the CPU-only
+	# wheel; other versions (and an unpinned torch) pull the CUDA build and several GB of CUDA
+	# libraries. Elsewhere use e.g. --index-url https://download.pytorch.org/whl/cpu
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[test]'
+	# test: pytest/hypothesis; ecg: the WFDB/EDF readers the data tests use; plots: the demo figure
+	$(PY) -m pip install -q -e '.[test,ecg,plots]'
+	touch $@
+
+$(VENV)/.docs: $(VENV)/.installed
+	$(PY) -m pip install -q -e '.[docs]'
 	touch $@
 
 demo: $(VENV)/.installed
-	$(VENV)/bin/privkit apnea demo
+	$(VENV)/bin/privkit apnea demo --png out/apnea_demo.png
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q
@@ -24,5 +32,8 @@ test: $(VENV)/.installed
 test-all: $(VENV)/.installed
 	$(PY) -m pytest -q -m 'slow or not slow'
 
+docs: $(VENV)/.docs
+	$(VENV)/bin/mkdocs build --strict --site-dir out/site
+
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .hypothesis out site

@@ -161,3 +161,21 @@ __all__ += [
     "ScaleOverflowWarning",
     "InputRangeWarning",
 ]
+
+
+class MissingDependencyError(PrivkitError, ImportError):
+    """An optional dependency of the feature in use is not installed; the message names the
+    pip extra that brings it (``pip install 'privkit[ecg]'``)."""
+
+    def __init__(self, module: str, extra: str, feature: str = "") -> None:
+        self.module = module
+        self.extra = extra
+        what = f" for {feature}" if feature else ""
+        super().__init__(
+            f"{module!r} is needed{what} but is not installed; install it with "
+            f"pip install 'privkit[{extra}]' (or pip install 'privkit[all]')",
+            name=module,
+        )
+
+
+__all__ += ["MissingDependencyError"]

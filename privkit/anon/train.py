@@ -638,6 +638,10 @@ def train_gan(
         if epoch >= cfg.gan_epochs and (cfg.selection != "constrained"
                                         or selector.found_feasible):
             break  # extra epochs only while no epoch has been feasible
+        if epoch == cfg.gan_epochs:  # the bar's total grows with the extra epochs it runs
+            bar.total = cfg.gan_epochs + cfg.select_extra_epochs
+            bar.set_description(f"gan[{strategy}] (extra: none feasible yet)")
+            bar.refresh()
         t0 = time.perf_counter()
         if attacker is not None and cfg.attacker_reset and epoch and \
                 epoch % cfg.attacker_reset == 0:

@@ -6,7 +6,7 @@ import argparse
 import json
 import time
 
-import numpy as np
+from ._cli_common import add_json, add_smoke, bar
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -18,23 +18,30 @@ def register(sub: argparse._SubParsersAction) -> None:
         "error against numpy with its latency.",
     )
     p.add_argument("--preset", default="n8192", help="parameter preset (n8192, n16384, n32768)")
-    p.add_argument("--backend", default="seal", choices=["seal", "sim"])
+    p.add_argument("--backend", default="seal", choices=["seal", "sim"],
+                   help="seal: real CKKS encryption; sim: the plaintext simulator (NOT encrypted)")
     p.add_argument("--length", type=int, default=1024, help="number of values to encrypt")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random test vectors")
+    add_smoke(p, "64 values")
+    add_json(p)
     p.set_defaults(func=run)
 
 
-def demo_rows(preset: str, backend: str, length: int, seed: int) -> tuple[list[dict], str]:
+def demo_rows(preset: str, backend: str, length: int, seed: int,
+              progress: bool = False) -> tuple[list[dict], str]:
+    import numpy as np
+
     from privkit.fhe import CKKSParams, KeySet
     from privkit.fhe.keys import default_rotations
 
     rng = np.random.default_rng(seed)
     params = CKKSParams.coerce(preset)
+    ops = bar(total=9, desc="demo: keygen + 8 operations", disable=not progress, unit="op")
     t0 = time.perf_counter()
     # powers of two (any rotation composes from them) plus a dedicated key for 5
     keys = KeySet.generate(params, backend=backend, rotations=default_rotations(params) + [5])
     keygen = time.perf_counter() - t0
+    ops.update(1)
     be = keys.backend
     if length > keys.params.slots:
         from privkit.errors import SlotOverflowError
@@ -57,6 +64,7 @@ def demo_rows(preset: str, backend: str, length: int, seed: int) -> tuple[list[d
                 "level": out.level,
             }
         )
+        ops.update(1)
         return out
 
     a = step("encrypt", lambda: keys.encrypt(x), x)
@@ -70,6 +78,7 @@ def demo_rows(preset: str, backend: str, length: int, seed: int) -> tuple[list[d
     step("sum slots", lambda: be.sum_slots(a, length), np.array([x.sum()]))
     step("multiply ciphertexts", lambda: be.mul(a, b), x * y)
     step("x^2 + x*y + 1", lambda: be.add_plain(be.add(be.square(a), be.mul(a, b)), 1.0), x * x + x * y + 1)
+    ops.close()
     header = (
         f"{'simulated (NOT encrypted)' if be.simulated else 'encrypted'} with {keys.params.describe()}; "
         f"key generation {keygen:.2f} s; {length} values"
@@ -78,7 +87,8 @@ def demo_rows(preset: str, backend: str, length: int, seed: int) -> tuple[list[d
 
 
 def run(args: argparse.Namespace) -> int:
-    rows, header = demo_rows(args.preset, args.backend, args.length, args.seed)
+    length = min(args.length, 64) if args.smoke else args.length
+    rows, header = demo_rows(args.preset, args.backend, length, args.seed, progress=True)
     if args.json:
         print(json.dumps({"setup": header, "results": rows}, indent=2))
         return 0

@@ -25,6 +25,8 @@ from typing import Any
 
 from privkit.errors import KeyFileError, ParameterError
 
+from ._cli_common import add_json, stages
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -47,7 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--backend",
         default="seal",
         choices=["seal", "sim"],
-        help="seal: real encryption (default); sim: the plaintext simulator",
+        help="seal: real encryption; sim: the plaintext simulator (NOT encrypted)",
     )
     g.add_argument(
         "--rotations",
@@ -65,7 +67,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--kdf",
         default="scrypt",
         choices=["scrypt", "argon2id"],
-        help="password-based key derivation (default scrypt n=2^17 r=8 p=1)",
+        help="password-based key derivation (scrypt: n=2^17 r=8 p=1)",
     )
     g.add_argument(
         "--public-out", metavar="FILE", help="also write the public bundle envelope to FILE"
@@ -76,6 +78,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="write the secret key UNENCRYPTED (throw-away test keys only)",
     )
     g.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+    add_json(g)
     g.set_defaults(keys_func=run_generate)
 
     e = ks.add_parser(
@@ -96,6 +99,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="accept an UNENCRYPTED key file (refused by default; throw-away test keys only)",
     )
+    add_json(e)
     e.set_defaults(keys_func=run_export_public)
 
     i = ks.add_parser(
@@ -105,7 +109,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "envelope. Key files are not decrypted; envelopes are integrity-checked.",
     )
     i.add_argument("file", help="key file or envelope")
-    i.add_argument("--json", action="store_true", help="print the description as JSON")
+    add_json(i)
     i.set_defaults(keys_func=run_inspect)
 
     p.set_defaults(func=lambda args: _dispatch(p, args))
@@ -169,35 +173,51 @@ def run_generate(args: argparse.Namespace) -> int:
         raise ParameterError("--insecure-plaintext and --password-env exclude each other")
     password = None if args.insecure_plaintext else _password(args, confirm=True)
     kdf = Argon2idKDF() if args.kdf == "argon2id" else ScryptKDF()
-    t = time.perf_counter()
-    keys = KeySet.generate(
-        args.preset,
-        backend=args.backend,
-        rotations=_rotations(args.rotations),
-        conjugation=not args.no_conjugation,
-    )
-    gen_s = time.perf_counter() - t
-    t = time.perf_counter()
-    if args.insecure_plaintext:
-        import warnings
+    steps = ["key generation", "sealing (KDF + AES-GCM)"] + (["public bundle"] if args.public_out else [])
+    gen_s = seal_s = 0.0
+    for step in stages(steps, f"keys ({args.preset}, {args.backend})"):
+        t = time.perf_counter()
+        if step == "key generation":
+            keys = KeySet.generate(
+                args.preset,
+                backend=args.backend,
+                rotations=_rotations(args.rotations),
+                conjugation=not args.no_conjugation,
+            )
+            gen_s = time.perf_counter() - t
+        elif step.startswith("sealing"):
+            if args.insecure_plaintext:
+                import warnings
 
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", InsecureKeyFileWarning)
-            keys.save(out, insecure_plaintext=True)
-        print("WARNING: the secret key was written WITHOUT encryption", file=sys.stderr)
-    else:
-        keys.save(out, password=password, kdf=kdf)
-    seal_s = time.perf_counter() - t
-    print(f"wrote {out} ({out.stat().st_size:,} bytes, mode 0600): {keys.params.describe()}")
-    print(f"  key fingerprint {key_fingerprint(keys)}")
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", InsecureKeyFileWarning)
+                    keys.save(out, insecure_plaintext=True)
+                print("privkit: WARNING: the secret key was written WITHOUT encryption",
+                      file=sys.stderr)
+            else:
+                keys.save(out, password=password, kdf=kdf)
+            seal_s = time.perf_counter() - t
+        else:
+            write_envelope(args.public_out, pack_public_bundle(keys.public_bundle()))
     conj = "on" if keys.backend.conjugation else "off"
     how = "unencrypted" if args.insecure_plaintext else kdf.describe()
+    if args.json:
+        print(json.dumps({
+            "key_file": str(out), "bytes": out.stat().st_size, "mode": "0600",
+            "params": keys.params.describe(), "backend": args.backend,
+            "fingerprint": key_fingerprint(keys), "rotation_keys": len(keys.rotation_steps),
+            "conjugation": conj == "on", "protection": how, "generation_s": gen_s,
+            "sealing_s": seal_s, "public_bundle": args.public_out,
+            "public_bundle_bytes": Path(args.public_out).stat().st_size if args.public_out else None,
+        }, indent=2))
+        return 0
+    print(f"wrote {out} ({out.stat().st_size:,} bytes, mode 0600): {keys.params.describe()}")
+    print(f"  key fingerprint {key_fingerprint(keys)}")
     print(
         f"  {len(keys.rotation_steps)} rotation keys, conjugation {conj}; "
         f"generation {gen_s:.2f} s, sealing {seal_s:.2f} s ({how})"
     )
     if args.public_out:
-        write_envelope(args.public_out, pack_public_bundle(keys.public_bundle()))
         print(
             f"wrote public bundle {args.public_out} "
             f"({Path(args.public_out).stat().st_size:,} bytes)"
@@ -212,10 +232,15 @@ def run_export_public(args: argparse.Namespace) -> int:
 
     info = read_header(args.keys)  # structural errors before asking for a password
     password = _password(args, confirm=False) if info.protection != "none" else None
-    keys = KeySet.load(args.keys, password=password,
-                       allow_plaintext=bool(getattr(args, "allow_plaintext", False)))
+    for _ in stages(["unsealing (KDF + AES-GCM)"], "keys export-public"):
+        keys = KeySet.load(args.keys, password=password,
+                           allow_plaintext=bool(getattr(args, "allow_plaintext", False)))
     blob = pack_public_bundle(keys.public_bundle())
     write_envelope(args.out, blob)
+    if args.json:
+        print(json.dumps({"public_bundle": args.out, "bytes": len(blob),
+                          "fingerprint": key_fingerprint(keys)}, indent=2))
+        return 0
     print(
         f"wrote public bundle {args.out} ({len(blob):,} bytes), key fingerprint "
         f"{key_fingerprint(keys)}"

@@ -3,13 +3,14 @@
 Examples::
 
     privkit svae train --dataset digits --image-size 16 --widths 8,16 --latent 16 --steps 4 \\
-        --epochs 3 --dp --target-epsilon 5 --out svae.pt --png-dir out/
-    privkit svae evaluate --model svae.pt --dataset digits --metrics --attacks --json
-    privkit svae sample --model svae.pt -n 64 --png samples.png
+        --epochs 3 --dp --target-epsilon 5 --out svae.privkit --png-dir out/
+    privkit svae evaluate --model svae.privkit --dataset digits --metrics --attacks --json
+    privkit svae sample --model svae.privkit -n 64 --png samples.png
 
 Progress bars (tqdm, on stderr) show the loss and the running epsilon; results go to stdout as a
 table, or as JSON with ``--json``. A noise multiplier too small for a meaningful epsilon is
-allowed and flagged loudly.
+allowed and flagged loudly. ``evaluate`` prints the reconstruction error of the mean image
+beside the model's, so that a model that learned nothing shows as one.
 """
 
 from __future__ import annotations
@@ -24,22 +25,23 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ParameterError
+from ._cli_common import add_smoke, check_model_path, warn
 
 __all__ = ["register", "save_grid"]
 
 
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser("svae", help="DP spiking VAE (FSVAE) and its ANN twin",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+                              description=__doc__)
     sub = p.add_subparsers(dest="svae_command", metavar="ACTION")
 
     def data_args(q: argparse.ArgumentParser) -> None:
         from ..data.images import DATASET_HELP
 
-        q.add_argument("--dataset", default="digits", help=DATASET_HELP + " (default: digits)")
+        q.add_argument("--dataset", default="digits", help=DATASET_HELP)
         q.add_argument("--limit", type=int, default=None, help="use at most this many images")
         q.add_argument("--json", action="store_true", help="print results as JSON")
-        q.add_argument("--seed", type=int, default=0)
+        q.add_argument("--seed", type=int, default=0, help="seed of data order, noise and sampling")
 
     t = sub.add_parser("train", help="train a SpikingVAE / AnnVAE, optionally with DP-SGD")
     data_args(t)
@@ -47,51 +49,57 @@ def register(subparsers: Any) -> None:
     kind.add_argument("--spiking", dest="spiking", action="store_true", default=True,
                       help="FSVAE spiking model (default)")
     kind.add_argument("--ann", dest="spiking", action="store_false", help="ANN VAE of the same shape")
-    t.add_argument("--image-size", type=int, default=32)
+    t.add_argument("--image-size", type=int, default=32, help="images are resized to this square")
     t.add_argument("--widths", default="32,64,128,256", help="encoder conv widths (FSVAE: 32,64,128,256)")
-    t.add_argument("--latent", type=int, default=128)
+    t.add_argument("--latent", type=int, default=128, help="latent units")
     t.add_argument("--steps", type=int, default=16, help="time steps T (FSVAE: 16)")
     t.add_argument("--k", type=int, default=20, help="candidate spikes per latent unit")
-    t.add_argument("--norm", default="group", choices=["group", "layer", "batch", "none"])
-    t.add_argument("--learnable-tau", action="store_true")
-    t.add_argument("--epochs", type=int, default=5)
-    t.add_argument("--batch-size", type=int, default=64)
-    t.add_argument("--lr", type=float, default=1e-3)
+    t.add_argument("--norm", default="group", choices=["group", "layer", "batch", "none"],
+                   help="normalisation layer (batch norm is not DP-compatible)")
+    t.add_argument("--learnable-tau", action="store_true", help="learn the LIF time constants")
+    t.add_argument("--epochs", type=int, default=5, help="training epochs")
+    t.add_argument("--batch-size", type=int, default=64, help="(expected) batch size")
+    t.add_argument("--lr", type=float, default=1e-3, help="learning rate")
     t.add_argument("--dp", action="store_true", help="train with DP-SGD (Opacus)")
     amount = t.add_mutually_exclusive_group()
     amount.add_argument("--target-epsilon", type=float, help="calibrate the noise to this epsilon")
     amount.add_argument("--noise-multiplier", type=float, help="use this noise multiplier")
     t.add_argument("--delta", type=float, default=None, help="default 1/N")
     t.add_argument("--max-grad-norm", type=float, default=1.0, help="clipping norm (paper: 3)")
-    t.add_argument("--accountant", default="prv", choices=["prv", "rdp"])
-    t.add_argument("--out", required=True, help="where to save the model")
+    t.add_argument("--accountant", default="prv", choices=["prv", "rdp"],
+                   help="privacy accountant (prv: tighter; rdp: Opacus' classic)")
+    t.add_argument("--out", required=True, help="model file to write (e.g. svae.privkit)")
     t.add_argument("--png-dir", default=None, help="write reconstructions/samples PNG grids here")
-    t.add_argument("--no-progress", action="store_true")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar")
     t.add_argument("--nproc", type=int, default=1,
                    help="DP training on N local processes (torchrun, gloo on CPU); needs --dp; "
                         "--batch-size is the global batch")
+    add_smoke(t, "120 digits at 8x8, a tiny model, 1 epoch, the rdp accountant")
     t.set_defaults(func=_train)
 
     e = sub.add_parser("evaluate", help="reconstruction MSE, AID, local IS/FD, MIA, attacks")
     data_args(e)
-    e.add_argument("--model", required=True)
+    e.add_argument("--model", required=True, help="model file written by 'privkit svae train'")
     e.add_argument("--metrics", action="store_true",
                    help="AID and IS/FD with a locally trained classifier (not Inception)")
-    e.add_argument("--metric-epochs", type=int, default=3)
+    e.add_argument("--metric-epochs", type=int, default=3,
+                   help="epochs of the local classifier behind the metrics")
     e.add_argument("--samples", type=int, default=500, help="generated images for the metrics")
     e.add_argument("--membership", action="store_true", help="membership-inference AUC")
     e.add_argument("--attacks", action="store_true", help="FGSM / C&W / Square table")
-    e.add_argument("--attack-n", type=int, default=64)
-    e.add_argument("--png-dir", default=None)
+    e.add_argument("--attack-n", type=int, default=64, help="images attacked")
+    e.add_argument("--png-dir", default=None, help="write a reconstructions PNG grid here")
+    add_smoke(e, "at most 60 test images")
     e.set_defaults(func=_evaluate)
 
     s = sub.add_parser("sample", help="generate images")
-    s.add_argument("--model", required=True)
-    s.add_argument("-n", type=int, default=64)
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--model", required=True, help="model file written by 'privkit svae train'")
+    s.add_argument("-n", type=int, default=64, help="images to generate")
+    s.add_argument("--seed", type=int, default=0, help="seed of the latent samples")
     s.add_argument("--png", default=None, help="PNG grid to write")
     s.add_argument("--npy", default=None, help="write the samples as a .npy array")
-    s.add_argument("--json", action="store_true")
+    s.add_argument("--json", action="store_true", help="print results as JSON")
+    add_smoke(s, "at most 8 images")
     s.set_defaults(func=_sample)
     p.set_defaults(func=lambda a: (p.print_help(), 2)[1])
 
@@ -112,7 +120,9 @@ def _load_model(path: str):
 
 def save_grid(images, path: str | Path, nrow: int | None = None, title: str | None = None) -> None:
     """Save images ``(N, C, H, W)`` in [-1, 1] as a PNG grid (matplotlib, Agg backend)."""
-    import matplotlib
+    from privkit._optional import require
+
+    matplotlib = require("matplotlib", extra="plots", feature="PNG grids")
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -144,11 +154,13 @@ def _print(results: dict[str, Any], as_json: bool) -> None:
         return
     width = max(len(k) for k in results) if results else 0
     for k, v in results.items():
-        if isinstance(v, dict):
+        if isinstance(v, dict) or k == "warnings":
             continue
         if isinstance(v, float):
             v = f"{v:.6g}"
         print(f"{k:<{width}}  {v}")
+    for w in results.get("warnings", []):
+        print(f"!! WARNING: {w}")
     rep = results.get("privacy")
     if isinstance(rep, dict) and rep.get("summary"):
         print()
@@ -172,6 +184,20 @@ def _launch_torchrun(nproc: int) -> int:
     return subprocess.run(cmd, env=env, check=False).returncode
 
 
+_SMOKE = {"limit": 120, "image_size": 8, "widths": "4,8", "latent": 4, "steps": 2, "k": 3,
+          "batch_size": 40, "epochs": 1, "accountant": "rdp"}
+
+
+def _grid_title(model: Any, what: str) -> str:
+    """What a reader of a grid needs: the model, and its epsilon (or that it has none)."""
+    rep = model.privacy_report()
+    if rep.kind == "dp":
+        eps = f"DP: epsilon={rep.epsilon:.3g}, delta={rep.delta:.2g}"
+    else:
+        eps = "NOT private (no DP)"
+    return f"{model.model_kind}; {eps}\n{what}"
+
+
 def _train(args: argparse.Namespace) -> int:
     import os
 
@@ -179,6 +205,10 @@ def _train(args: argparse.Namespace) -> int:
     from ..dp.engine import DPConfig, PrivacyWarning
     from .svae import AnnVAE, SpikingVAE, VAEConfig
 
+    check_model_path(args.out)
+    if args.smoke:
+        for k, v in _SMOKE.items():
+            setattr(args, k, v)
     if args.nproc < 1:
         raise ParameterError(f"--nproc must be >= 1, got {args.nproc}")
     if args.nproc > 1 and not args.dp:
@@ -190,6 +220,7 @@ def _train(args: argparse.Namespace) -> int:
         from ..dp.distributed import init_from_env
 
         init_from_env()
+
     if args.dp and args.target_epsilon is None and args.noise_multiplier is None:
         raise ParameterError("--dp needs --target-epsilon E or --noise-multiplier S")
     if not args.dp and (args.target_epsilon is not None or args.noise_multiplier is not None):
@@ -216,10 +247,16 @@ def _train(args: argparse.Namespace) -> int:
     bar = tqdm(total=args.epochs * n_batches, desc="svae train", file=sys.stderr,
                disable=args.no_progress or not main_rank, unit="step")
 
+    eps_seen = {"value": None, "step": 0}
+
     def cb(rec: dict) -> None:
         post = {"epoch": rec["epoch"] + 1, "loss": f"{rec['loss']:.4f}"}
         if "epsilon" in rec:
-            post["eps"] = f"{rec['epsilon']:.3g}"
+            # the accountant runs at the end of each epoch (it is not free): say which step the
+            # epsilon shown belongs to instead of passing an old value off as the current one
+            if rec["epsilon"] != eps_seen["value"]:
+                eps_seen.update(value=rec["epsilon"], step=rec.get("step", bar.n + 1))
+            post["eps"] = f"{rec['epsilon']:.3g} (at step {eps_seen['step']})"
         bar.set_postfix(post)
         bar.update(1)
 
@@ -228,6 +265,9 @@ def _train(args: argparse.Namespace) -> int:
         warnings.simplefilter("always", PrivacyWarning)
         model.fit(data, dp=dp, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                   seed=args.seed, callback=cb, distributed=distributed)
+    if bar.n != bar.total:  # Poisson sampling skips empty batches: the bar ends at what ran
+        bar.total = bar.n
+        bar.refresh()
     bar.close()
     if not main_rank:
         return 0  # rank 0 saves and reports
@@ -254,8 +294,9 @@ def _train(args: argparse.Namespace) -> int:
         import numpy as np
 
         save_grid(np.concatenate([test.images[:32], rec]), Path(args.png_dir) / "reconstructions.png",
-                  nrow=8, title="top: input, bottom: reconstruction")
-        save_grid(model.sample(64, seed=args.seed), Path(args.png_dir) / "samples.png", nrow=8)
+                  nrow=8, title=_grid_title(model, "top: held-out input, bottom: reconstruction"))
+        save_grid(model.sample(64, seed=args.seed), Path(args.png_dir) / "samples.png", nrow=8,
+                  title=_grid_title(model, "samples"))
         results["png_dir"] = args.png_dir
     _print(results, args.json)
     return 0
@@ -264,8 +305,10 @@ def _train(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from ..data.images import load_dataset
 
-    model = _load_model(args.model)
+    model = _load_model(check_model_path(args.model))
     size = model.config.image_size
+    if args.smoke:
+        args.limit = min(args.limit or 60, 60)
     test = load_dataset(args.dataset, "test", image_size=size, limit=args.limit, seed=args.seed)
     metrics = None
     train = None
@@ -283,6 +326,18 @@ def _evaluate(args: argparse.Namespace) -> int:
     rep = model.privacy_report()
     results: dict[str, Any] = {"model": model.model_kind, "dataset": test.name,
                                "test_images": len(test)} | res
+    if "recon_mse" in res:
+        import numpy as np
+
+        # a model that learned nothing still reconstructs the average image; print its error
+        imgs = np.asarray(test.images, dtype=np.float64)
+        base = float(np.mean((imgs - imgs.mean(axis=0, keepdims=True)) ** 2))
+        results["recon_mse_mean_image_baseline"] = base
+        if not res["recon_mse"] < base:
+            msg = (f"reconstruction MSE {res['recon_mse']:.4g} is no better than predicting the "
+                   f"mean test image ({base:.4g}): the model reconstructs nothing specific")
+            warn(msg)
+            results["warnings"] = [msg]
     if metrics is not None:
         results["metrics_note"] = ("is_local / fd_local use a classifier trained locally "
                                    f"(train accuracy {metrics.classifier_accuracy}), not Inception-v3")
@@ -293,17 +348,18 @@ def _evaluate(args: argparse.Namespace) -> int:
 
         rec = model.reconstruct(test.images[:32])
         save_grid(np.concatenate([test.images[:32], rec]), Path(args.png_dir) / "reconstructions.png",
-                  nrow=8)
+                  nrow=8, title=_grid_title(model, "top: input, bottom: reconstruction"))
     _print(results, args.json)
     return 0
 
 
 def _sample(args: argparse.Namespace) -> int:
-    model = _load_model(args.model)
-    imgs = model.sample(args.n, seed=args.seed)
-    results: dict[str, Any] = {"model": model.model_kind, "n": args.n, "shape": list(imgs.shape)}
+    model = _load_model(check_model_path(args.model))
+    n = min(args.n, 8) if args.smoke else args.n
+    imgs = model.sample(n, seed=args.seed)
+    results: dict[str, Any] = {"model": model.model_kind, "n": n, "shape": list(imgs.shape)}
     if args.png:
-        save_grid(imgs, args.png)
+        save_grid(imgs, args.png, title=_grid_title(model, "samples"))
         results["png"] = args.png
     if args.npy:
         import numpy as np

@@ -918,7 +918,7 @@ def read_edf_channel(path: str | Path, match: str = "ECG") -> tuple[np.ndarray, 
         return sig, fs, start, labels[i].strip()
     except DataFormatError:
         raise
-    except ImportError as e:  # pragma: no cover - pyedflib is a declared dependency
+    except ImportError as e:  # pyedflib (extra 'ecg') missing: the tolerant reader below
         first_error = e
     except Exception as e:  # noqa: BLE001 - pyedflib raises OSError (and others) for format problems
         first_error = e
@@ -1078,7 +1078,9 @@ def read_apnea_ecg_record(base: str | Path, *, subject: int = 0, channel: int | 
     from ``a01.hea/.dat`` (100 Hz) and per-minute labels from ``a01.apn`` (symbol 'A' apnea /
     'N' normal at the start of each minute) expanded to per-second labels; seconds after the
     last annotated minute are unknown (-1)."""
-    import wfdb
+    from .._optional import require
+
+    wfdb = require("wfdb", extra="ecg", feature="reading Apnea-ECG (WFDB) records")
 
     from .wfdb_safe import check_wfdb_header, read_wfdb_annotations
 
