@@ -27,6 +27,13 @@ __all__ = [
     "KeyFileError",
     "EnvelopeError",
     "BackendError",
+    "SecretKeyExposureError",
+    "PlanMismatchError",
+    "MissingExtraError",
+    "ServerBusyError",
+    "WorkerCrashedError",
+    "RemoteError",
+    "InputRangeError",
 ]
 
 
@@ -98,3 +105,44 @@ class EnvelopeError(PrivkitError, ValueError):
 
 class BackendError(PrivkitError, RuntimeError):
     """The encryption library refused an operation; the message says which and why."""
+
+
+class SecretKeyExposureError(PrivkitError, TypeError):
+    """Secret key material (a ``KeySet``, a sealed key file) was passed where only public material
+    (a public bundle) belongs; send ``keys.public_bundle()`` in an envelope instead."""
+
+
+class PlanMismatchError(EnvelopeError):
+    """A saved program, rebuilt from its data, compiles to another plan than the one saved (the
+    file was written by another privkit, or altered); the message names the first difference."""
+
+
+class MissingExtraError(PrivkitError, ImportError):
+    """An optional dependency is not installed; the message names the extra to install."""
+
+
+class ServerBusyError(PrivkitError, RuntimeError):
+    """The inference server's queue is full; retry after ``retry_after`` seconds."""
+
+    def __init__(self, message: str, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after = float(retry_after)
+
+
+class WorkerCrashedError(PrivkitError, RuntimeError):
+    """A worker process died while computing a request; nothing of it was returned."""
+
+
+class RemoteError(PrivkitError):
+    """An inference server answered with an error; ``status`` and ``error`` (the server-side
+    error type) say which."""
+
+    def __init__(self, message: str, status: int = 0, error: str = "") -> None:
+        super().__init__(message)
+        self.status = int(status)
+        self.error = error
+
+
+class InputRangeError(PrivkitError, ValueError):
+    """An input lies outside the range the model was calibrated on (its polynomial
+    approximations would give a wrong answer without any sign of it)."""

@@ -79,6 +79,9 @@ class EncryptedProgram:
         self._reference = reference  # the torch model (plaintext twin), for traces
         self.batch = batch
         self._last: list[LayerReport] = []
+        #: calibrated range (low, high) of the input values, handed to clients in the client
+        #: spec (None: not known; clients then only refuse NaN / infinite inputs)
+        self.input_range: tuple[float, float] | None = None
 
     # -- planning facts ----------------------------------------------------------------------------
     @property
@@ -115,6 +118,38 @@ class EncryptedProgram:
             "out_features": self.out_features,
             "batch": self.batch,
         }
+
+    def client_spec(self) -> Any:
+        """A :class:`~privkit.fhe.artifact.ClientSpec`: everything a client needs, no weights."""
+        from .artifact import ClientSpec
+
+        return ClientSpec.from_program(self)
+
+    # -- artefacts ---------------------------------------------------------------------------------
+    def save(self, path: Any, *, sign_with: Any = None) -> None:
+        """Save as a ``"program"`` envelope holding the model as data (see :mod:`.artifact`)."""
+        from .artifact import save_program
+
+        save_program(self, path, sign_with=sign_with)
+
+    def to_bytes(self, *, sign_with: Any = None) -> bytes:
+        """The bytes :meth:`save` writes."""
+        from .artifact import program_to_bytes
+
+        return program_to_bytes(self, sign_with=sign_with)
+
+    @classmethod
+    def load(cls, path: Any, *, verify_with: Any = None) -> EncryptedProgram:
+        """Rebuild a saved program (compiled again from the data, plan checked)."""
+        from .artifact import load_program
+
+        return load_program(path, verify_with=verify_with)
+
+    @classmethod
+    def from_bytes(cls, blob: bytes, *, verify_with: Any = None) -> EncryptedProgram:
+        from .artifact import program_from_bytes
+
+        return program_from_bytes(blob, verify_with=verify_with)
 
     def __repr__(self) -> str:
         return (
