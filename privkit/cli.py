@@ -21,6 +21,8 @@ _SUBCOMMAND_MODULES = (
     "privkit.apps.keys_cli",  # privkit keys generate|export-public|inspect
     "privkit.apps.apnea_cli",  # privkit apnea demo | train | infer | evaluate
     "privkit.apps.anon_cli",  # privkit anon train | apply | evaluate
+    "privkit.apps.serve_cli",  # privkit serve MODEL
+    "privkit.apps.client_cli",  # privkit client keys | encrypt | send | decrypt
 )
 
 

@@ -65,6 +65,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--encrypted", type=int, default=0, help="also run N windows encrypted")
     e.add_argument("--backend", default="seal", choices=["seal", "sim"])
     e.set_defaults(func=run_evaluate)
+    from privkit.apps import apnea_deploy_cli  # privkit apnea serve, apnea infer --server URL
+
+    apnea_deploy_cli.extend(s, i)
     p.set_defaults(func=lambda a: (p.print_help(), 2)[1])
 
 
