@@ -90,7 +90,15 @@ def create_app(program_path: str | os.PathLike, key_dir: str | os.PathLike | Non
 
         pool = WorkerPool(program_path, keys, workers=workers, max_queue=max_queue,
                           cache_bytes=cache_bytes, allow_simulator=allow_simulator, delay_s=delay_s)
-    app = fastapi.FastAPI(title="privkit inference server",
+    import contextlib
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Any) -> Any:
+        yield
+        if hasattr(pool, "close"):
+            pool.close()
+
+    app = fastapi.FastAPI(title="privkit inference server", lifespan=lifespan,
                           description="Encrypted inference: the server never sees inputs or results.")
     app.state.pool, app.state.key_dir, app.state.program = pool, keys, program
 
@@ -176,11 +184,6 @@ def create_app(program_path: str | os.PathLike, key_dir: str | os.PathLike | Non
         except (PrivkitError, ShapeError, EnvelopeError, SecretKeyExposureError) as e:
             raise _problem(e) from None
         return Response(result, media_type="application/octet-stream")
-
-    @app.on_event("shutdown")
-    def _stop() -> None:
-        if hasattr(pool, "close"):
-            pool.close()
 
     return app
 
