@@ -12,7 +12,9 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	# torch first, pinned: 2.13.0 is the CPU build; an unpinned torch pulls several GB of CUDA
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[test]'
+	# serve (fastapi, uvicorn, httpx: a few MB) and distributed (ray: ~240 MB, ~10 s from a
+	# warm cache) so that the deploy tests run; without them those tests are skipped with a reason
+	$(PY) -m pip install -q -e '.[test,serve,distributed]'
 	touch $@
 
 demo: $(VENV)/.installed

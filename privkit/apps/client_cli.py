@@ -107,7 +107,8 @@ def run_encrypt(args: argparse.Namespace) -> int:
 
     client = _client(args)
     x = np.load(args.input, allow_pickle=False)
-    single = x.ndim == len(client.spec.input_shape) or x.ndim == 1
+    c, length = client.spec.input_shape
+    single = tuple(x.shape) == (c, length) or (x.ndim == 1 and c == 1)
     write_envelope(args.out, client.encrypt(x) if single else client.encrypt_batch(list(x)))
     print(f"wrote {args.out}", file=sys.stderr)
     return 0
