@@ -193,3 +193,17 @@ def test_server_with_seal_keys_and_key_files(tmp_path):
     out = again.decrypt(server.infer(again.encrypt(x), kid))
     ref = prog._reference(__import__("torch").tensor(x).reshape(1, 1, 16)).detach().numpy()[0]
     assert np.abs(out - ref).max() < 1e-3
+
+
+def test_a_missing_extra_names_itself(monkeypatch):
+    import sys
+
+    from privkit.deploy._extras import require
+    from privkit.errors import MissingExtraError
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
+    with pytest.raises(MissingExtraError, match=r"privkit\[distributed\]"):
+        require("ray")
+    monkeypatch.setitem(sys.modules, "fastapi", None)
+    with pytest.raises(MissingExtraError, match=r"privkit\[serve\]"):
+        require("fastapi")

@@ -184,3 +184,54 @@ def test_client_cli_flow(served, tmp_path, capsys):
     c = Client(served["program"].client_spec())
     c.load_keys(keys)
     assert np.array_equal(got, _expected(served["program"], c, x))
+
+
+@pytest.mark.slow
+def test_apnea_serve_and_infer_server_cli(tmp_path):
+    """``privkit apnea serve`` in a subprocess; ``privkit apnea infer --server`` as the client."""
+    import json
+    import socket
+    import subprocess
+    import sys
+
+    from privkit.cli import main
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=root)
+    cli = [sys.executable, "-m", "privkit.cli"]
+    subprocess.run(cli + ["apnea", "train", "--smoke", "--out", str(tmp_path / "a.pt")], check=True,
+                   env=env, cwd=root, capture_output=True, timeout=600)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    srv = subprocess.Popen(cli + ["apnea", "serve", "--model", str(tmp_path / "a.pt"), "--port", str(port),
+                                  "--workers", "1", "--allow-sim", "--key-dir", str(tmp_path / "keys")],
+                           env=env, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 120:
+            try:
+                HTTPClient(url, retries=0).health()
+                break
+            except Exception:
+                time.sleep(0.5)
+        import contextlib
+        import io
+
+        buf = io.StringIO()
+        with contextlib.redirect_stdout(buf):
+            rc = main(["apnea", "infer", "--server", url, "--keys", str(tmp_path / "c.keys"),
+                       "--insecure-plaintext", "--backend", "sim", "-n", "3", "--json"])
+        assert rc == 0
+        out = json.loads(buf.getvalue())
+        from privkit.apps.apnea import ApneaDetector
+        from privkit.data.ecg import synthetic_ecg
+
+        det = ApneaDetector.load(tmp_path / "a.pt")
+        plain = det.logits(synthetic_ecg(8, seed=0).x[:3])
+        assert np.abs(np.array(out["logits"]) - plain).max() < 1e-6
+        assert sorted(os.listdir(tmp_path)) >= ["a.pkprog", "a.pt", "c.keys", "c.keys.spec"]
+    finally:
+        srv.terminate()
+        srv.wait(30)
