@@ -229,7 +229,7 @@ def test_apnea_serve_and_infer_server_cli(tmp_path):
         from privkit.data.ecg import synthetic_ecg
 
         det = ApneaDetector.load(tmp_path / "a.pt")
-        plain = det.logits(synthetic_ecg(8, seed=0).x[:3])
+        plain = det.logits(synthetic_ecg(8, seed=0, effect=2.0).x[:3])  # what apnea infer loads
         assert np.abs(np.array(out["logits"]) - plain).max() < 1e-6
         assert sorted(os.listdir(tmp_path)) >= ["a.pkprog", "a.pt", "c.keys", "c.keys.spec"]
     finally:
