@@ -99,6 +99,16 @@ def check_bundle(program: Any, bundle: Any, *, allow_simulator: bool = False) ->
     return bundle
 
 
+def _evaluation_only(bundle: PublicBundle) -> None:
+    """Build the bundle's evaluation backend now and drop the serialised Galois keys it was
+    built from: a server never re-sends a bundle, and at N=16384 those bytes are ~0.5 GB on top
+    of the deserialised keys (measured in bench/serve.py)."""
+    bundle.backend  # noqa: B018 - builds and caches the backend
+    eager = getattr(bundle, "_eager", None)
+    if isinstance(eager, dict) and bundle.backend_name == "seal" and "galois_keys" in eager:
+        bundle._eager = {k: v for k, v in eager.items() if k != "galois_keys"}
+
+
 class _LRU:
     """Bundles by key id, bounded by their serialised size in bytes."""
 
@@ -115,6 +125,7 @@ class _LRU:
         return item[0]
 
     def put(self, key_id: str, bundle: PublicBundle, size: int) -> None:
+        _evaluation_only(bundle)
         if key_id in self._items:
             self.bytes -= self._items.pop(key_id)[1]
         self._items[key_id] = (bundle, size)
