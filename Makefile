@@ -15,8 +15,10 @@ $(VENV)/.installed: pyproject.toml
 	# wheel; other versions (and an unpinned torch) pull the CUDA build and several GB of CUDA
 	# libraries. Elsewhere use e.g. --index-url https://download.pytorch.org/whl/cpu
 	$(PY) -m pip install -q torch==2.13.0
-	# test: pytest/hypothesis; ecg: the WFDB/EDF readers the data tests use; plots: the demo figure
-	$(PY) -m pip install -q -e '.[test,ecg,plots]'
+	# test: pytest/hypothesis; ecg: the WFDB/EDF readers the data tests use; plots: the demo
+	# figure; serve (fastapi, uvicorn, httpx: a few MB) and distributed (ray: ~240 MB) so that
+	# the deploy tests run (without them those tests are skipped with a reason)
+	$(PY) -m pip install -q -e '.[test,ecg,plots,serve,distributed]'
 	touch $@
 
 $(VENV)/.docs: $(VENV)/.installed

@@ -1,17 +1,20 @@
-"""Encrypted apnea detection across a process boundary: the server never sees the ECG.
+"""Encrypted apnea detection in three roles: the client never sees the model, the server never
+sees the ECG.
 
     python examples/apnea_client_server.py [--smoke] [--backend seal|sim] [--workdir DIR]
 
-1. The model owner trains a detector on synthetic ECG and compiles it (server side).
-2. The client generates a key set from the program's public description, encrypts one window
-   and writes ONLY the public bundle and the ciphertext to files, each in an authenticated
-   envelope bound to the key set's fingerprint.
-3. A separate server process (``--serve``) loads the model, reads those files, runs the program
-   with public keys only and writes the encrypted result.
-4. The client decrypts the result and compares it with the plaintext model.
+1. **Model owner**: trains a detector on synthetic ECG, compiles it, saves the program
+   (``apnea.pkprog``, weights inside: it goes to the server only) and the client spec
+   (``spec.env``: parameters, rotations, input layout and range; no weight).
+2. **Client** (a function that is handed the path of ``spec.env`` and nothing else): makes keys
+   with exactly the spec's rotations, seals them in ``client.keys``, writes its public bundle and
+   one encrypted window (``bundle.env``, ``input.env``).
+3. **Server** (a separate process, ``--serve``): loads the program, registers the bundle (a secret
+   key set would be refused), computes, writes ``result.env``.
+4. **Client** decrypts ``result.env``. For this demo only, the model owner's plaintext model is run
+   on the same window to show that the encrypted answer matches.
 
-The server process is started with ``subprocess``; it gets file paths and nothing else: no
-secret key, no plaintext input.
+For the same flow over HTTP see ``privkit serve`` / ``privkit client`` (docs/deployment.md).
 """
 
 from __future__ import annotations
@@ -28,27 +31,40 @@ from pathlib import Path
 import numpy as np
 
 
-def serve(workdir: Path, allow_insecure: bool = False) -> None:
-    """The server: model + public bundle + ciphertext in, encrypted logits out.
+def serve(workdir: Path, allow_insecure: bool) -> None:
+    """The server: program + public bundle + ciphertext in, encrypted logits out.
 
     A simulator bundle (``--backend sim``) is refused unless the server is started with
     ``--allow-insecure``: its "ciphertexts" are plaintext numbers."""
-    from privkit.apps.apnea import ApneaDetector
-    from privkit.fhe.envelope import pack_ciphertext, unpack_ciphertext, unpack_public_bundle
+    from privkit.deploy import Server
+    from privkit.fhe.program import EncryptedProgram
 
-    det = ApneaDetector.load(workdir / "model.pt")
-    program = det.compile()
-    bundle = unpack_public_bundle((workdir / "bundle.env").read_bytes(), allow_insecure=allow_insecure)
-    backend = bundle.backend
-    assert not backend.can_decrypt, "the server must not be able to decrypt"
-    # refused (KeyMismatchError) if made under other keys or parameters than the bundle's
-    ct = unpack_ciphertext((workdir / "input.env").read_bytes(), bundle)
+    server = Server(EncryptedProgram.load(workdir / "apnea.pkprog"), allow_insecure=allow_insecure)
+    key_id = server.register((workdir / "bundle.env").read_bytes())
     t = time.perf_counter()
-    out = program.run(ct, bundle, allow_insecure=allow_insecure)
-    if program.run_notes()["insecure"]:
-        print(f"server: NOT SECURE, accepted with --allow-insecure: {program.run_notes()['insecure']}")
-    (workdir / "result.env").write_bytes(pack_ciphertext(out, kind="result"))
+    result = server.infer((workdir / "input.env").read_bytes(), key_id)
+    (workdir / "result.env").write_bytes(result)
     (workdir / "server.json").write_text(json.dumps({"run_s": time.perf_counter() - t}))
+
+
+def client_encrypt(spec_path: Path, window: np.ndarray, workdir: Path, backend: str) -> None:
+    """The client, first half: only the spec; keys, bundle and ciphertext out."""
+    from privkit.deploy import Client, ClientSpec
+
+    client = Client(ClientSpec.load(spec_path))
+    client.keygen(backend=backend)
+    client.save_keys(workdir / "client.keys", "example password (use a real one)")
+    (workdir / "bundle.env").write_bytes(client.bundle_envelope())
+    (workdir / "input.env").write_bytes(client.encrypt(window))
+
+
+def client_decrypt(spec_path: Path, workdir: Path) -> np.ndarray:
+    """The client, second half: its sealed keys and the result envelope -> logits."""
+    from privkit.deploy import Client, ClientSpec
+
+    client = Client(ClientSpec.load(spec_path))
+    client.load_keys(workdir / "client.keys", "example password (use a real one)")
+    return client.decrypt((workdir / "result.env").read_bytes())
 
 
 def main() -> int:
@@ -60,12 +76,11 @@ def main() -> int:
     ap.add_argument("--allow-insecure", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.serve:
-        serve(Path(args.serve), allow_insecure=args.allow_insecure)
+        serve(Path(args.serve), args.allow_insecure)
         return 0
 
     from privkit.apps.apnea import ApneaDetector
     from privkit.data.ecg import synthetic_ecg
-    from privkit.fhe.envelope import pack_ciphertext, pack_public_bundle, unpack_ciphertext
 
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="privkit-apnea-"))
     workdir.mkdir(parents=True, exist_ok=True)
@@ -75,23 +90,23 @@ def main() -> int:
     det.fit(data, progress=False)
     det.save(workdir / "model.pt")
     program = det.compile()
+    program.save(workdir / "apnea.pkprog")  # for the server
+    program.client_spec().save(workdir / "spec.env")  # for the client: no weights
     # -- client -------------------------------------------------------------------------------
-    keys = program.keygen(backend=args.backend)
     window = synthetic_ecg(1, seed=123).x[0]
-    (workdir / "bundle.env").write_bytes(pack_public_bundle(keys.public_bundle()))
-    (workdir / "input.env").write_bytes(pack_ciphertext(program.encrypt_input(keys, window)))
+    client_encrypt(workdir / "spec.env", window, workdir, args.backend)
     # -- server (another process) -------------------------------------------------------------
     # the simulator is an explicit choice (--backend sim): the server must be told to accept it
     insecure = ["--allow-insecure"] if args.backend == "sim" else []
     subprocess.run([sys.executable, __file__, "--serve", str(workdir), *insecure], check=True)
     # -- client -------------------------------------------------------------------------------
-    out = unpack_ciphertext((workdir / "result.env").read_bytes(), keys, kind="result")
-    logits = program.decrypt_output(keys, out)
-    plain = det.logits(window)[0]
+    logits = client_decrypt(workdir / "spec.env", workdir)
+    plain = det.logits(window)[0]  # the owner's check, for this demo only
     run_s = json.loads((workdir / "server.json").read_text())["run_s"]
-    sizes = {f: os.path.getsize(workdir / f) for f in ("bundle.env", "input.env", "result.env")}
-    print(f"server run: {run_s:.2f} s; bytes sent: bundle {sizes['bundle.env']:,}, "
-          f"ciphertext {sizes['input.env']:,}; returned {sizes['result.env']:,}")
+    sizes = {f: os.path.getsize(workdir / f) for f in ("spec.env", "bundle.env", "input.env", "result.env")}
+    print(f"server run: {run_s:.2f} s; the client received the spec ({sizes['spec.env']:,} bytes, no "
+          f"weights); sent bundle {sizes['bundle.env']:,} and ciphertext {sizes['input.env']:,}; "
+          f"got back {sizes['result.env']:,}")
     print(f"decrypted logits {np.round(logits, 5)}; plaintext {np.round(plain, 5)}; "
           f"max |diff| {np.abs(logits - plain).max():.2e}")
     same = int(logits.argmax()) == int(plain.argmax())

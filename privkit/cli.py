@@ -30,6 +30,8 @@ _SUBCOMMAND_MODULES = (
     "privkit.apps.svae_cli",  # privkit svae train|evaluate|sample
     "privkit.apps.anon_cli",  # privkit anon train | apply | evaluate
     "privkit.apps.keys_cli",  # privkit keys generate|export-public|inspect
+    "privkit.apps.serve_cli",  # privkit serve MODEL
+    "privkit.apps.client_cli",  # privkit client keys | encrypt | send | decrypt
 )
 
 _RST_ROLE = re.compile(r":[a-z]+:`~?([^`]+)`")

@@ -30,6 +30,11 @@ __all__ = [
     "AccountantStateError",
     "CheckpointError",
     "PrivacyBudgetExhaustedError",
+    "SecretKeyExposureError",
+    "PlanMismatchError",
+    "ServerBusyError",
+    "WorkerCrashedError",
+    "RemoteError",
 ]
 
 
@@ -179,3 +184,36 @@ class MissingDependencyError(PrivkitError, ImportError):
 
 
 __all__ += ["MissingDependencyError"]
+
+
+class SecretKeyExposureError(PrivkitError, TypeError):
+    """Secret key material (a ``KeySet``, a sealed key file) was passed where only public material
+    (a public bundle) belongs; send ``keys.public_bundle()`` in an envelope instead."""
+
+
+class PlanMismatchError(EnvelopeError):
+    """A saved program, rebuilt from its data, compiles to another plan than the one saved (the
+    file was written by another privkit, or altered); the message names the first difference."""
+
+
+class ServerBusyError(PrivkitError, RuntimeError):
+    """The inference server's queue is full; retry after ``retry_after`` seconds."""
+
+    def __init__(self, message: str, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after = float(retry_after)
+
+
+class WorkerCrashedError(PrivkitError, RuntimeError):
+    """A worker process died while computing a request; nothing of it was returned."""
+
+
+class RemoteError(PrivkitError):
+    """An inference server answered with an error; ``status`` and ``error`` (the server-side
+    error type) say which."""
+
+    def __init__(self, message: str, status: int = 0, error: str = "") -> None:
+        super().__init__(message)
+        self.status = int(status)
+        self.error = error
+

@@ -269,7 +269,8 @@ def test_simulator_mirrors_the_overflow_checks(sim_keys):
 def test_client_checks_inputs_against_calibrated_range(linear_program):
     keys = linear_program.keygen(backend="sim")
     rng = np.random.default_rng(0)
-    assert linear_program.calibrate_input(rng.uniform(-1, 1, (32, 64))) <= 1.1
+    lo, hi = linear_program.calibrate_input(rng.uniform(-1, 1, (32, 64)))
+    assert -1.1 <= lo < -0.9 and 0.9 < hi <= 1.1
     x = rng.uniform(-1, 1, 64)
     x[:5] = 50.0
     with pytest.warns(InputRangeWarning, match="5 of 64 input values"):

@@ -24,8 +24,9 @@ import numpy as np
 import torch
 
 from .. import nn as pnn
+from ..fhe.program import _as_range
 from ..api import PrivacyReport, PrivateModel, check_config, check_plain, check_state_tensors
-from ..errors import ParameterError, ShapeError
+from ..errors import DataFormatError, ParameterError, ShapeError
 
 __all__ = ["ApneaConfig", "ApneaDetector", "build_apnea_model"]
 
@@ -138,6 +139,9 @@ class ApneaDetector(PrivateModel):
         self._program = None
         self._program_params: Any = None
         self._eval_model: torch.nn.Module | None = None
+        #: range of the training windows widened by the calibration margin (the client spec's
+        #: input range: clients refuse windows outside it)
+        self.input_range: tuple[float, float] | None = None
 
     # -- training ------------------------------------------------------------------------------
     def fit(self, data: Any, val: Any = None, *, progress: bool = True) -> ApneaDetector:
@@ -149,6 +153,8 @@ class ApneaDetector(PrivateModel):
         torch.manual_seed(self.config.seed)
         xt = torch.from_numpy(x)[:, None, :]
         yt = torch.from_numpy(y)
+        mid, half = (float(x.max()) + float(x.min())) / 2, (float(x.max()) - float(x.min())) / 2
+        self.input_range = (mid - half * self.config.calibration_margin, mid + half * self.config.calibration_margin)
         opt = torch.optim.AdamW(self.model.parameters(), lr=self.config.lr, weight_decay=self.config.weight_decay)
         counts = np.bincount(y, minlength=2).astype(np.float32)
         weight = torch.tensor(counts.sum() / np.maximum(counts, 1) / 2)
@@ -215,6 +221,7 @@ class ApneaDetector(PrivateModel):
 
         if self._program is None or self._program_params != params:
             self._program = fhe_compile(self.model, input_shape=(1, self.config.window), params=params)
+            self._program.input_range = self.input_range
             self._program_params = params
         return self._program
 
@@ -270,7 +277,7 @@ class ApneaDetector(PrivateModel):
     def _get_state(self) -> dict[str, Any]:
         return {"config": dataclasses.asdict(self.config),
                 "model": {k: v.detach().clone() for k, v in self.model.state_dict().items()},
-                "history": self.history}
+                "history": self.history, "input_range": self.input_range}
 
     @classmethod
     def _from_state(cls, state: dict[str, Any]) -> ApneaDetector:
@@ -285,6 +292,14 @@ class ApneaDetector(PrivateModel):
         det.model.load_state_dict(state["model"])
         det.model.eval()
         det.history = list(history)
+        rng = state.get("input_range")
+        if rng is not None:
+            rng = check_plain(rng, "ApneaDetector input_range", kind=(list, tuple))
+            try:
+                rng = _as_range(rng)
+            except ParameterError as e:
+                raise DataFormatError(f"ApneaDetector input_range: {e}") from None
+        det.input_range = rng
         return det
 
 

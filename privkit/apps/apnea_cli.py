@@ -81,6 +81,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--backend", default="seal", choices=["seal", "sim"], help=_BACKEND_HELP)
     add_smoke(e, "48 windows, at most 2 encrypted")
     e.set_defaults(func=run_evaluate)
+    from privkit.apps import apnea_deploy_cli  # privkit apnea serve, apnea infer --server URL
+
+    apnea_deploy_cli.extend(s, i)
     p.set_defaults(func=lambda a: (p.print_help(), 2)[1])
 
 

@@ -92,7 +92,7 @@ __all__ = [
 MAGIC = b"\x89PKENV\r\n"
 FORMAT_VERSION = 1
 #: the kinds of artefact an envelope can hold
-KINDS = ("public-bundle", "ciphertext", "result", "model", "dataset")
+KINDS = ("public-bundle", "ciphertext", "result", "model", "dataset", "program", "client-spec")
 
 _PREFIX = struct.Struct("<8sHI")
 _DIGEST_LEN = 32

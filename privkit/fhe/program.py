@@ -91,9 +91,10 @@ class EncryptedProgram:
         #: summed-area table of the zero-padded channel, for a first box convolution)
         self.input_encoding = input_encoding
         self._last: list[LayerReport] = []
-        #: calibrated input range: |x| <= input_range (public, part of client_info); set it with
-        #: calibrate_input(data) or directly. None: unchecked.
-        self.input_range: float | None = None
+        #: calibrated input range (low, high), public (part of client_info and the client spec);
+        #: set it with calibrate_input(data), or assign a number r (meaning [-r, r]) or a pair.
+        #: None: unchecked.
+        self._input_range: tuple[float, float] | None = None
         #: what encode_input does with values beyond input_range: "warn", "raise" or "ignore"
         self.on_range = "warn"
         #: how many values the last encode_input found beyond input_range
@@ -134,20 +135,69 @@ class EncryptedProgram:
             "input_layout": dataclasses.asdict(self.input_layout),
             "out_features": self.out_features,
             "batch": self.batch,
-            "input_range": self.input_range,
+            "input_range": None if self.input_range is None else list(self.input_range),
             "input_encoding": self.input_encoding[0] if self.input_encoding else "values",
         }
 
-    def calibrate_input(self, data: Any, margin: float = 1.1) -> float:
-        """Set :attr:`input_range` to ``margin`` times the largest |value| of representative
-        inputs (the range :meth:`encode_input` then checks); returns it."""
+    @property
+    def input_range(self) -> tuple[float, float] | None:
+        """The calibrated range ``(low, high)`` of input values (None: unchecked)."""
+        return self._input_range
+
+    @input_range.setter
+    def input_range(self, value: Any) -> None:
+        self._input_range = _as_range(value)
+
+    @property
+    def input_bound(self) -> float | None:
+        """The largest |value| an input may hold (from :attr:`input_range`), or None."""
+        if self._input_range is None:
+            return None
+        return max(abs(self._input_range[0]), abs(self._input_range[1]))
+
+    def calibrate_input(self, data: Any, margin: float = 1.1) -> tuple[float, float]:
+        """Set :attr:`input_range` from representative inputs: their ``[min, max]`` widened by
+        ``margin`` about its midpoint (the range :meth:`encode_input` then checks); returns it."""
         arr = np.asarray(data, dtype=np.float64)
         if arr.size == 0 or not np.all(np.isfinite(arr)):
             raise ParameterError("calibrate_input needs a non-empty array of finite values")
-        if not (margin >= 1.0 and np.isfinite(margin)):
+        if not (np.isfinite(margin) and margin >= 1.0):
             raise ParameterError(f"margin must be a finite number >= 1, got {margin!r}")
-        self.input_range = float(np.max(np.abs(arr))) * float(margin)
+        lo, hi = float(arr.min()), float(arr.max())
+        mid, half = (lo + hi) / 2, max((hi - lo) / 2, 1e-12)
+        self.input_range = (mid - half * margin, mid + half * margin)
         return self.input_range
+    def client_spec(self) -> Any:
+        """A :class:`~privkit.fhe.artifact.ClientSpec`: everything a client needs, no weights."""
+        from .artifact import ClientSpec
+
+        return ClientSpec.from_program(self)
+
+    # -- artefacts ---------------------------------------------------------------------------------
+    def save(self, path: Any, *, sign_with: Any = None) -> None:
+        """Save as a ``"program"`` envelope holding the model as data (see :mod:`.artifact`)."""
+        from .artifact import save_program
+
+        save_program(self, path, sign_with=sign_with)
+
+    def to_bytes(self, *, sign_with: Any = None) -> bytes:
+        """The bytes :meth:`save` writes."""
+        from .artifact import program_to_bytes
+
+        return program_to_bytes(self, sign_with=sign_with)
+
+    @classmethod
+    def load(cls, path: Any, *, verify_with: Any = None) -> EncryptedProgram:
+        """Rebuild a saved program (compiled again from the data, plan checked)."""
+        from .artifact import load_program
+
+        return load_program(path, verify_with=verify_with)
+
+    @classmethod
+    def from_bytes(cls, blob: bytes, *, verify_with: Any = None) -> EncryptedProgram:
+        from .artifact import program_from_bytes
+
+        return program_from_bytes(blob, verify_with=verify_with)
 
     def __repr__(self) -> str:
         return (
@@ -199,13 +249,14 @@ class EncryptedProgram:
         self.last_input_out_of_range = 0
         if self.input_range is None:
             return
-        n_out = int(np.count_nonzero(np.abs(x) > self.input_range))
+        lo, hi = self.input_range
+        n_out = int(np.count_nonzero((x < lo) | (x > hi)))
         self.last_input_out_of_range = n_out
         if not n_out or on_range == "ignore":
             return
         msg = (f"{n_out} of {x.size} input values lie outside the calibrated range "
-               f"[-{self.input_range:.3g}, {self.input_range:.3g}] (largest |x| "
-               f"{float(np.max(np.abs(x))):.3g}); the encrypted result may be wrong for them "
+               f"[{lo:.4g}, {hi:.4g}] (they span [{float(x.min()):.4g}, {float(x.max()):.4g}]); "
+               "the encrypted result may be wrong for them "
                "(polynomial activations diverge outside their range). Clip or rescale the "
                "input, or recalibrate with calibrate_input")
         if on_range == "raise":
@@ -272,12 +323,12 @@ class EncryptedProgram:
                 f"{self.input_layout.span} (input shape {self.input_shape}); encode it with "
                 "program.encode_input"
             )
-        if ct.bound is None and self.input_range is not None:
+        if ct.bound is None and self.input_bound is not None:
             # a received ciphertext carries no bound; the calibrated range is public
             b = np.zeros(be.slots)
             # a summed-area-table encoding sums up to every input value of its channel
             grow = int(np.prod(self.input_shape[1:])) if self.input_encoding is not None else 1
-            b[: ct.length] = self.input_range * grow
+            b[: ct.length] = self.input_bound * grow
             ct = ct.replace(bound=b)
         stats_before = dict(be.range_stats)
         be.require_levels(ct, self.depth, "the compiled program")
@@ -404,3 +455,20 @@ def _torch_activations(model: Any, x: np.ndarray, input_shape: tuple[int, int]) 
         for h in hooks:
             h.remove()
     return acts
+
+
+def _as_range(value: Any) -> tuple[float, float] | None:
+    """None, a number r (meaning [-r, r]) or a pair (low, high) -> (low, high), checked."""
+    if value is None:
+        return None
+    try:
+        if np.ndim(value) == 0:
+            r = float(value)
+            lo, hi = -abs(r), abs(r)
+        else:
+            lo, hi = (float(v) for v in value)
+    except (TypeError, ValueError) as e:
+        raise ParameterError(f"input_range must be a number r or a pair (low, high), got {value!r}") from e
+    if not (np.isfinite(lo) and np.isfinite(hi) and lo < hi):
+        raise ParameterError(f"input_range must be finite with low < high, got {value!r}")
+    return lo, hi

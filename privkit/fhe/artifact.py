@@ -1,0 +1,565 @@
+"""Saved programs and client specs: deployment artefacts stored as data, never as code.
+
+A compiled :class:`~privkit.fhe.program.EncryptedProgram` holds closures (each step's ``run``),
+so it cannot be pickled, and it must not be: a pickle is code. :func:`save_program` writes the
+*model* as data instead, in a ``"program"`` envelope (:mod:`privkit.fhe.envelope`, optionally
+signed):
+
+* the leaf layers: kind (from a whitelist of privkit.nn / torch layers), constructor arguments,
+  and the state tensors (weights, folded BatchNorm statistics, calibrated ranges) as raw
+  little-endian arrays with declared dtype, shape and offset;
+* the compile arguments (input shape, the resolved CKKS parameters, batch);
+* the plan summary (each step's kind, depth and rotations; the rotation list; the input layout).
+
+:func:`load_program` checks every declared size against the bytes actually present before
+allocating, rebuilds the ``torch.nn.Sequential`` from the data, compiles it again (compilation is
+deterministic) and refuses the result with :class:`~privkit.errors.PlanMismatchError` if its plan
+differs from the saved one.
+
+:class:`ClientSpec` is what a client needs and nothing more: parameters, rotation steps, input
+shape and layout, how to decode the output, the calibrated input range. No weight, no bias, no
+activation bound.
+
+>>> import torch
+>>> from privkit import nn as pnn, fhe
+>>> m = torch.nn.Sequential(pnn.Conv1d(1, 2, 3), pnn.Flatten(), pnn.Linear(2 * 14, 2))
+>>> prog = fhe.compile(m, input_shape=(1, 16), params="n8192")
+>>> blob = program_to_bytes(prog)
+>>> again = program_from_bytes(blob)
+>>> again.rotations == prog.rotations, again.client_spec().input_shape
+(True, (1, 16))
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import re
+import struct
+from collections import OrderedDict
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..errors import (
+    EnvelopeError,
+    InputRangeError,
+    ParameterError,
+    PlanMismatchError,
+    ShapeError,
+    UnsupportedLayerError,
+)
+from .ops.packed import PackedLayout, pack
+from .params import CKKSParams
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .program import EncryptedProgram
+
+__all__ = [
+    "ClientSpec",
+    "program_to_bytes",
+    "program_from_bytes",
+    "save_program",
+    "load_program",
+    "plan_summary",
+]
+
+FORMAT = "privkit-program"
+FORMAT_VERSION = 1
+_SPEC_FORMAT = "privkit-client-spec"
+_DTYPES = {"float64": np.float64, "int64": np.int64, "bool": np.bool_}
+_MAX_JSON = 4 << 20
+_NAME = re.compile(r"^[A-Za-z0-9_]{1,64}$")
+_MAX_DIM = 1 << 24
+_MAX_LAYERS = 512
+
+# kind -> (module path, {arg: type}); int bounds keep a hostile file from asking for huge loops
+_SMALL = {"degree": 64, "iterations": 32, "precision_bits": 64}
+_LAYERS: dict[str, tuple[str, dict[str, Any]]] = {
+    "Conv1d": ("privkit.nn", {"in_channels": int, "out_channels": int, "kernel_size": int,
+                              "stride": int, "padding": int, "bias": bool, "method": str}),
+    "Linear": ("privkit.nn", {"in_features": int, "out_features": int, "bias": bool, "method": str}),
+    "AvgPool1d": ("privkit.nn", {"kernel_size": int, "stride": int}),
+    "Flatten": ("privkit.nn", {}),
+    "PolyReLU": ("privkit.nn", {"degree": int, "mode": str, "precision_bits": int, "margin": float}),
+    "ApproxMaxPool1d": ("privkit.nn", {"kernel_size": int, "stride": int, "method": str, "degree": int,
+                                       "iterations": int, "margin": float}),
+    "BatchNorm1d": ("torch.nn", {"num_features": int, "eps": float, "momentum": (float, type(None)),
+                                 "affine": bool, "track_running_stats": bool}),
+    "Dropout": ("torch.nn", {"p": float}),
+    "Identity": ("torch.nn", {}),
+}
+
+
+def _first(v: Any) -> int:
+    return int(v[0] if isinstance(v, (tuple, list)) else v)
+
+
+def _layer_args(kind: str, m: Any) -> dict[str, Any]:
+    """Constructor arguments of a whitelisted leaf layer, read from its attributes."""
+    if kind == "Conv1d":
+        return {"in_channels": m.in_channels, "out_channels": m.out_channels,
+                "kernel_size": _first(m.kernel_size), "stride": _first(m.stride),
+                "padding": _first(m.padding), "bias": m.bias is not None, "method": m.method}
+    if kind == "Linear":
+        return {"in_features": m.in_features, "out_features": m.out_features,
+                "bias": m.bias is not None, "method": m.method}
+    if kind == "AvgPool1d":
+        return {"kernel_size": _first(m.kernel_size), "stride": _first(m.stride)}
+    if kind == "PolyReLU":
+        return {"degree": m.degree, "mode": m.mode, "precision_bits": m.precision_bits,
+                "margin": float(m.margin)}
+    if kind == "ApproxMaxPool1d":
+        return {"kernel_size": m.kernel_size, "stride": m.stride, "method": m.method,
+                "degree": m.degree, "iterations": m.iterations, "margin": float(m.margin)}
+    if kind == "BatchNorm1d":
+        return {"num_features": m.num_features, "eps": float(m.eps),
+                "momentum": None if m.momentum is None else float(m.momentum),
+                "affine": bool(m.affine), "track_running_stats": bool(m.track_running_stats)}
+    if kind == "Dropout":
+        return {"p": float(m.p)}
+    return {}
+
+
+def _expected_state(kind: str, a: dict[str, Any]) -> dict[str, tuple[tuple[int, ...], str]]:
+    """The state tensors (shape, dtype) a layer with these arguments has, computed from the
+    arguments alone: checked against the file before any layer is constructed."""
+    f = "float64"
+    if kind == "Conv1d":
+        out = {"weight": ((a["out_channels"], a["in_channels"], a["kernel_size"]), f)}
+        return out | ({"bias": ((a["out_channels"],), f)} if a["bias"] else {})
+    if kind == "Linear":
+        out = {"weight": ((a["out_features"], a["in_features"]), f)}
+        return out | ({"bias": ((a["out_features"],), f)} if a["bias"] else {})
+    if kind in ("PolyReLU", "ApproxMaxPool1d"):
+        return {"bound_": ((), f), "frozen_": ((), "bool")}
+    if kind == "BatchNorm1d":
+        n = a["num_features"]
+        out = {"weight": ((n,), f), "bias": ((n,), f)} if a["affine"] else {}
+        if a["track_running_stats"]:
+            out |= {"running_mean": ((n,), f), "running_var": ((n,), f),
+                    "num_batches_tracked": ((), "int64")}
+        return out
+    return {}
+
+
+def _kind_of(mod: Any) -> str:
+    import importlib
+
+    kind = type(mod).__name__
+    entry = _LAYERS.get(kind)
+    if entry is None or type(mod) is not getattr(importlib.import_module(entry[0]), kind):
+        raise UnsupportedLayerError(
+            f"cannot save a program with a {type(mod).__module__}.{kind} layer: saved programs "
+            f"hold only the layers {sorted(_LAYERS)} (privkit.nn and folded torch layers)"
+        )
+    return kind
+
+
+# -- plan summary ----------------------------------------------------------------------------------
+def plan_summary(program: EncryptedProgram) -> dict[str, Any]:
+    """The facts of a compiled plan that a rebuilt program must reproduce exactly."""
+    return {
+        "steps": [{"name": s.name, "kind": s.kind, "depth": int(s.depth),
+                   "rotations": sorted(int(r) for r in s.rotations)} for s in program.steps],
+        "depth": int(program.depth),
+        "rotations": [int(r) for r in program.rotations],
+        "params_fingerprint": program.params.fingerprint(),
+        # JSON-shaped (tuples as lists): the saved plan is compared with a rebuilt one
+        "input_layout": json.loads(json.dumps(dataclasses.asdict(program.input_layout))),
+        "input_shape": [int(v) for v in program.input_shape],
+        "out_features": int(program.out_features),
+        "batch": int(program.batch),
+        "conjugation": bool(program.conjugation),
+    }
+
+
+def _first_difference(a: Any, b: Any, path: str = "plan") -> str:
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in sorted(set(a) | set(b)):
+            if a.get(k) != b.get(k):
+                return _first_difference(a.get(k), b.get(k), f"{path}.{k}")
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        for i, (x, y) in enumerate(zip(a, b)):
+            if x != y:
+                return _first_difference(x, y, f"{path}[{i}]")
+    return f"{path}: saved {a!r}, rebuilt {b!r}"
+
+
+# -- program <-> bytes -----------------------------------------------------------------------------
+def _describe(program: EncryptedProgram) -> tuple[dict[str, Any], bytes]:
+    ref = program._reference
+    if ref is None:
+        raise ParameterError("this program carries no model (it was not made by fhe.compile); "
+                             "compile it from the torch model to save it")
+    layers, chunks, tensors, off = [], [], [], 0
+    for name, mod in ref.named_modules():
+        if not name or list(mod.children()):
+            continue
+        kind = _kind_of(mod)
+        layers.append({"name": name, "kind": kind, "args": _layer_args(kind, mod)})
+        for key, t in mod.state_dict().items():
+            arr = t.detach().cpu().numpy()
+            arr = arr.astype(np.float64) if arr.dtype.kind == "f" else arr
+            arr = np.array(arr, dtype=arr.dtype.newbyteorder("<"), order="C")
+            data = arr.tobytes()
+            tensors.append({"key": f"{name}.{key}", "dtype": arr.dtype.name, "shape": list(arr.shape),
+                            "offset": off, "nbytes": len(data)})
+            chunks.append(data)
+            off += len(data)
+    desc = {
+        "format": FORMAT,
+        "version": FORMAT_VERSION,
+        "layers": layers,
+        "tensors": tensors,
+        "compile": {"input_shape": [int(v) for v in program.input_shape],
+                    "params": program.params.to_dict(), "batch": int(program.batch)},
+        "input_range": None if program.input_range is None else [float(v) for v in program.input_range],
+        "plan": plan_summary(program),
+    }
+    return desc, b"".join(chunks)
+
+
+def program_to_bytes(program: EncryptedProgram, *, sign_with: Any = None) -> bytes:
+    """The program as a ``"program"`` envelope (data only; see the module docstring)."""
+    from .envelope import seal_envelope
+
+    desc, data = _describe(program)
+    head = json.dumps(desc, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
+    payload = struct.pack("<I", len(head)) + head + data
+    fp = "program/" + hashlib.sha256(payload).hexdigest()[:32]
+    meta = {"params": program.params.name, "layers": len(desc["layers"]),
+            "input_shape": desc["compile"]["input_shape"], "depth": program.depth}
+    return seal_envelope("program", payload, fp, meta=meta, sign_with=sign_with)
+
+
+def _bad(msg: str) -> EnvelopeError:
+    err = EnvelopeError(f"program envelope: {msg}")
+    err.reason = "payload"  # type: ignore[attr-defined]
+    return err
+
+
+def _check_args(kind: str, args: Any, where: str) -> dict[str, Any]:
+    schema = _LAYERS[kind][1]
+    if not isinstance(args, dict) or set(args) != set(schema):
+        raise _bad(f"{where}: {kind} arguments must be exactly {sorted(schema)}, got "
+                   f"{sorted(args) if isinstance(args, dict) else type(args).__name__}")
+    for k, typ in schema.items():
+        v = args[k]
+        types = typ if isinstance(typ, tuple) else (typ,)
+        ok = any((type(v) is t) or (t is float and type(v) is int) for t in types)
+        if not ok:
+            raise _bad(f"{where}: argument {k}={v!r} of {kind} has the wrong type")
+        if type(v) is int and not 0 <= v <= _SMALL.get(k, _MAX_DIM):
+            raise _bad(f"{where}: argument {k}={v} of {kind} is out of range")
+        if type(v) is float and not math.isfinite(v):
+            raise _bad(f"{where}: argument {k}={v} of {kind} is not finite")
+    return args
+
+
+def _parse(payload: bytes) -> tuple[dict[str, Any], memoryview]:
+    if len(payload) < 4:
+        raise _bad("truncated")
+    (hlen,) = struct.unpack_from("<I", payload, 0)
+    if hlen > min(_MAX_JSON, len(payload) - 4):
+        raise _bad(f"declared description length {hlen} exceeds the payload")
+    try:
+        desc = json.loads(payload[4 : 4 + hlen])
+    except (ValueError, RecursionError) as e:
+        raise _bad(f"unreadable description: {e}") from None
+    if not isinstance(desc, dict) or desc.get("format") != FORMAT:
+        raise _bad("not a privkit program description")
+    if desc.get("version") != FORMAT_VERSION:
+        raise _bad(f"format version {desc.get('version')!r} is not supported (this privkit reads "
+                   f"{FORMAT_VERSION})")
+    for key, typ in (("layers", list), ("tensors", list), ("compile", dict), ("plan", dict)):
+        if not isinstance(desc.get(key), typ):
+            raise _bad(f"{key!r} missing or malformed")
+    return desc, memoryview(payload)[4 + hlen :]
+
+
+def _tensors(desc: dict[str, Any], data: memoryview) -> dict[str, np.ndarray]:
+    """Declared tensors -> arrays (views of the payload); sizes checked before anything else."""
+    out: dict[str, np.ndarray] = {}
+    pos = 0
+    for t in desc["tensors"]:
+        try:
+            key, dt, shape, off, nb = t["key"], t["dtype"], t["shape"], t["offset"], t["nbytes"]
+            if not isinstance(key, str) or dt not in _DTYPES or not isinstance(shape, list):
+                raise ValueError("bad key, dtype or shape")
+            if any(type(d) is not int or not 0 <= d <= _MAX_DIM for d in shape) or len(shape) > 4:
+                raise ValueError(f"bad shape {shape}")
+            if type(off) is not int or type(nb) is not int or off != pos:
+                raise ValueError("tensors must be contiguous, in order")
+            if nb != math.prod(shape) * np.dtype(_DTYPES[dt]).itemsize or off + nb > len(data):
+                raise ValueError(f"declared size {nb} disagrees with its shape or the payload")
+        except (KeyError, TypeError, ValueError) as e:
+            raise _bad(f"tensor entry {t!r:.120}: {e}") from None
+        if key in out:
+            raise _bad(f"tensor {key!r} appears twice")
+        out[key] = np.frombuffer(data[off : off + nb], dtype=np.dtype(_DTYPES[dt]).newbyteorder("<")).reshape(shape)
+        pos += nb
+    if pos != len(data):
+        raise _bad(f"{len(data) - pos} bytes of tensor data are not declared")
+    return out
+
+
+def _build(desc: dict[str, Any], arrays: dict[str, np.ndarray]) -> Any:
+    """Whitelisted layers -> a torch Sequential (nested by the saved names), state loaded."""
+    import importlib
+
+    import torch
+
+    layers = desc["layers"]
+    if not 0 < len(layers) <= _MAX_LAYERS:
+        raise _bad(f"{len(layers)} layers")
+    used: set[str] = set()
+    tree: OrderedDict[str, Any] = OrderedDict()
+    for i, entry in enumerate(layers):
+        if not isinstance(entry, dict) or set(entry) != {"name", "kind", "args"}:
+            raise _bad(f"layer {i} is malformed")
+        name, kind = entry["name"], entry["kind"]
+        if kind not in _LAYERS:
+            raise UnsupportedLayerError(
+                f"saved program layer {i} has kind {kind!r}; only {sorted(_LAYERS)} can be loaded")
+        parts = name.split(".") if isinstance(name, str) else []
+        if not parts or not all(_NAME.match(p) for p in parts):
+            raise _bad(f"layer {i} has an invalid name {name!r}")
+        args = _check_args(kind, entry["args"], f"layer {name!r}")
+        want = _expected_state(kind, args)
+        for key, (shape, dt) in want.items():
+            arr = arrays.get(f"{name}.{key}")
+            if arr is None or tuple(arr.shape) != shape or arr.dtype.name != dt:
+                got = None if arr is None else (tuple(arr.shape), arr.dtype.name)
+                raise _bad(f"layer {name!r} ({kind}) needs {key} of shape {shape} ({dt}), file has {got}")
+            used.add(f"{name}.{key}")
+        cls = getattr(importlib.import_module(_LAYERS[kind][0]), kind)
+        try:
+            mod = cls(**args)
+        except (ValueError, TypeError) as e:
+            raise _bad(f"layer {name!r} ({kind}) rejects its arguments: {e}") from e
+        state = {k: torch.from_numpy(np.array(arrays[f"{name}.{k}"])) for k in want}
+        mod.double()
+        mod.load_state_dict(state, strict=True)
+        node = tree
+        for p in parts[:-1]:
+            node = node.setdefault(p, OrderedDict())
+            if not isinstance(node, OrderedDict):
+                raise _bad(f"layer {name!r} nests inside a layer")
+        if parts[-1] in node:
+            raise _bad(f"layer name {name!r} appears twice")
+        node[parts[-1]] = mod
+    if used != set(arrays):
+        raise _bad(f"tensors {sorted(set(arrays) - used)[:4]} belong to no layer")
+
+    def seq(node: OrderedDict[str, Any]) -> Any:
+        return torch.nn.Sequential(OrderedDict(
+            (k, seq(v) if isinstance(v, OrderedDict) else v) for k, v in node.items()))
+
+    return seq(tree).double().eval()
+
+
+def program_from_bytes(blob: bytes, *, verify_with: Any = None) -> EncryptedProgram:
+    """Rebuild a program from :func:`program_to_bytes` output (see the module docstring).
+
+    Raises :class:`~privkit.errors.EnvelopeError` for a damaged / malformed file,
+    :class:`~privkit.errors.UnsupportedLayerError` for a layer kind outside the whitelist and
+    :class:`~privkit.errors.PlanMismatchError` when the rebuilt plan differs from the saved one.
+    """
+    from .compiler import compile as fhe_compile
+    from .envelope import open_envelope
+
+    env = open_envelope(blob, "program", verify_with=verify_with)
+    desc, data = _parse(env.payload)
+    arrays = _tensors(desc, data)
+    model = _build(desc, arrays)
+    comp = desc["compile"]
+    try:
+        shape = tuple(int(v) for v in comp["input_shape"])
+        params = CKKSParams.from_dict(comp["params"])
+        batch = comp["batch"]
+        if type(batch) is not int or not 1 <= batch <= 4096 or len(shape) != 2:
+            raise ValueError(f"batch {batch!r}, input shape {shape}")
+        if not all(0 < v <= _MAX_DIM for v in shape):
+            raise ValueError(f"input shape {shape}")
+    except (KeyError, TypeError, ValueError) as e:
+        raise _bad(f"compile arguments are malformed: {e}") from None
+    program = fhe_compile(model, input_shape=shape, params=params, batch=batch)
+    rebuilt = plan_summary(program)
+    if rebuilt != desc["plan"]:
+        raise PlanMismatchError(
+            "the saved program compiles to another plan than the one saved (written by another "
+            f"privkit version, or altered): {_first_difference(desc['plan'], rebuilt)}")
+    rng = desc.get("input_range")
+    if rng is not None:
+        program.input_range = _check_range(rng)
+    program._artifact_id = env.fingerprint
+    return program
+
+
+def save_program(program: EncryptedProgram, path: str | os.PathLike, *, sign_with: Any = None) -> None:
+    """Write :func:`program_to_bytes` to ``path`` atomically."""
+    from .envelope import write_envelope
+
+    write_envelope(path, program_to_bytes(program, sign_with=sign_with))
+
+
+def load_program(path: str | os.PathLike, *, verify_with: Any = None) -> EncryptedProgram:
+    """Read a program saved by :func:`save_program` (see :func:`program_from_bytes`)."""
+    try:
+        with open(path, "rb") as fh:
+            blob = fh.read()
+    except OSError as e:
+        raise EnvelopeError(f"cannot read program {str(path)!r}: {e}") from e
+    return program_from_bytes(blob, verify_with=verify_with)
+
+
+def _check_range(rng: Any) -> tuple[float, float]:
+    try:
+        lo, hi = (float(v) for v in rng)
+    except (TypeError, ValueError) as e:
+        raise ParameterError(f"input range must be (low, high), got {rng!r}") from e
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+        raise ParameterError(f"input range must be finite with low < high, got {rng!r}")
+    return lo, hi
+
+
+# -- client spec -----------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class ClientSpec:
+    """What a client needs to make keys, encode inputs and decode outputs; no weights.
+
+    ``model_id`` names the program (a hash of the saved program: the client can tell which model
+    it talks to; a hash reveals nothing of the weights). ``input_range`` is the calibrated range of
+    the input values: :meth:`check_input` refuses values outside it, because the model's
+    polynomial approximations are wrong there and nothing in the decrypted output would show it.
+    """
+
+    params: CKKSParams
+    rotations: tuple[int, ...]
+    conjugation: bool
+    input_shape: tuple[int, int]
+    input_layout: PackedLayout
+    batch: int
+    out_features: int
+    input_range: tuple[float, float] | None = None
+    model_id: str = ""
+    output: str = "logits"
+
+    @classmethod
+    def from_program(cls, program: EncryptedProgram) -> ClientSpec:
+        mid = getattr(program, "_artifact_id", None)
+        if not mid:
+            try:
+                mid = program_fingerprint(program)
+            except (ParameterError, UnsupportedLayerError):
+                mid = ""
+        return cls(program.params, tuple(program.rotations), bool(program.conjugation),
+                   tuple(program.input_shape), program.input_layout, int(program.batch),
+                   int(program.out_features), program.input_range, mid)
+
+    # -- client operations
+    def check_input(self, x: np.ndarray) -> None:
+        """Raise :class:`~privkit.errors.InputRangeError` when ``x`` leaves the calibrated range."""
+        x = np.asarray(x, dtype=np.float64)
+        if not np.all(np.isfinite(x)):
+            raise InputRangeError("the input holds NaN or infinite values")
+        if self.input_range is None:
+            return
+        lo, hi = self.input_range
+        if x.size and (x.min() < lo or x.max() > hi):
+            raise InputRangeError(
+                f"input values span [{x.min():.4g}, {x.max():.4g}] but the model was calibrated "
+                f"for [{lo:.4g}, {hi:.4g}]; outside it the encrypted result is silently wrong. "
+                "Normalise the input as in training, or ask the model owner to recalibrate")
+
+    def encode_input(self, x: np.ndarray) -> np.ndarray:
+        """Input -> the slot vector to encrypt (same as ``EncryptedProgram.encode_input``)."""
+        x = np.asarray(x, dtype=np.float64)
+        c, length = self.input_shape
+        want = (self.batch, c, length)
+        if x.ndim == 1 and c == 1 and self.batch == 1:
+            x = x[None, None, :]
+        elif x.ndim == 2 and (c == 1 and self.batch > 1 or self.batch == 1):
+            x = x[:, None, :] if self.batch > 1 else x[None]
+        if x.shape != want:
+            shown = want if self.batch > 1 else (c, length)
+            raise ShapeError(f"the model expects input of shape {shown}, got {x.shape}")
+        vec = pack(x.reshape(self.batch * c, length), self.input_layout, self.params.slots)
+        return vec[: self.input_layout.span]
+
+    def decode_output(self, values: np.ndarray) -> np.ndarray:
+        """Decrypted slot values -> logits ``(out_features,)`` (``(batch, out_features)``)."""
+        vals = np.asarray(values)[: self.out_features * self.batch]
+        return vals if self.batch == 1 else vals.reshape(self.batch, self.out_features)
+
+    # -- storage
+    def to_dict(self) -> dict[str, Any]:
+        return {"format": _SPEC_FORMAT, "version": 1, "params": self.params.to_dict(),
+                "rotations": list(self.rotations), "conjugation": self.conjugation,
+                "input_shape": list(self.input_shape),
+                "input_layout": dataclasses.asdict(self.input_layout), "batch": self.batch,
+                "out_features": self.out_features,
+                "input_range": None if self.input_range is None else list(self.input_range),
+                "model_id": self.model_id, "output": self.output}
+
+    @classmethod
+    def from_dict(cls, d: Any) -> ClientSpec:
+        try:
+            if d["format"] != _SPEC_FORMAT or d["version"] != 1:
+                raise ValueError("not a privkit client spec of version 1")
+            lay = d["input_layout"]
+            layout = PackedLayout(int(lay["channels"]), int(lay["length"]), int(lay["gap"]),
+                                  int(lay["block"]), bool(lay["clean"]))
+            shape = tuple(int(v) for v in d["input_shape"])
+            if len(shape) != 2:
+                raise ValueError(f"input shape {shape}")
+            rng = d["input_range"]
+            return cls(CKKSParams.from_dict(d["params"]), tuple(int(r) for r in d["rotations"]),
+                       bool(d["conjugation"]), shape, layout, int(d["batch"]), int(d["out_features"]),
+                       None if rng is None else _check_range(rng), str(d["model_id"]), str(d["output"]))
+        except (KeyError, TypeError, ValueError, ShapeError) as e:
+            raise EnvelopeError(f"malformed client spec: {e}") from None
+
+    def to_bytes(self, *, sign_with: Any = None) -> bytes:
+        """The spec in a ``"client-spec"`` envelope (what a server hands out at ``GET /model``)."""
+        from .envelope import seal_envelope
+
+        payload = json.dumps(self.to_dict(), sort_keys=True, allow_nan=False).encode()
+        return seal_envelope("client-spec", payload, self.model_id or "client-spec",
+                             sign_with=sign_with)
+
+    @classmethod
+    def from_bytes(cls, blob: bytes, *, verify_with: Any = None) -> ClientSpec:
+        from .envelope import open_envelope
+
+        env = open_envelope(blob, "client-spec", verify_with=verify_with)
+        try:
+            d = json.loads(env.payload)
+        except (ValueError, RecursionError) as e:
+            raise EnvelopeError(f"client spec envelope holds unreadable JSON: {e}") from None
+        return cls.from_dict(d)
+
+    def save(self, path: str | os.PathLike, *, sign_with: Any = None) -> None:
+        from .envelope import write_envelope
+
+        write_envelope(path, self.to_bytes(sign_with=sign_with))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, *, verify_with: Any = None) -> ClientSpec:
+        try:
+            with open(path, "rb") as fh:
+                blob = fh.read()
+        except OSError as e:
+            raise EnvelopeError(f"cannot read client spec {str(path)!r}: {e}") from e
+        return cls.from_bytes(blob, verify_with=verify_with)
+
+
+def program_fingerprint(program: EncryptedProgram) -> str:
+    """``"program/<hash>"`` of the program's saved form (the ``model_id`` of its client spec)."""
+    desc, data = _describe(program)
+    head = json.dumps(desc, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
+    return "program/" + hashlib.sha256(struct.pack("<I", len(head)) + head + data).hexdigest()[:32]

@@ -1,0 +1,210 @@
+"""Saved programs and client specs (privkit.fhe.artifact) and the in-process Server / Client."""
+
+from __future__ import annotations
+
+import json
+import struct
+
+import numpy as np
+import pytest
+
+from deploy_models import small_program, tiny_seal_program, weights_of
+from privkit.deploy import Client, ClientSpec, Server
+from privkit.errors import (
+    EnvelopeError,
+    InputRangeError,
+    KeyMismatchError,
+    MissingKeyError,
+    ParameterError,
+    SecurityDowngradeError,
+    PlanMismatchError,
+    SecretKeyExposureError,
+    UnsupportedLayerError,
+)
+from privkit.fhe import KeySet
+from privkit.fhe.envelope import open_envelope, seal_envelope
+from privkit.fhe.program import EncryptedProgram
+
+
+def _reseal(blob: bytes, edit) -> bytes:
+    """Open a program envelope, edit its description, seal it again (a valid digest)."""
+    env = open_envelope(blob, "program")
+    (hlen,) = struct.unpack_from("<I", env.payload, 0)
+    desc = json.loads(env.payload[4 : 4 + hlen])
+    data = env.payload[4 + hlen :]
+    edit(desc)
+    head = json.dumps(desc).encode()
+    return seal_envelope("program", struct.pack("<I", len(head)) + head + data, env.fingerprint)
+
+
+def test_round_trip_sim_is_bit_identical(tmp_path):
+    prog = small_program()
+    prog.save(tmp_path / "p.pkprog")
+    again = EncryptedProgram.load(tmp_path / "p.pkprog")
+    assert again.plan_table() == prog.plan_table() and again.input_range == (-4.0, 4.0)
+    keys = prog.keygen(backend="sim")
+    for x in np.random.default_rng(0).normal(size=(4, 16)):
+        a = prog.decrypt_output(keys, prog.run(prog.encrypt_input(keys, x), keys.public_bundle(), allow_insecure=True))
+        b = again.decrypt_output(keys, again.run(again.encrypt_input(keys, x), keys.public_bundle(), allow_insecure=True))
+        assert np.array_equal(a, b)
+
+
+@pytest.mark.seal
+def test_round_trip_seal_is_bit_identical():
+    prog = tiny_seal_program()
+    again = EncryptedProgram.from_bytes(prog.to_bytes())
+    keys = Client(again.client_spec()).keygen(backend="seal")
+    ct = prog.encrypt_input(keys, np.linspace(-1, 1, 16))
+    a = keys.decrypt(prog.run(ct, keys.public_bundle(), allow_insecure=True))
+    b = keys.decrypt(again.run(ct, keys.public_bundle(), allow_insecure=True))
+    assert np.array_equal(a, b)
+
+
+def test_signed_program(tmp_path):
+    from privkit.fhe.envelope import generate_signing_key
+
+    owner, other = generate_signing_key(), generate_signing_key()
+    blob = small_program().to_bytes(sign_with=owner)
+    assert EncryptedProgram.from_bytes(blob, verify_with=owner.public_key()).depth > 0
+    with pytest.raises(EnvelopeError):
+        EncryptedProgram.from_bytes(blob, verify_with=other.public_key())
+
+
+def test_tampered_and_hostile_program_envelopes_are_refused():
+    blob = small_program().to_bytes()
+    bad = bytearray(blob)
+    bad[len(bad) // 2] ^= 1
+    with pytest.raises(EnvelopeError):
+        EncryptedProgram.from_bytes(bytes(bad))
+
+    def degree(d):  # a different PolyReLU: another depth, so another plan
+        d["layers"][2]["args"]["degree"] = 7
+    with pytest.raises(PlanMismatchError, match="plan"):
+        EncryptedProgram.from_bytes(_reseal(blob, degree))
+
+    def kind(d):
+        d["layers"][0]["kind"] = "os.system"
+    with pytest.raises(UnsupportedLayerError, match="os.system"):
+        EncryptedProgram.from_bytes(_reseal(blob, kind))
+
+    def huge(d):  # declares a weight far larger than the bytes present: refused before allocating
+        d["layers"][5]["args"]["in_features"] = 10**7
+    with pytest.raises(EnvelopeError, match="needs weight of shape"):
+        EncryptedProgram.from_bytes(_reseal(blob, huge))
+
+    def lie(d):
+        d["tensors"][0]["nbytes"] += 8
+    with pytest.raises(EnvelopeError, match="declared size"):
+        EncryptedProgram.from_bytes(_reseal(blob, lie))
+
+    def arg_type(d):
+        d["layers"][0]["args"]["stride"] = "1; import os"
+    with pytest.raises(EnvelopeError, match="wrong type"):
+        EncryptedProgram.from_bytes(_reseal(blob, arg_type))
+
+
+def test_client_spec_holds_no_weight(tmp_path):
+    prog = small_program()
+    spec = prog.client_spec()
+    spec.save(tmp_path / "spec.env")
+    blob = (tmp_path / "spec.env").read_bytes()
+    assert ClientSpec.load(tmp_path / "spec.env") == spec
+    client = Client(spec)
+    client.keygen(backend="sim")
+    client.save_keys(tmp_path / "k.keys", "pw")
+    ct = client.encrypt(np.zeros(16))
+    touched = [blob, client.bundle_envelope(), (tmp_path / "k.keys").read_bytes(),
+               json.dumps(spec.to_dict()).encode(), repr(vars(client)).encode()]
+    values = [w for w in weights_of(prog) if w not in (0.0, 1.0)]
+    assert len(values) > 30
+    for w in values:
+        for art in touched:
+            assert struct.pack("<d", w) not in art and repr(w).encode() not in art, w
+    # the check can fail: the saved program does hold them
+    full = prog.to_bytes()
+    assert all(struct.pack("<d", w) in full for w in values)
+    assert ct and client.decrypt  # the client works from the spec alone
+
+
+def test_client_refuses_inputs_outside_the_calibrated_range():
+    client = Client(small_program().client_spec())
+    client.keygen(backend="sim")
+    with pytest.raises(InputRangeError, match="calibrated"):
+        client.encrypt(np.full(16, 9.0))
+    with pytest.raises(InputRangeError):
+        client.encrypt(np.full(16, np.nan))
+    assert client.encrypt(np.full(16, 3.0))
+
+
+def test_server_matches_the_program_and_refuses_what_it_must():
+    prog = small_program()
+    server = Server(prog, allow_insecure=True)
+    client = Client(prog.client_spec())
+    keys = client.keygen(backend="sim")
+    kid = server.register(client.bundle_envelope())
+    xs = np.random.default_rng(1).normal(size=(3, 16))
+    got = client.decrypt(server.infer(client.encrypt_batch(list(xs)), kid))
+    want = np.stack([prog.decrypt_output(keys, prog.run(prog.encrypt_input(keys, x), keys.public_bundle(), allow_insecure=True))
+                     for x in xs])
+    assert np.array_equal(got, want)
+    # a secret key set, or its sealed key file, where a public bundle belongs
+    with pytest.raises(SecretKeyExposureError):
+        server.register(keys)
+    with pytest.raises(SecretKeyExposureError):
+        server.register(b"\x89PKKEY\r\n" + b"\0" * 64)
+    # other parameters, missing rotations, simulator bundles without the opt-in
+    other = KeySet.generate("n8192", backend="sim", rotations=prog.rotations)
+    with pytest.raises(KeyMismatchError):
+        server.register(other.public_bundle().to_envelope())
+    few = KeySet.generate(prog.params, backend="sim", rotations=prog.rotations[:1])
+    with pytest.raises(MissingKeyError):
+        server.register(few.public_bundle().to_envelope())
+    with pytest.raises(SecurityDowngradeError, match="SIMULATOR"):
+        Server(prog).register(client.bundle_envelope())
+    # tampered bundle / ciphertext envelopes; a ciphertext sent for another key set
+    bad = bytearray(client.bundle_envelope())
+    bad[-40] ^= 1
+    with pytest.raises(EnvelopeError):
+        server.register(bytes(bad))
+    ct = bytearray(client.encrypt(xs[0]))
+    ct[len(ct) // 2] ^= 4
+    with pytest.raises(EnvelopeError):
+        server.infer(bytes(ct), kid)
+    c2 = Client(prog.client_spec())
+    c2.keygen(backend="sim")
+    k2 = server.register(c2.bundle_envelope())
+    with pytest.raises(KeyMismatchError):
+        server.infer(client.encrypt(xs[0]), k2)
+    with pytest.raises(MissingKeyError):
+        server.infer(Client(prog.client_spec(), KeySet.generate(
+            prog.params, backend="sim", rotations=prog.rotations)).encrypt(xs[0]))
+
+
+@pytest.mark.seal
+def test_server_with_seal_keys_and_key_files(tmp_path):
+    prog = tiny_seal_program()
+    server = Server(EncryptedProgram.from_bytes(prog.to_bytes()), key_dir=tmp_path / "keys", cache_bytes=1)
+    client = Client(prog.client_spec())
+    client.keygen()
+    client.save_keys(tmp_path / "c.keys", "secret")
+    kid = server.register(client.bundle_envelope())
+    again = Client(ClientSpec.from_bytes(prog.client_spec().to_bytes()))
+    again.load_keys(tmp_path / "c.keys", "secret")
+    x = np.linspace(-1, 1, 16)
+    out = again.decrypt(server.infer(again.encrypt(x), kid))
+    ref = prog._reference(__import__("torch").tensor(x).reshape(1, 1, 16)).detach().numpy()[0]
+    assert np.abs(out - ref).max() < 1e-3
+
+
+def test_a_missing_extra_names_itself(monkeypatch):
+    import sys
+
+    from privkit._optional import require
+    from privkit.errors import MissingDependencyError
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
+    with pytest.raises(MissingDependencyError, match=r"privkit\[distributed\]"):
+        require("ray")
+    monkeypatch.setitem(sys.modules, "fastapi", None)
+    with pytest.raises(MissingDependencyError, match=r"privkit\[serve\]"):
+        require("fastapi")
