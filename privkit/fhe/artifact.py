@@ -322,9 +322,9 @@ def _build(desc: dict[str, Any], arrays: dict[str, np.ndarray]) -> Any:
         if not isinstance(entry, dict) or set(entry) != {"name", "kind", "args"}:
             raise _bad(f"layer {i} is malformed")
         name, kind = entry["name"], entry["kind"]
-        if kind not in _LAYERS:
+        if not isinstance(kind, str) or kind not in _LAYERS:
             raise UnsupportedLayerError(
-                f"saved program layer {i} has kind {kind!r}; only {sorted(_LAYERS)} can be loaded")
+                f"saved program layer {i} has kind {kind!r:.60}; only {sorted(_LAYERS)} can be loaded")
         parts = name.split(".") if isinstance(name, str) else []
         if not parts or not all(_NAME.match(p) for p in parts):
             raise _bad(f"layer {i} has an invalid name {name!r}")
@@ -427,6 +427,25 @@ def _check_range(rng: Any) -> tuple[float, float]:
     return lo, hi
 
 
+def _int(v: Any, lo: int, hi: int) -> int:
+    """A JSON integer within [lo, hi] (no bool, no float), else ValueError."""
+    if type(v) is not int or not lo <= v <= hi:
+        raise ValueError(f"expected an integer in [{lo}, {hi}], got {v!r:.40}")
+    return v
+
+
+def _bool(v: Any) -> bool:
+    if type(v) is not bool:
+        raise ValueError(f"expected true or false, got {v!r:.40}")
+    return v
+
+
+def _str(v: Any, limit: int = 256) -> str:
+    if type(v) is not str or len(v) > limit:
+        raise ValueError(f"expected a string of at most {limit} characters, got {v!r:.40}")
+    return v
+
+
 # -- client spec -----------------------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
 class ClientSpec:
@@ -511,17 +530,28 @@ class ClientSpec:
         try:
             if d["format"] != _SPEC_FORMAT or d["version"] != 1:
                 raise ValueError("not a privkit client spec of version 1")
+            params = CKKSParams.from_dict(d["params"])
+            slots = params.slots
             lay = d["input_layout"]
-            layout = PackedLayout(int(lay["channels"]), int(lay["length"]), int(lay["gap"]),
-                                  int(lay["block"]), bool(lay["clean"]))
-            shape = tuple(int(v) for v in d["input_shape"])
+            layout = PackedLayout(_int(lay["channels"], 1, slots), _int(lay["length"], 1, slots),
+                                  _int(lay["gap"], 1, slots), _int(lay["block"], 0, slots),
+                                  _bool(lay["clean"]))
+            shape = tuple(_int(v, 1, _MAX_DIM) for v in d["input_shape"])
             if len(shape) != 2:
                 raise ValueError(f"input shape {shape}")
+            batch, outs = _int(d["batch"], 1, 4096), _int(d["out_features"], 1, slots)
+            if layout.span > slots or batch * outs > slots:
+                raise ValueError(f"layout span {layout.span} or {batch} x {outs} outputs exceed "
+                                 f"the {slots} slots")
+            rots = d["rotations"]
+            if not isinstance(rots, list) or len(rots) > slots:
+                raise ValueError(f"rotations must be a list of at most {slots} steps")
             rng = d["input_range"]
-            return cls(CKKSParams.from_dict(d["params"]), tuple(int(r) for r in d["rotations"]),
-                       bool(d["conjugation"]), shape, layout, int(d["batch"]), int(d["out_features"]),
-                       None if rng is None else _check_range(rng), str(d["model_id"]), str(d["output"]))
-        except (KeyError, TypeError, ValueError, ShapeError) as e:
+            return cls(params, tuple(_int(r, -slots, slots) for r in rots),
+                       _bool(d["conjugation"]), shape, layout, batch, outs,
+                       None if rng is None else _check_range(rng), _str(d["model_id"]),
+                       _str(d["output"]))
+        except (KeyError, TypeError, ValueError, OverflowError, ShapeError, ParameterError) as e:
             raise EnvelopeError(f"malformed client spec: {e}") from None
 
     def to_bytes(self, *, sign_with: Any = None) -> bytes:
