@@ -49,7 +49,7 @@ def test_apnea_client_server_example(tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr[-2000:]
     assert "matches plaintext" in r.stdout
     files = sorted(p.name for p in (tmp_path / "work").iterdir())
-    assert {"bundle.env", "input.env", "result.env", "model.pt"} <= set(files)
+    assert {"bundle.env", "input.env", "result.env", "model.privkit"} <= set(files)
 
 
 @pytest.mark.slow

@@ -157,7 +157,10 @@ def test_packed_chain_on_seal_matches_sim(seal, sim):
     ref = (torch.tensor(w2) @ ref.flatten() + torch.tensor([0.1, -0.2], dtype=torch.float64)).numpy()  # was float32
     for keys, got, level in results:
         assert_close_encrypted(got, ref, keys, depth=keys.params.depth - level)
-    assert_backends_agree(results[1][1], results[0][1], rtol=1e-6)  # 12 rotations on SEAL
+    # 12 rotations, then an 81-term weighted sum: SEAL's key-switching noise reached 2.3e-6 here
+    # in CI (tolerance 2.2e-6 at 1e-6), so 1e-6 failed about one run in four. 1e-5 still
+    # fails on any wrong rotation or weight, which moves the result by O(0.1) or more.
+    assert_backends_agree(results[1][1], results[0][1], rtol=1e-5)
 
 
 def test_packed_errors(sim):
