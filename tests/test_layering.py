@@ -66,8 +66,6 @@ ALLOWED: dict[tuple[str, str], str] = {
     # privkit/fhe/compiler/ is being edited on parallel branches, so the lead moves it after
     # merging them.
     ("privkit.fhe.compiler.core", "privkit.nn"): "compile() calls nn.check_fhe_compatible",
-    # TEMPORARY (this branch's next commit moves the generic container to privkit/envelope.py)
-    ("privkit.api", "privkit.fhe.envelope"): "save_state uses the FHE package's envelope",
 }
 
 
