@@ -55,7 +55,7 @@ MAY_IMPORT: dict[str, set[str]] = {
 
 # Third-party packages that only one corner of privkit may import.
 CONFINED = {
-    "tenseal": ("privkit.fhe.seal", "privkit.fhe.keys"),  # TEMPORARY: keys.py until SEAL moves  # the SEAL backend is the only door to TenSEAL
+    "tenseal": ("privkit.fhe.seal",),  # the SEAL backend is the only door to TenSEAL
     "opacus": ("privkit.dp",),  # Opacus stays behind the DP layer
 }
 
