@@ -267,3 +267,35 @@ def test_confined_third_party_imports(graph):
                 bad.append(f"{mod} imports {pkg} (only {', '.join(owners)} may)")
     print("\n".join(bad))
     assert not bad, "\n".join(bad)
+
+
+def _exception_classes(tree: ast.Module) -> list[tuple[str, int]]:
+    """Public classes whose base's name ends in Error, Warning or Exception."""
+    out = []
+    for n in ast.walk(tree):
+        if isinstance(n, ast.ClassDef) and not n.name.startswith("_"):
+            for b in n.bases:
+                name = b.attr if isinstance(b, ast.Attribute) else getattr(b, "id", "")
+                if name.endswith(("Error", "Warning", "Exception")):
+                    out.append((n.name, n.lineno))
+                    break
+    return out
+
+
+def test_exception_finder_sees_errors_and_warnings():
+    tree = ast.parse("class A(ValueError): pass\nclass B(w.UserWarning): pass\nclass _C(Exception): pass\n"
+                     "class D(object): pass\n")
+    assert _exception_classes(tree) == [("A", 1), ("B", 2)]
+
+
+def test_errors_and_warnings_live_in_errors_py(graph):
+    # one hierarchy in privkit/errors.py (CONVENTIONS.md 7); other modules may re-export names
+    # from it, and private control-flow exceptions (leading underscore) may stay local
+    stray = []
+    for mod, path in graph.modules.items():
+        if mod == "privkit.errors":
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        stray += [f"{mod}:{line} defines {name}" for name, line in _exception_classes(tree)]
+    print("\n".join(stray))
+    assert not stray, "define errors and warnings in privkit/errors.py:\n" + "\n".join(stray)

@@ -71,6 +71,7 @@ from ..envelope import PREFIX, PrefixFormat, atomic_write_bytes, read_prefix
 from ..errors import (
     BackendError,
     EnvelopeError,
+    InsecureKeyFileWarning,  # re-exported: defined in privkit.errors
     KeyFileError,
     KeyMismatchError,
     ParameterError,
@@ -110,10 +111,6 @@ _CHECK_LEN = 16
 _PAYLOAD_MAGIC = b"PKKS"
 _INFO_KEY = b"privkit keyfile v1 aes-256-gcm key"
 _INFO_CHECK = b"privkit keyfile v1 password check"
-
-
-class InsecureKeyFileWarning(UserWarning):
-    """A key set is being written (or was read) without encryption."""
 
 
 def _fail(reason: str, message: str) -> KeyFileError:

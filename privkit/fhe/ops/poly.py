@@ -77,7 +77,12 @@ import numpy as np
 from numpy.polynomial import chebyshev as _C
 from numpy.polynomial import polynomial as _P
 
-from ...errors import InputRangeWarning, ParameterError, ShapeError
+from ...errors import (  # RangeWarning re-exported
+    InputRangeWarning,
+    ParameterError,
+    RangeWarning,
+    ShapeError,
+)
 from ..backend import Backend, Ciphertext
 
 __all__ = [
@@ -119,10 +124,6 @@ __all__ = [
 
 #: fold an affine map / scale into the basis only while max(r, 1/r)**degree stays below this
 FOLD_LIMIT = 2.0**6
-
-
-class RangeWarning(UserWarning):
-    """A plaintext twin saw inputs outside the range its approximation was calibrated for."""
 
 
 # -- range checks ------------------------------------------------------------------------------
