@@ -101,7 +101,7 @@ MUTANTS: tuple[Mutant, ...] = (
            "ctx.fold_forward *= 1.0 / area", "ctx.fold_forward *= 1.0 / (area + 1)",
            (T_BN + "[batched]",), "average pool's 1/k folded forward wrongly"),
     # -- operators -----------------------------------------------------------------------------
-    Mutant("poly_cheb_split_r_power", "privkit/fhe/ops/poly.py",
+    Mutant("poly_cheb_split_r_power", "privkit/fhe/ops/poly/evaluate.py",
            "r[g - j] -= e[i] * self.r ** (2 * j)", "r[g - j] -= e[i] * self.r ** j",
            (T_WIDE + "::test_poly_eval_every_split_path_matches_twin[cheb_folded_r]",),
            "Chebyshev split with a folded half-width r != 1"),

@@ -18,11 +18,10 @@ import abc
 import dataclasses
 import io
 import os
-import tempfile
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
+from .envelope import atomic_write_bytes  # re-exported: it lives with the container now
 from .errors import DataFormatError, EnvelopeError, ParameterError, PrivkitError
 
 __all__ = ["PrivateModel", "PrivacyReport", "save_state", "load_state", "atomic_write_bytes",
@@ -134,48 +133,6 @@ class PrivacyReport:
         return text
 
 
-def atomic_write_bytes(
-    path: str | os.PathLike, data: bytes | Iterable[bytes], mode: int = 0o644
-) -> None:
-    """Write ``data`` to ``path`` atomically: a temporary file in the same folder, fsync, rename.
-
-    ``data`` is bytes or an iterable of byte chunks (written one after the other, so a large
-    artefact need not be joined in memory). The temporary file gets ``mode`` before any byte is
-    written (0600 for secrets), the folder is fsynced after the rename. A crash or an exception
-    mid-write leaves the old file (or none), never a half-written one, and no temporary file.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as fh:
-            if isinstance(data, (bytes, bytearray, memoryview)):
-                fh.write(data)
-            else:
-                for chunk in data:
-                    fh.write(chunk)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    try:  # make the rename itself durable
-        dfd = os.open(path.parent, os.O_RDONLY)
-    except OSError:  # pragma: no cover - e.g. platforms without directory fds
-        return
-    try:
-        os.fsync(dfd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(dfd)
-
-
 _MAGIC = "privkit-model"
 
 
@@ -184,13 +141,13 @@ def save_state(
 ) -> None:
     """Save a model state dict (tensors, numbers, strings, nested dicts) atomically.
 
-    The file is an envelope of kind ``"model"`` (:mod:`privkit.fhe.envelope`) bound to the
+    The file is an envelope of kind ``"model"`` (:mod:`privkit.envelope`) bound to the
     model ``kind``: a SHA-256 digest catches any corruption, and ``sign_with`` (an Ed25519
     private key) adds the owner's signature for whoever receives the checkpoint.
     """
     import torch
 
-    from .fhe.envelope import seal_envelope
+    from .envelope import seal_envelope
 
     buf = io.BytesIO()
     torch.save({"magic": _MAGIC, "kind": kind, "format": 1, "state": state}, buf)
@@ -210,7 +167,7 @@ def load_state(path: str | os.PathLike, kind: str, *, verify_with: Any = None) -
     """
     import torch
 
-    from .fhe.envelope import is_envelope, open_envelope
+    from .envelope import is_envelope, open_envelope
 
     path = Path(path)
     if not path.is_file():

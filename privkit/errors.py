@@ -158,6 +158,31 @@ class InputRangeWarning(PrivkitWarning):
     """Inputs lie outside the range a program was calibrated for (results may be wrong)."""
 
 
+class RangeWarning(PrivkitWarning):
+    """A plaintext twin saw inputs outside the range its approximation was calibrated for."""
+
+
+class PrivacyWarning(PrivkitWarning):
+    """The privacy guarantee is weaker than it looks (tiny noise, no Poisson sampling, a spent
+    epsilon past the target...)."""
+
+
+class InsecureKeyFileWarning(PrivkitWarning):
+    """A key set is being written (or was read) without encryption."""
+
+
+class DPCompatibilityError(UnsupportedLayerError):
+    """A module cannot be trained with DP-SGD as it is; ``problems`` lists (name, reason, fix)."""
+
+    def __init__(self, problems: list[tuple[str, str, str]]) -> None:
+        self.problems = list(problems)
+        lines = [f"  - {name or '<root>'}: {why}; fix: {fix}" for name, why, fix in self.problems]
+        super().__init__(
+            f"the model cannot be trained with DP-SGD ({len(self.problems)} problem(s)):\n"
+            + "\n".join(lines)
+        )
+
+
 __all__ += [
     "SecurityDowngradeError",
     "PrecisionError",
@@ -165,6 +190,10 @@ __all__ += [
     "PrivkitWarning",
     "ScaleOverflowWarning",
     "InputRangeWarning",
+    "RangeWarning",
+    "PrivacyWarning",
+    "InsecureKeyFileWarning",
+    "DPCompatibilityError",
 ]
 
 
@@ -217,3 +246,13 @@ class RemoteError(PrivkitError):
         self.status = int(status)
         self.error = error
 
+
+class WorkerFailure(PrivkitError):
+    """An error raised inside a deploy worker, carried back by type name and message."""
+
+    def __init__(self, error: str, message: str) -> None:
+        super().__init__(message)
+        self.error = error
+
+
+__all__ += ["WorkerFailure"]

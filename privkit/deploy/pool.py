@@ -23,19 +23,15 @@ import time
 from multiprocessing.connection import wait
 from typing import Any
 
-from ..errors import PrivkitError, ServerBusyError, WorkerCrashedError
+from ..errors import (
+    ServerBusyError,
+    WorkerCrashedError,
+    WorkerFailure,  # re-exported: defined in privkit.errors
+)
 
 __all__ = ["WorkerPool", "WorkerFailure"]
 
 log = logging.getLogger(__name__)
-
-
-class WorkerFailure(PrivkitError):
-    """An error raised inside a worker, carried back by type name and message."""
-
-    def __init__(self, error: str, message: str) -> None:
-        super().__init__(message)
-        self.error = error
 
 
 def _worker_main(conn: Any, program_path: str, key_dir: str, cache_bytes: int,

@@ -39,6 +39,7 @@ from ..errors import (
     CheckpointError,
     ParameterError,
     PrivacyBudgetExhaustedError,
+    PrivacyWarning,  # re-exported: defined in privkit.errors
 )
 from .accounting import (
     EpsilonResult,
@@ -70,11 +71,6 @@ log = logging.getLogger(__name__)
 
 #: Above this epsilon a DP guarantee says nothing useful; reports flag it loudly.
 MEANINGFUL_EPSILON = 100.0
-
-
-class PrivacyWarning(UserWarning):
-    """The privacy guarantee is weaker than it looks (tiny noise, no Poisson sampling, a spent
-    epsilon past the target...)."""
 
 
 # --------------------------------------------------------------------------- config / training

@@ -15,23 +15,11 @@ from typing import Any
 
 from torch import nn
 
-from ..errors import UnsupportedLayerError
+from ..errors import DPCompatibilityError  # re-exported: defined in privkit.errors
 
 __all__ = ["DPCompatibilityError", "check_module", "fix", "validate_module"]
 
 log = logging.getLogger(__name__)
-
-
-class DPCompatibilityError(UnsupportedLayerError):
-    """A module cannot be trained with DP-SGD as it is; ``problems`` lists (name, reason, fix)."""
-
-    def __init__(self, problems: list[tuple[str, str, str]]) -> None:
-        self.problems = list(problems)
-        lines = [f"  - {name or '<root>'}: {why}; fix: {fix}" for name, why, fix in self.problems]
-        super().__init__(
-            f"the model cannot be trained with DP-SGD ({len(self.problems)} problem(s)):\n"
-            + "\n".join(lines)
-        )
 
 
 def _qualname(m: nn.Module) -> str:

@@ -30,6 +30,7 @@ from __future__ import annotations
 import abc
 import collections
 import dataclasses
+import hashlib
 import json
 import numbers
 import struct
@@ -174,6 +175,18 @@ class Ciphertext:
         return self.backend.neg(self)
 
 
+def public_key_id(public_key_blob: bytes) -> str:
+    """The key id of a key set whose public key serialises to ``public_key_blob``.
+
+    A SEAL key set is named by this hash, so a public bundle whose key id disagrees with its own
+    public key is refused as altered (:meth:`privkit.fhe.keys.PublicBundle.from_bytes`).
+
+    >>> public_key_id(b"pk")[:8]
+    'eb3102a6'
+    """
+    return hashlib.sha256(public_key_blob).hexdigest()[:32]
+
+
 class Backend(abc.ABC):
     """Base class of the CKKS backends; see the module docstring for the shared semantics."""
 
@@ -213,6 +226,31 @@ class Backend(abc.ABC):
     @property
     def can_decrypt(self) -> bool:
         return self._has_secret
+
+    # -- the secret key (a KeySet attaches it; a server-side backend never holds one) ----------
+    def attach_secret(self, secret: Any = None) -> None:
+        """Let this backend decrypt. ``secret`` is the backend's own secret-key object
+        (the simulator has none); :class:`~privkit.fhe.keys.KeySet` is the only caller."""
+        self._has_secret = True
+
+    def attach_secret_bytes(self, blob: bytes) -> None:
+        """Attach a secret key serialised by :meth:`secret_key_bytes`.
+
+        Raises :class:`~privkit.errors.KeyMismatchError` when it cannot belong to this key set
+        (a SEAL secret is checked further by :meth:`secret_matches`).
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot load a secret key")
+
+    def secret_key_bytes(self) -> bytes:
+        """The serialised secret key (for sealed storage; handle with care)."""
+        raise NotImplementedError(f"{type(self).__name__} has no serialisable secret key")
+
+    def secret_matches(self) -> bool:
+        """True when a probe encrypted under the public key decrypts under the attached secret."""
+        probe = np.zeros(self.slots, dtype=np.complex128)
+        probe[:4] = [0.5, -1.25, 2.0, 0.125]
+        got = self._decrypt_raw(self._encrypt_raw(probe), self.depth)[:4].real
+        return bool(np.allclose(got, probe[:4].real, atol=1e-3))
 
     def __repr__(self) -> str:
         return (

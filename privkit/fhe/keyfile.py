@@ -66,9 +66,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..envelope import MAGIC as ENVELOPE_MAGIC
+from ..envelope import PREFIX, PrefixFormat, atomic_write_bytes, read_prefix
 from ..errors import (
     BackendError,
     EnvelopeError,
+    InsecureKeyFileWarning,  # re-exported: defined in privkit.errors
     KeyFileError,
     KeyMismatchError,
     ParameterError,
@@ -98,7 +101,7 @@ MAGIC = b"\x89PKKEY\r\n"
 FORMAT_VERSION = 1
 DEFAULT_CHUNK = 4 << 20
 
-_PREFIX = struct.Struct("<8sHI")
+_PREFIX = PREFIX  # magic, version, header length: shared with privkit.envelope
 _CHECKSUM_LEN = 32
 _TAG_LEN = 16
 _MAX_HEADER = 1 << 20
@@ -108,11 +111,6 @@ _CHECK_LEN = 16
 _PAYLOAD_MAGIC = b"PKKS"
 _INFO_KEY = b"privkit keyfile v1 aes-256-gcm key"
 _INFO_CHECK = b"privkit keyfile v1 password check"
-_ENVELOPE_MAGIC = b"\x89PKENV\r\n"
-
-
-class InsecureKeyFileWarning(UserWarning):
-    """A key set is being written (or was read) without encryption."""
 
 
 def _fail(reason: str, message: str) -> KeyFileError:
@@ -338,34 +336,31 @@ class KeyFileInfo:
         return f"{self.params_fingerprint}/{self.key_id}"
 
 
+def _prefix_format(where: str) -> PrefixFormat:
+    return PrefixFormat(
+        MAGIC,
+        FORMAT_VERSION,
+        _MAX_HEADER,
+        "key file",
+        f"key file {where}",
+        _fail,
+        reasons={"bad-magic": "not-a-key-file", "header-length": "header"},
+        foreign={
+            ENVELOPE_MAGIC: (
+                "not-a-key-file",
+                (
+                    f"{where} is a privkit envelope (public bundle, ciphertext, ...), not a key "
+                    "file; inspect it with `privkit keys inspect`"
+                ),
+            )
+        },
+    )
+
+
 def _parse(blob: bytes, where: str) -> tuple[dict[str, Any], bytes, KeyFileInfo]:
     """Validate prefix, header checksum, header fields and body length."""
     n = len(blob)
-    start = bytes(blob[: len(MAGIC)])
-    if start != MAGIC:
-        if 0 < n < len(MAGIC) and MAGIC.startswith(start):
-            raise _fail("truncated", f"key file {where} is truncated ({n} bytes)")
-        if start == _ENVELOPE_MAGIC:
-            raise _fail(
-                "not-a-key-file",
-                f"{where} is a privkit envelope (public bundle, ciphertext, ...), not a key file; "
-                "inspect it with `privkit keys inspect`",
-            )
-        raise _fail("not-a-key-file", f"{where} is not a privkit key file (bad magic)")
-    if n < _PREFIX.size:
-        raise _fail("truncated", f"key file {where} is truncated inside its prefix ({n} bytes)")
-    _, version, hlen = _PREFIX.unpack(bytes(blob[: _PREFIX.size]))
-    if version != FORMAT_VERSION:
-        raise _fail(
-            "version",
-            f"key file {where} has format version {version}; this privkit reads version "
-            f"{FORMAT_VERSION} (the file is damaged or was written by a newer privkit)",
-        )
-    if hlen > _MAX_HEADER:
-        raise _fail("header", f"key file {where} has a damaged header (implausible length {hlen})")
-    hend = _PREFIX.size + hlen
-    if n < hend + _CHECKSUM_LEN:
-        raise _fail("truncated", f"key file {where} is truncated inside its header ({n} bytes)")
+    version, hend = read_prefix(blob, _prefix_format(where), trailer=_CHECKSUM_LEN)
     block = bytes(blob[: hend + _CHECKSUM_LEN])
     if not hmac.compare_digest(hashlib.sha256(block[:hend]).digest(), block[hend:]):
         raise _fail(
@@ -664,8 +659,6 @@ def save_keyset(
     chunk_size: int = DEFAULT_CHUNK,
 ) -> None:
     """Seal ``keys`` under ``password`` and write them atomically to ``path`` (mode 0600)."""
-    from ..api import atomic_write_bytes
-
     chunks = seal_keyset(
         keys, password, insecure_plaintext=insecure_plaintext, kdf=kdf, chunk_size=chunk_size
     )

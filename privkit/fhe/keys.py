@@ -15,7 +15,6 @@ evaluate but not decrypt (:class:`~privkit.errors.SecretKeyRequiredError`).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import struct
@@ -33,7 +32,11 @@ from ..errors import (
     SecurityDowngradeError,
 )
 from .backend import Backend, Ciphertext
-from .params import CKKSParams
+from .backend import public_key_id as _seal_key_id
+from .params import (  # galois_element re-exported (moved to params)
+    CKKSParams,
+    galois_element,
+)
 
 __all__ = ["KeySet", "PublicBundle", "default_rotations", "galois_element", "require_secure_backend"]
 
@@ -43,17 +46,6 @@ BackendName = Literal["seal", "sim"]
 def default_rotations(params: CKKSParams) -> list[int]:
     """Left rotations by every power of two below the slot count (any rotation composes)."""
     return [1 << i for i in range(int(np.log2(params.slots)))]
-
-
-def galois_element(params: CKKSParams, step: int) -> int:
-    """SEAL's Galois element for a left rotation by ``step`` (negative: right): 3**k mod 2N."""
-    m = 2 * params.poly_degree
-    k = step if step > 0 else params.slots + step
-    return pow(3, k, m)
-
-
-def _seal_key_id(public_key_blob: bytes) -> str:
-    return hashlib.sha256(public_key_blob).hexdigest()[:32]
 
 
 def _normalise_steps(params: CKKSParams, rotations: Iterable[int] | None) -> list[int]:
@@ -103,10 +95,10 @@ class PublicBundle:
         """Serialised keys (the live ones are serialised on each call, not kept)."""
         if not self._live:
             return self._eager
-        from .seal import seal_save
+        from .seal import SealBackend
 
         out = dict(self._eager)
-        out.update({k: seal_save(v) for k, v in self._live.items()})
+        out.update({k: SealBackend.serialize_key(v) for k, v in self._live.items()})
         return out
 
     def fingerprint(self) -> str:
@@ -126,19 +118,11 @@ class PublicBundle:
             from .sim import SimBackend
 
             return SimBackend(self.params, self.key_id, self.rotation_steps, self.conjugation)
-        from tenseal.sealapi import GaloisKeys, PublicKey, RelinKeys
+        from .seal import SealBackend
 
-        from .seal import SealBackend, _context_for, seal_load
-
-        ctx = _context_for(self.params).context
-        blobs = self._eager
-        pk = seal_load(PublicKey, ctx, blobs["public_key"])
-        rk = self._live.get("relin_keys") or seal_load(RelinKeys, ctx, blobs["relin_keys"])
-        gk = self._live.get("galois_keys")
-        if gk is None and "galois_keys" in blobs:
-            gk = seal_load(GaloisKeys, ctx, blobs["galois_keys"])
-        return SealBackend(
-            self.params, self.key_id, pk, rk, gk, self.rotation_steps, self.conjugation
+        return SealBackend.from_public_keys(
+            self.params, self.key_id, self._eager, self._live, self.rotation_steps,
+            self.conjugation,
         )
 
     def _check_key_id(self) -> None:
@@ -331,11 +315,11 @@ def require_secure_backend(backend: Backend, allow_insecure: bool = False,
 class KeySet:
     """A client's keys: secret key (kept inside), public key, relinearisation and Galois keys."""
 
-    def __init__(self, params: CKKSParams, backend: Backend, bundle: PublicBundle, secret: Any) -> None:
+    def __init__(self, params: CKKSParams, backend: Backend, bundle: PublicBundle) -> None:
+        # the secret key lives in ``backend`` (attached there); nothing here touches it
         self.params = params
         self.backend = backend
         self._bundle = bundle
-        self._secret = secret
 
     @property
     def key_id(self) -> str:
@@ -377,38 +361,18 @@ class KeySet:
 
             key_id = "sim-" + uuid.uuid4().hex
             be = SimBackend(params, key_id, steps, conjugation, noise_std=noise_std, seed=seed)
-            be._has_secret = True
+            be.attach_secret()
             bundle = PublicBundle(params, "sim", key_id, steps, conjugation, {})
-            return cls(params, be, bundle, secret=None)
+            return cls(params, be, bundle)
         if backend != "seal":
             raise ParameterError(f"backend must be 'seal' or 'sim', got {backend!r}")
         if noise_std:
             raise ParameterError("noise_std applies to the simulator only; SEAL has real noise")
-        import tenseal.sealapi as sealapi
+        from .seal import SealBackend
 
-        from .seal import SealBackend, _context_for, seal_save
-
-        ctx = _context_for(params).context
-        keygen = sealapi.KeyGenerator(ctx)
-        sk = keygen.secret_key()
-        pk = sealapi.PublicKey()
-        keygen.create_public_key(pk)
-        rk = sealapi.RelinKeys()
-        keygen.create_relin_keys(rk)
-        elts = [galois_element(params, s) for s in steps] + (
-            [2 * params.poly_degree - 1] if conjugation else []
-        )
-        gk = None
-        blobs = {"public_key": seal_save(pk)}
-        if elts:
-            gk = sealapi.GaloisKeys()
-            keygen.create_galois_keys(sorted(set(elts)), gk)
-        key_id = _seal_key_id(blobs["public_key"])
-        be = SealBackend(params, key_id, pk, rk, gk, steps, conjugation)
-        be._attach_secret(sk)
-        bundle = PublicBundle(params, "seal", key_id, steps, conjugation, blobs,
-                              live={"relin_keys": rk, "galois_keys": gk})
-        return cls(params, be, bundle, secret=sk)
+        be, blobs, live = SealBackend.generate(params, steps, conjugation)
+        bundle = PublicBundle(params, "seal", be.key_id, steps, conjugation, blobs, live=live)
+        return cls(params, be, bundle)
 
     # -- client operations ---------------------------------------------------------------------
     def encrypt(self, values: Any) -> Ciphertext:
@@ -433,11 +397,7 @@ class KeySet:
 
     def secret_key_bytes(self) -> bytes:
         """The serialised secret key (for sealed storage; handle with care)."""
-        if self.backend.name == "sim":
-            return self.key_id.encode()
-        from .seal import seal_save
-
-        return seal_save(self._secret)
+        return self.backend.secret_key_bytes()
 
     def ciphertext_from_bytes(self, blob: bytes) -> Ciphertext:
         return self.backend.deserialize_ciphertext(blob)
@@ -460,29 +420,14 @@ class KeySet:
             bundle.conjugation, bundle._blobs,
         )
         be = fresh._build_backend()
-        if bundle.backend_name == "sim":
-            if bytes(secret_key) != bundle.key_id.encode():
-                raise KeyMismatchError(
-                    f"the simulator secret does not belong to key set {bundle.key_id[:16]}"
-                )
-            be._has_secret = True
-            return cls(bundle.params, be, fresh, secret=None)
-        import tenseal.sealapi as sealapi
-
-        from .seal import seal_load
-
-        sk = seal_load(sealapi.SecretKey, be.ctx.context, bytes(secret_key))
-        be._attach_secret(sk)
+        be.attach_secret_bytes(secret_key)  # the simulator refuses another key set's secret here
         # probe: a value encrypted under the public key must decrypt under the secret key
-        probe = np.zeros(be.slots, dtype=np.complex128)
-        probe[:4] = [0.5, -1.25, 2.0, 0.125]
-        got = be._decrypt_raw(be._encrypt_raw(probe), be.depth)[:4].real
-        if not np.allclose(got, probe[:4].real, atol=1e-3):
+        if not be.secret_matches():
             raise KeyMismatchError(
                 f"the secret key does not belong to key set {bundle.key_id[:16]} (a probe "
                 "encrypted under its public key does not decrypt)"
             )
-        return cls(bundle.params, be, fresh, secret=sk)
+        return cls(bundle.params, be, fresh)
 
     def save(
         self,

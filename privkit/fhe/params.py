@@ -35,7 +35,7 @@ from typing import Any
 
 from ..errors import ParameterError
 
-__all__ = ["CKKSParams", "HE_STANDARD_MAX_LOGQ", "PRESETS", "max_logq"]
+__all__ = ["CKKSParams", "HE_STANDARD_MAX_LOGQ", "PRESETS", "galois_element", "max_logq"]
 
 #: HE standard (Albrecht et al. 2018), classical attacks, uniform ternary secret:
 #: the maximal log2(Q*P) for each ring dimension and security level.
@@ -311,3 +311,14 @@ class CKKSParams:
             f"CKKS N={self.poly_degree} ({self.slots} slots), chain {list(self.coeff_bits)} "
             f"(log QP {self.log_qp}), scale 2^{self.scale_bits}, depth {self.depth}, {sec}"
         )
+
+
+def galois_element(params: CKKSParams, step: int) -> int:
+    """SEAL's Galois element for a left rotation by ``step`` (negative: right): 3**k mod 2N.
+
+    >>> galois_element(CKKSParams.coerce("n8192"), 1)
+    3
+    """
+    m = 2 * params.poly_degree
+    k = step if step > 0 else params.slots + step
+    return pow(3, k, m)

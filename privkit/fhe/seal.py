@@ -1,6 +1,9 @@
 """SealBackend: real CKKS encryption through TenSEAL's low-level ``sealapi`` (Microsoft SEAL).
 
-This is the only module in privkit that imports TenSEAL. SEAL's own exceptions are wrapped in
+This is the only module in privkit that imports TenSEAL: key generation, attaching a secret key
+and (de)serialising keys happen here (:meth:`SealBackend.generate`,
+:meth:`SealBackend.from_public_keys`, :meth:`SealBackend.attach_secret_bytes`), and
+:mod:`privkit.fhe.keys` calls these methods. SEAL's own exceptions are wrapped in
 :class:`privkit.errors.BackendError` (or a more specific privkit error) so that a message such
 as "scale out of bounds" never reaches a user unexplained.
 """
@@ -17,9 +20,9 @@ from typing import Any
 import numpy as np
 import tenseal.sealapi as sealapi
 
-from ..errors import BackendError, EnvelopeError, ParameterError
-from .backend import Backend
-from .params import CKKSParams
+from ..errors import BackendError, EnvelopeError, ParameterError, SecretKeyRequiredError
+from .backend import Backend, public_key_id
+from .params import CKKSParams, galois_element
 
 __all__ = ["SealBackend", "SealContext", "seal_save", "seal_load"]
 
@@ -182,10 +185,78 @@ class SealBackend(Backend):
         self._relin = relin_keys
         self._galois = galois_keys
         self._decryptor: Any | None = None
+        self._secret: Any | None = None
 
-    def _attach_secret(self, secret_key: Any) -> None:
-        self._decryptor = sealapi.Decryptor(self.ctx.context, secret_key)
-        self._has_secret = True
+    # -- keys ----------------------------------------------------------------------------------
+    @classmethod
+    def generate(
+        cls, params: CKKSParams, rotation_steps: list[int], conjugation: bool
+    ) -> tuple[SealBackend, dict[str, bytes], dict[str, Any]]:
+        """Fresh keys: ``(backend holding the secret, serialised public key, live key objects)``.
+
+        The live objects (relinearisation and Galois keys) are serialised only on demand by the
+        public bundle: at N=32768 the Galois keys are several GB.
+        """
+        ctx = _context_for(params).context
+        keygen = sealapi.KeyGenerator(ctx)
+        sk = keygen.secret_key()
+        pk = sealapi.PublicKey()
+        keygen.create_public_key(pk)
+        rk = sealapi.RelinKeys()
+        keygen.create_relin_keys(rk)
+        elts = [galois_element(params, s) for s in rotation_steps] + (
+            [2 * params.poly_degree - 1] if conjugation else []
+        )
+        gk = None
+        blobs = {"public_key": seal_save(pk)}
+        if elts:
+            gk = sealapi.GaloisKeys()
+            keygen.create_galois_keys(sorted(set(elts)), gk)
+        be = cls(params, public_key_id(blobs["public_key"]), pk, rk, gk, rotation_steps, conjugation)
+        be.attach_secret(sk)
+        return be, blobs, {"relin_keys": rk, "galois_keys": gk}
+
+    @classmethod
+    def from_public_keys(
+        cls,
+        params: CKKSParams,
+        key_id: str,
+        blobs: dict[str, bytes],
+        live: dict[str, Any],
+        rotation_steps: frozenset[int] | set[int] | list[int] | tuple[int, ...],
+        conjugation: bool,
+    ) -> SealBackend:
+        """An evaluation backend (public keys only) from serialised keys; a key in ``live``
+        (an object of this process) is used as is instead of being deserialised."""
+        ctx = _context_for(params).context
+        pk = seal_load(sealapi.PublicKey, ctx, blobs["public_key"])
+        rk = live.get("relin_keys") or seal_load(sealapi.RelinKeys, ctx, blobs["relin_keys"])
+        gk = live.get("galois_keys")
+        if gk is None and "galois_keys" in blobs:
+            gk = seal_load(sealapi.GaloisKeys, ctx, blobs["galois_keys"])
+        return cls(params, key_id, pk, rk, gk, rotation_steps, conjugation)
+
+    @staticmethod
+    def serialize_key(key: Any) -> bytes:
+        """Bytes of a SEAL key object (through memory only, see :func:`seal_save`)."""
+        return seal_save(key)
+
+    def attach_secret(self, secret: Any = None) -> None:
+        """Decrypt with ``secret`` (a ``sealapi.SecretKey``)."""
+        if secret is None:
+            raise ParameterError("a SEAL backend needs its secret key to decrypt")
+        self._decryptor = sealapi.Decryptor(self.ctx.context, secret)
+        self._secret = secret
+        super().attach_secret(secret)
+
+    def attach_secret_bytes(self, blob: bytes) -> None:
+        """Load and attach a serialised secret key (check it with :meth:`secret_matches`)."""
+        self.attach_secret(seal_load(sealapi.SecretKey, self.ctx.context, bytes(blob)))
+
+    def secret_key_bytes(self) -> bytes:
+        if self._secret is None:
+            raise SecretKeyRequiredError("this backend holds no secret key")
+        return seal_save(self._secret)
 
     # -- helpers -------------------------------------------------------------------------------
     def _zero(self, level: int, scale: float) -> Any:

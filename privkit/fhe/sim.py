@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import KeyMismatchError
 from .backend import Backend
 from .params import CKKSParams
 
@@ -36,6 +37,17 @@ class SimBackend(Backend):
         super().__init__(params, key_id, rotation_steps, conjugation)
         self.noise_std = float(noise_std)
         self._rng = np.random.default_rng(seed)
+
+    def attach_secret_bytes(self, blob: bytes) -> None:
+        """The simulator's "secret" is its key id: anything else belongs to another key set."""
+        if bytes(blob) != self.key_id.encode():
+            raise KeyMismatchError(
+                f"the simulator secret does not belong to key set {self.key_id[:16]}"
+            )
+        self.attach_secret()
+
+    def secret_key_bytes(self) -> bytes:
+        return self.key_id.encode()
 
     def _noise(self, v: np.ndarray) -> np.ndarray:
         if self.noise_std <= 0:

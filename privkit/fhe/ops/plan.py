@@ -8,7 +8,9 @@ fresh ciphertext of the given parameters; :func:`check_depth` raises
 needed, what was left, the presets that would fit the whole chain, and cheaper settings of the
 failing step that would fit (lower precision, degree or iterations; a gapped pool layout).
 
-Other modules (convolutions, the compiler) add their operators with :func:`register_op_depth`;
+The planner knows the operators listed in its own table (polynomials, sign/ReLU, max/abs,
+pooling); no other module registers into it today (the compiler takes each layer's level cost
+from its lowering instead). :func:`register_op_depth` teaches it another operator, and
 ``{"op": "levels", "levels": k}`` stands for anything with a known cost.
 
 >>> chain = [OpSpec.of("relu_poly", degree=7), OpSpec.of("max_pool1d", n=16, iterations=2)]
