@@ -7,7 +7,6 @@ import struct
 
 import numpy as np
 import pytest
-
 from deploy_models import (
     box_program,
     image_program_2d,
@@ -16,16 +15,16 @@ from deploy_models import (
     tiny_seal_program,
     weights_of,
 )
+
 from privkit.deploy import Client, ClientSpec, Server
 from privkit.errors import (
     EnvelopeError,
     InputRangeError,
     KeyMismatchError,
     MissingKeyError,
-    ParameterError,
-    SecurityDowngradeError,
     PlanMismatchError,
     SecretKeyExposureError,
+    SecurityDowngradeError,
     UnsupportedLayerError,
 )
 from privkit.fhe import KeySet
