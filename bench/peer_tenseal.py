@@ -104,6 +104,8 @@ def run_tenseal(model, images: np.ndarray) -> dict:
 def run_privkit(model, images: np.ndarray, params: str, batch: int, backend: str) -> dict:
     from privkit import fhe
 
+    if params == "tenseal":  # TenSEAL's tutorial parameters: N=8192, [31, 26 x 6, 31], scale 2^26
+        params = fhe.CKKSParams(poly_degree=8192, coeff_bits=(31,) + (26,) * 6 + (31,), scale_bits=26)
     t = time.perf_counter()
     program = fhe.compile(model, input_shape=(1, 28, 28), params=params, batch=batch)
     compile_s = time.perf_counter() - t
@@ -177,7 +179,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--images", type=int, default=100, help="test images run encrypted (default 100)")
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--train-limit", type=int, default=None, help="training images (default: all)")
-    ap.add_argument("--params", default="auto", help="privkit parameters (preset name or 'auto')")
+    ap.add_argument("--params", default="auto", help="privkit parameters: a preset name, 'auto', or 'tenseal' (TenSEAL's tutorial "
+                         "parameters: N=8192, primes [31, 26 x 6, 31], scale 2^26)")
     ap.add_argument("--batch", type=int, nargs="+", default=[1, 2, 4],
                     help="privkit images per ciphertext to try; the fastest per image is reported")
     ap.add_argument("--backend", default="seal", choices=["seal", "sim"])

@@ -355,3 +355,49 @@ def test_box_corners_outside_their_kernel_are_refused():
     resealed = seal_envelope("program", struct.pack("<I", len(head)) + head + bytes(bad), env.fingerprint)
     with pytest.raises(EnvelopeError, match="masks disagree"):
         EncryptedProgram.from_bytes(resealed)
+
+
+def test_fuzzed_image_program_descriptions_give_typed_errors():
+    """Structure-aware fuzzing of saved image programs: one JSON field of the description set to
+    a hostile value (or a key dropped / added / nested deep), the envelope resealed so that its
+    digest holds. Every load must succeed or raise a privkit error, in bounded time and memory."""
+    from fuzzing import json_mutator, run_fuzz
+
+    def split(b):
+        env = open_envelope(b, "program")
+        (hlen,) = struct.unpack_from("<I", env.payload, 0)
+        return env.fingerprint.encode(), json.loads(env.payload[4 : 4 + hlen]), env.payload[4 + hlen :]
+
+    def join(fp, desc, data):
+        head = json.dumps(desc).encode()
+        return seal_envelope("program", struct.pack("<I", len(head)) + head + data, fp.decode())
+
+    seeds = [image_program_2d().to_bytes(), box_program().to_bytes(), image_program_3d().to_bytes()]
+    stats = run_fuzz(EncryptedProgram.from_bytes, seeds, n=60, time_limit_s=5.0, mem_limit_mb=256,
+                     mutators=[json_mutator(split, join)], seed=3, name="image programs")
+    stats.assert_clean()
+    assert stats.ok >= 3 and stats.typed_errors > 10
+
+
+def test_fuzzed_image_client_specs_give_typed_errors():
+    """The same for client specs (what a client downloads from a server): loading and encoding an
+    input either works or raises a privkit error; no OverflowError from a huge int, no
+    allocation from a declared layout."""
+    from fuzzing import json_mutator, run_fuzz
+
+    def split(b):
+        env = open_envelope(b, "client-spec")
+        return env.fingerprint.encode(), json.loads(env.payload), b""
+
+    def join(fp, d, _):
+        return seal_envelope("client-spec", json.dumps(d).encode(), fp.decode())
+
+    def parse(b):
+        spec = ClientSpec.from_bytes(b)
+        return spec.encode_input(np.zeros(spec.input_shape))
+
+    seeds = [f().client_spec().to_bytes() for f in (image_program_2d, box_program, image_program_3d)]
+    stats = run_fuzz(parse, seeds, n=150, time_limit_s=5.0, mem_limit_mb=256,
+                     mutators=[json_mutator(split, join)], seed=1, name="image client specs")
+    stats.assert_clean()
+    assert stats.ok >= 3 and stats.typed_errors > 50

@@ -204,7 +204,7 @@ def _tensors(desc: dict[str, Any], data: memoryview) -> dict[str, np.ndarray]:
     for t in desc["tensors"]:
         try:
             key, dt, shape, off, nb = t["key"], t["dtype"], t["shape"], t["offset"], t["nbytes"]
-            if not isinstance(key, str) or dt not in _DTYPES or not isinstance(shape, list):
+            if not isinstance(key, str) or not isinstance(dt, str) or dt not in _DTYPES or not isinstance(shape, list):
                 raise ValueError("bad key, dtype or shape")
             if any(type(d) is not int or not 0 <= d <= _MAX_DIM for d in shape) or len(shape) > 5:
                 raise ValueError(f"bad shape {shape}")
@@ -236,7 +236,7 @@ def _build(desc: dict[str, Any], arrays: dict[str, np.ndarray]) -> Any:
         if not isinstance(entry, dict) or set(entry) != {"name", "kind", "args"}:
             raise _bad(f"layer {i} is malformed")
         name, kind = entry["name"], entry["kind"]
-        if kind not in _LAYERS:
+        if not isinstance(kind, str) or kind not in _LAYERS:
             raise UnsupportedLayerError(
                 f"saved program layer {i} has kind {kind!r}; only {sorted(_LAYERS)} can be loaded")
         parts = name.split(".") if isinstance(name, str) else []
@@ -430,11 +430,18 @@ class ClientSpec:
             if enc is not None:
                 sat_from_dict(enc, shape)  # checked now, not at the first encrypt
             rng = d["input_range"]
-            return cls(CKKSParams.from_dict(d["params"]), tuple(int(r) for r in d["rotations"]),
-                       bool(d["conjugation"]), shape, layout, int(d["batch"]), int(d["out_features"]),
+            params = CKKSParams.from_dict(d["params"])
+            batch = int(d["batch"])
+            if not 1 <= batch <= 4096 or math.prod(shape) * batch > _MAX_INPUT:
+                raise ValueError(f"batch {batch} of inputs {shape}")
+            if (layout.span > params.slots or layout.block > params.slots or max(layout.gaps) > params.slots
+                    or layout.channels != shape[0] * batch):
+                raise ValueError(f"input layout {layout} does not fit {params.slots} slots / {shape}")
+            return cls(params, tuple(int(r) for r in d["rotations"]),
+                       bool(d["conjugation"]), shape, layout, batch, int(d["out_features"]),
                        None if rng is None else _check_range(rng), str(d["model_id"]), str(d["output"]),
                        input_encoding=enc)
-        except (KeyError, TypeError, ValueError, AttributeError, ParameterError, ShapeError) as e:
+        except (KeyError, TypeError, ValueError, OverflowError, AttributeError, ParameterError, ShapeError) as e:
             raise EnvelopeError(f"malformed client spec: {e}") from None
 
     def to_bytes(self, *, sign_with: Any = None) -> bytes:
