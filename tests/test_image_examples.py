@@ -10,14 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-from privkit import fhe
 from privkit import nn as pnn
 from privkit.testing import assert_close_encrypted
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "examples"))
-import box_cnn3d  # noqa: E402
-import image_cnns as ic  # noqa: E402
+import box_cnn3d
+import image_cnns as ic
 
 
 def _run_sim(model, images, input_sat=False):
