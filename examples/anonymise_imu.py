@@ -67,7 +67,7 @@ def main() -> None:
     print(model.privacy_report().summary())
 
     with tempfile.TemporaryDirectory() as d:
-        path = Path(d) / "anonymiser.pt"
+        path = Path(d) / "anonymiser.privkit"
         model.save(path)
         again = IMUAnonymiser.load(path)
         same = again.anonymise(test.windows[:5], source=test.subject[:5], target=target)

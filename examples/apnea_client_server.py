@@ -88,7 +88,7 @@ def main() -> int:
     data = synthetic_ecg(48 if args.smoke else 400, seed=0)
     det = ApneaDetector(epochs=1 if args.smoke else 10, finetune_epochs=0 if args.smoke else 2)
     det.fit(data, progress=False)
-    det.save(workdir / "model.pt")
+    det.save(workdir / "model.privkit")
     program = det.compile()
     program.save(workdir / "apnea.pkprog")  # for the server
     program.client_spec().save(workdir / "spec.env")  # for the client: no weights

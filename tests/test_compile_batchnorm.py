@@ -183,3 +183,21 @@ def test_random_bn_relu_models_match_torch_to_1e9_on_sim(case):
     x = rng.standard_normal(shape) * 0.9
     keys, got = _run_sim(program, x)
     target(assert_close_encrypted(got, _torch_out(model, x, shape)[0], keys))
+
+
+@pytest.mark.parametrize("degree", [3, 5])
+def test_wide_range_polyrelu_prefolded_into_the_conv_matches_torch(degree):
+    """A PolyReLU whose range is wide enough that the compiler divides its input by the range
+    inside the conv before (the unit-interval coefficients then run): still torch's twin to 1e-9
+    (a 0.1% error of those coefficients fails here)."""
+    torch.manual_seed(degree)
+    model = torch.nn.Sequential(pnn.Conv1d(1, 2, 3), pnn.PolyReLU(degree=degree), pnn.Flatten(),
+                                pnn.Linear(2 * 14, 2)).eval()
+    rng = np.random.default_rng(degree)
+    pnn.calibrate(model, torch.tensor(rng.standard_normal((32, 1, 16)) * 20, dtype=torch.float32))
+    assert model[1].bound > 4  # wide: the prefold path
+    program = fhe.compile(model, input_shape=(1, 16), params="auto")
+    assert any("pre-divided" in s.detail for s in program.steps)
+    x = rng.standard_normal((1, 16)) * 15
+    keys, got = _run_sim(program, x)
+    assert_close_encrypted(got, _torch_out(model, x, (1, 16))[0], keys)

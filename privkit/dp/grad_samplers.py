@@ -37,7 +37,8 @@ batch-of-1 oracle in float64 over random shapes, strides, paddings, dilations an
 >>> gs[conv.weight].shape, gs[conv.bias].shape
 (torch.Size([4, 3, 2, 3, 3]), torch.Size([4, 3]))
 >>> conv.zero_grad(); (conv(x[:1]) * g[:1]).sum().backward()
->>> torch.allclose(gs[conv.weight][0], conv.weight.grad, atol=1e-5)
+>>> first = gs[conv.weight]
+>>> torch.allclose(first[0], conv.weight.grad, atol=1e-5)
 True
 """
 

@@ -143,8 +143,10 @@ def fix(module: nn.Module, *, max_groups: int = 32, return_changes: bool = False
 
     >>> from torch import nn
     >>> m, changes = fix(nn.Sequential(nn.Conv2d(1, 8, 3), nn.BatchNorm2d(8)), return_changes=True)
-    >>> type(m[1]).__name__, m[1].num_groups, changes[0][0]
-    ('GroupNorm', 8, '1')
+    >>> type(m[1]).__name__, m[1].num_groups
+    ('GroupNorm', 8)
+    >>> [name for name, old, new in changes]
+    ['1']
     >>> validate_module(m)
     []
     """

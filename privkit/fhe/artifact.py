@@ -238,7 +238,7 @@ def _build(desc: dict[str, Any], arrays: dict[str, np.ndarray]) -> Any:
         name, kind = entry["name"], entry["kind"]
         if not isinstance(kind, str) or kind not in _LAYERS:
             raise UnsupportedLayerError(
-                f"saved program layer {i} has kind {kind!r}; only {sorted(_LAYERS)} can be loaded")
+                f"saved program layer {i} has kind {kind!r:.60}; only {sorted(_LAYERS)} can be loaded")
         parts = name.split(".") if isinstance(name, str) else []
         if not parts or not all(_NAME.match(p) for p in parts):
             raise _bad(f"layer {i} has an invalid name {name!r}")
@@ -337,6 +337,25 @@ def _check_range(rng: Any) -> tuple[float, float]:
     return lo, hi
 
 
+def _int(v: Any, lo: int, hi: int) -> int:
+    """A JSON integer within [lo, hi] (no bool, no float), else ValueError."""
+    if type(v) is not int or not lo <= v <= hi:
+        raise ValueError(f"expected an integer in [{lo}, {hi}], got {v!r:.40}")
+    return v
+
+
+def _bool(v: Any) -> bool:
+    if type(v) is not bool:
+        raise ValueError(f"expected true or false, got {v!r:.40}")
+    return v
+
+
+def _str(v: Any, limit: int = 256) -> str:
+    if type(v) is not str or len(v) > limit:
+        raise ValueError(f"expected a string of at most {limit} characters, got {v!r:.40}")
+    return v
+
+
 # -- client spec -----------------------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
 class ClientSpec:
@@ -416,32 +435,38 @@ class ClientSpec:
         try:
             if d["format"] != _SPEC_FORMAT or d["version"] != 1:
                 raise ValueError("not a privkit client spec of version 1")
+            params = CKKSParams.from_dict(d["params"])
+            slots = params.slots
             lay = d["input_layout"]
-            shape = tuple(int(v) for v in d["input_shape"])
-            if not 2 <= len(shape) <= 4 or min(shape) < 1 or math.prod(shape) > _MAX_INPUT:
+            shape = tuple(_int(v, 1, _MAX_DIM) for v in d["input_shape"])
+            if not 2 <= len(shape) <= 4 or math.prod(shape) > _MAX_INPUT:
                 raise ValueError(f"input shape {shape}")
-            lshape = tuple(int(v) for v in lay.get("shape", ()))
-            lgaps = tuple(int(v) for v in lay.get("gaps", ()))
-            if len(lshape) > 3 or len(lgaps) > 3:
-                raise ValueError("input layout has more than 3 spatial axes")
-            layout = PackedLayout(int(lay["channels"]), int(lay["length"]), int(lay["gap"]),
-                                  int(lay["block"]), bool(lay["clean"]), lshape, lgaps)
+            lshape = lay.get("shape", [])
+            lgaps = lay.get("gaps", [])
+            if not isinstance(lshape, list) or not isinstance(lgaps, list) or len(lshape) > 3 or len(lgaps) > 3:
+                raise ValueError("input layout shape / gaps must be lists of at most 3 axes")
+            layout = PackedLayout(_int(lay["channels"], 1, slots), _int(lay["length"], 1, slots),
+                                  _int(lay["gap"], 1, slots), _int(lay["block"], 0, slots),
+                                  _bool(lay["clean"]), tuple(_int(v, 1, slots) for v in lshape),
+                                  tuple(_int(v, 1, slots) for v in lgaps))
             enc = d.get("input_encoding")
             if enc is not None:
                 sat_from_dict(enc, shape)  # checked now, not at the first encrypt
+            batch, outs = _int(d["batch"], 1, 4096), _int(d["out_features"], 1, slots)
+            if math.prod(shape) * batch > _MAX_INPUT or layout.channels != shape[0] * batch:
+                raise ValueError(f"input layout {layout} does not hold {batch} inputs of {shape}")
+            if layout.span > slots or batch * outs > slots:
+                raise ValueError(f"layout span {layout.span} or {batch} x {outs} outputs exceed "
+                                 f"the {slots} slots")
+            rots = d["rotations"]
+            if not isinstance(rots, list) or len(rots) > slots:
+                raise ValueError(f"rotations must be a list of at most {slots} steps")
             rng = d["input_range"]
-            params = CKKSParams.from_dict(d["params"])
-            batch = int(d["batch"])
-            if not 1 <= batch <= 4096 or math.prod(shape) * batch > _MAX_INPUT:
-                raise ValueError(f"batch {batch} of inputs {shape}")
-            if (layout.span > params.slots or layout.block > params.slots or max(layout.gaps) > params.slots
-                    or layout.channels != shape[0] * batch):
-                raise ValueError(f"input layout {layout} does not fit {params.slots} slots / {shape}")
-            return cls(params, tuple(int(r) for r in d["rotations"]),
-                       bool(d["conjugation"]), shape, layout, batch, int(d["out_features"]),
-                       None if rng is None else _check_range(rng), str(d["model_id"]), str(d["output"]),
-                       input_encoding=enc)
-        except (KeyError, TypeError, ValueError, OverflowError, AttributeError, ParameterError, ShapeError) as e:
+            return cls(params, tuple(_int(r, -slots, slots) for r in rots),
+                       _bool(d["conjugation"]), shape, layout, batch, outs,
+                       None if rng is None else _check_range(rng), _str(d["model_id"]),
+                       _str(d["output"]), input_encoding=enc)
+        except (KeyError, TypeError, ValueError, OverflowError, AttributeError, ShapeError, ParameterError) as e:
             raise EnvelopeError(f"malformed client spec: {e}") from None
 
     def to_bytes(self, *, sign_with: Any = None) -> bytes:
