@@ -30,6 +30,7 @@ from privkit.errors import (
 from privkit.fhe import KeySet
 from privkit.fhe.envelope import open_envelope, seal_envelope
 from privkit.fhe.program import EncryptedProgram
+from privkit.testing import assert_close_encrypted
 
 
 def _reseal(blob: bytes, edit) -> bytes:
@@ -401,3 +402,23 @@ def test_fuzzed_image_client_specs_give_typed_errors():
                      mutators=[json_mutator(split, join)], seed=1, name="image client specs")
     stats.assert_clean()
     assert stats.ok >= 3 and stats.typed_errors > 50
+
+
+@pytest.mark.seal
+def test_box_sat_program_round_trip_on_seal():
+    """Real encryption: a Client with only the spec sends a SAT-encoded image; the reloaded
+    program's result is bit-identical to the original's and matches torch."""
+    import torch
+
+    prog = box_program()
+    again = EncryptedProgram.from_bytes(prog.to_bytes())
+    client = Client(ClientSpec.from_bytes(prog.client_spec().to_bytes()))
+    keys = client.keygen(backend="seal")
+    x = np.random.default_rng(4).uniform(0, 1, size=(1, 6, 6))
+    ct = keys.encrypt(client.spec.encode_input(x))
+    a = keys.decrypt(prog.run(ct, keys.public_bundle()))
+    b = keys.decrypt(again.run(ct, keys.public_bundle()))
+    assert np.array_equal(a, b)
+    with torch.no_grad():
+        ref = prog._reference(torch.as_tensor(x[None], dtype=torch.float64)).numpy()[0]
+    assert_close_encrypted(a[:2], ref, prog.params, depth=prog.depth)
