@@ -70,3 +70,11 @@ def test_dp_svae_example_smoke(tmp_path):
     r = run([sys.executable, str(ROOT / "examples" / "dp_svae.py"), "--smoke"], tmp_path)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     assert "epsilon" in (r.stdout + r.stderr).lower()
+
+
+@pytest.mark.parametrize("example", ["tenseal_tutorial_cnn", "box_lenet", "box_cnn3d"])
+def test_image_cnn_examples_smoke(example, tmp_path):
+    """Each exits non-zero unless the encrypted (simulated) classes agree with the plaintext model."""
+    r = run([sys.executable, str(ROOT / "examples" / f"{example}.py"), "--smoke"], tmp_path)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert "SIMULATED" in r.stdout and "100" in r.stdout

@@ -148,3 +148,23 @@ def test_bad_layers_raise():
         conv.weight[0, 0, 0, 0] = float("nan")
     with pytest.raises(ParameterError):
         replace_conv_with_box(torch.nn.Sequential(conv))
+
+
+def test_replace_conv_with_box_takes_privkit_conv_subclasses():
+    """privkit.nn.Conv1d/2d/3d are nn.ConvNd subclasses: they are replaced too, with the same
+    output for kernels the boxes represent exactly."""
+    from privkit import nn as pnn
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(pnn.Conv2d(1, 2, 3, padding=1), pnn.Square(), pnn.Conv2d(2, 1, 2)).double()
+    with torch.no_grad():  # integer kernels: exact box decompositions exist
+        for m in (model[0], model[2]):
+            m.weight.copy_(torch.randint(-2, 3, m.weight.shape).double())
+    box, report = replace_conv_with_box(model, tol=0.0)
+    assert [type(m).__name__ for m in box] == ["BoxConv2d", "Square", "BoxConv2d"]
+    assert [r["name"] for r in report.rows] == ["0", "2"] and max(r["max_error"] for r in report.rows) < 1e-9
+    x = torch.randn(2, 1, 6, 6, dtype=torch.float64)
+    with torch.no_grad():
+        np.testing.assert_allclose(box.double()(x).numpy(), model(x).numpy(), atol=1e-5)
+    c1 = torch.nn.Sequential(pnn.Conv1d(1, 1, 3))
+    assert type(replace_conv_with_box(c1)[0][0]).__name__ == "BoxConv1d"

@@ -52,7 +52,16 @@ from ..errors import (
     ShapeError,
     UnsupportedLayerError,
 )
-from .ops.packed import PackedLayout, pack
+from .artifact_layers import LAYERS as _LAYERS
+from .artifact_layers import (
+    build_layer,
+    check_args,
+    expected_state,
+    kind_of,
+    layer_args,
+)
+from .encoding import encode_slots, sat_from_dict, sat_to_dict
+from .ops.packed import PackedLayout
 from .params import CKKSParams
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -60,11 +69,11 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = [
     "ClientSpec",
-    "program_to_bytes",
-    "program_from_bytes",
-    "save_program",
     "load_program",
     "plan_summary",
+    "program_from_bytes",
+    "program_to_bytes",
+    "save_program",
 ]
 
 FORMAT = "privkit-program"
@@ -75,89 +84,7 @@ _MAX_JSON = 4 << 20
 _NAME = re.compile(r"^[A-Za-z0-9_]{1,64}$")
 _MAX_DIM = 1 << 24
 _MAX_LAYERS = 512
-
-# kind -> (module path, {arg: type}); int bounds keep a hostile file from asking for huge loops
-_SMALL = {"degree": 64, "iterations": 32, "precision_bits": 64}
-_LAYERS: dict[str, tuple[str, dict[str, Any]]] = {
-    "Conv1d": ("privkit.nn", {"in_channels": int, "out_channels": int, "kernel_size": int,
-                              "stride": int, "padding": int, "bias": bool, "method": str}),
-    "Linear": ("privkit.nn", {"in_features": int, "out_features": int, "bias": bool, "method": str}),
-    "AvgPool1d": ("privkit.nn", {"kernel_size": int, "stride": int}),
-    "Flatten": ("privkit.nn", {}),
-    "PolyReLU": ("privkit.nn", {"degree": int, "mode": str, "precision_bits": int, "margin": float}),
-    "ApproxMaxPool1d": ("privkit.nn", {"kernel_size": int, "stride": int, "method": str, "degree": int,
-                                       "iterations": int, "margin": float}),
-    "BatchNorm1d": ("torch.nn", {"num_features": int, "eps": float, "momentum": (float, type(None)),
-                                 "affine": bool, "track_running_stats": bool}),
-    "Dropout": ("torch.nn", {"p": float}),
-    "Identity": ("torch.nn", {}),
-}
-
-
-def _first(v: Any) -> int:
-    return int(v[0] if isinstance(v, (tuple, list)) else v)
-
-
-def _layer_args(kind: str, m: Any) -> dict[str, Any]:
-    """Constructor arguments of a whitelisted leaf layer, read from its attributes."""
-    if kind == "Conv1d":
-        return {"in_channels": m.in_channels, "out_channels": m.out_channels,
-                "kernel_size": _first(m.kernel_size), "stride": _first(m.stride),
-                "padding": _first(m.padding), "bias": m.bias is not None, "method": m.method}
-    if kind == "Linear":
-        return {"in_features": m.in_features, "out_features": m.out_features,
-                "bias": m.bias is not None, "method": m.method}
-    if kind == "AvgPool1d":
-        return {"kernel_size": _first(m.kernel_size), "stride": _first(m.stride)}
-    if kind == "PolyReLU":
-        return {"degree": m.degree, "mode": m.mode, "precision_bits": m.precision_bits,
-                "margin": float(m.margin)}
-    if kind == "ApproxMaxPool1d":
-        return {"kernel_size": m.kernel_size, "stride": m.stride, "method": m.method,
-                "degree": m.degree, "iterations": m.iterations, "margin": float(m.margin)}
-    if kind == "BatchNorm1d":
-        return {"num_features": m.num_features, "eps": float(m.eps),
-                "momentum": None if m.momentum is None else float(m.momentum),
-                "affine": bool(m.affine), "track_running_stats": bool(m.track_running_stats)}
-    if kind == "Dropout":
-        return {"p": float(m.p)}
-    return {}
-
-
-def _expected_state(kind: str, a: dict[str, Any]) -> dict[str, tuple[tuple[int, ...], str]]:
-    """The state tensors (shape, dtype) a layer with these arguments has, computed from the
-    arguments alone: checked against the file before any layer is constructed."""
-    f = "float64"
-    if kind == "Conv1d":
-        out = {"weight": ((a["out_channels"], a["in_channels"], a["kernel_size"]), f)}
-        return out | ({"bias": ((a["out_channels"],), f)} if a["bias"] else {})
-    if kind == "Linear":
-        out = {"weight": ((a["out_features"], a["in_features"]), f)}
-        return out | ({"bias": ((a["out_features"],), f)} if a["bias"] else {})
-    if kind in ("PolyReLU", "ApproxMaxPool1d"):
-        return {"bound_": ((), f), "frozen_": ((), "bool")}
-    if kind == "BatchNorm1d":
-        n = a["num_features"]
-        out = {"weight": ((n,), f), "bias": ((n,), f)} if a["affine"] else {}
-        if a["track_running_stats"]:
-            out |= {"running_mean": ((n,), f), "running_var": ((n,), f),
-                    "num_batches_tracked": ((), "int64")}
-        return out
-    return {}
-
-
-def _kind_of(mod: Any) -> str:
-    import importlib
-
-    kind = type(mod).__name__
-    entry = _LAYERS.get(kind)
-    if entry is None or type(mod) is not getattr(importlib.import_module(entry[0]), kind):
-        raise UnsupportedLayerError(
-            f"cannot save a program with a {type(mod).__module__}.{kind} layer: saved programs "
-            f"hold only the layers {sorted(_LAYERS)} (privkit.nn and folded torch layers)"
-        )
-    return kind
-
+_MAX_INPUT = 1 << 22  # values in one (batched) input
 
 # -- plan summary ----------------------------------------------------------------------------------
 def plan_summary(program: EncryptedProgram) -> dict[str, Any]:
@@ -174,7 +101,13 @@ def plan_summary(program: EncryptedProgram) -> dict[str, Any]:
         "out_features": int(program.out_features),
         "batch": int(program.batch),
         "conjugation": bool(program.conjugation),
+        "input_encoding": _encoding_of(program),
     }
+
+
+def _encoding_of(program: EncryptedProgram) -> dict[str, Any] | None:
+    enc = program.input_encoding
+    return None if enc is None else sat_to_dict(enc[1])
 
 
 def _first_difference(a: Any, b: Any, path: str = "plan") -> str:
@@ -199,8 +132,8 @@ def _describe(program: EncryptedProgram) -> tuple[dict[str, Any], bytes]:
     for name, mod in ref.named_modules():
         if not name or list(mod.children()):
             continue
-        kind = _kind_of(mod)
-        layers.append({"name": name, "kind": kind, "args": _layer_args(kind, mod)})
+        kind = kind_of(mod)
+        layers.append({"name": name, "kind": kind, "args": layer_args(kind, mod)})
         for key, t in mod.state_dict().items():
             arr = t.detach().cpu().numpy()
             arr = arr.astype(np.float64) if arr.dtype.kind == "f" else arr
@@ -216,7 +149,8 @@ def _describe(program: EncryptedProgram) -> tuple[dict[str, Any], bytes]:
         "layers": layers,
         "tensors": tensors,
         "compile": {"input_shape": [int(v) for v in program.input_shape],
-                    "params": program.params.to_dict(), "batch": int(program.batch)},
+                    "params": program.params.to_dict(), "batch": int(program.batch),
+                    "input_sat": program.input_encoding is not None},
         "input_range": None if program.input_range is None else [float(v) for v in program.input_range],
         "plan": plan_summary(program),
     }
@@ -240,24 +174,6 @@ def _bad(msg: str) -> EnvelopeError:
     err = EnvelopeError(f"program envelope: {msg}")
     err.reason = "payload"  # type: ignore[attr-defined]
     return err
-
-
-def _check_args(kind: str, args: Any, where: str) -> dict[str, Any]:
-    schema = _LAYERS[kind][1]
-    if not isinstance(args, dict) or set(args) != set(schema):
-        raise _bad(f"{where}: {kind} arguments must be exactly {sorted(schema)}, got "
-                   f"{sorted(args) if isinstance(args, dict) else type(args).__name__}")
-    for k, typ in schema.items():
-        v = args[k]
-        types = typ if isinstance(typ, tuple) else (typ,)
-        ok = any((type(v) is t) or (t is float and type(v) is int) for t in types)
-        if not ok:
-            raise _bad(f"{where}: argument {k}={v!r} of {kind} has the wrong type")
-        if type(v) is int and not 0 <= v <= _SMALL.get(k, _MAX_DIM):
-            raise _bad(f"{where}: argument {k}={v} of {kind} is out of range")
-        if type(v) is float and not math.isfinite(v):
-            raise _bad(f"{where}: argument {k}={v} of {kind} is not finite")
-    return args
 
 
 def _parse(payload: bytes) -> tuple[dict[str, Any], memoryview]:
@@ -288,9 +204,9 @@ def _tensors(desc: dict[str, Any], data: memoryview) -> dict[str, np.ndarray]:
     for t in desc["tensors"]:
         try:
             key, dt, shape, off, nb = t["key"], t["dtype"], t["shape"], t["offset"], t["nbytes"]
-            if not isinstance(key, str) or dt not in _DTYPES or not isinstance(shape, list):
+            if not isinstance(key, str) or not isinstance(dt, str) or dt not in _DTYPES or not isinstance(shape, list):
                 raise ValueError("bad key, dtype or shape")
-            if any(type(d) is not int or not 0 <= d <= _MAX_DIM for d in shape) or len(shape) > 4:
+            if any(type(d) is not int or not 0 <= d <= _MAX_DIM for d in shape) or len(shape) > 5:
                 raise ValueError(f"bad shape {shape}")
             if type(off) is not int or type(nb) is not int or off != pos:
                 raise ValueError("tensors must be contiguous, in order")
@@ -309,8 +225,6 @@ def _tensors(desc: dict[str, Any], data: memoryview) -> dict[str, np.ndarray]:
 
 def _build(desc: dict[str, Any], arrays: dict[str, np.ndarray]) -> Any:
     """Whitelisted layers -> a torch Sequential (nested by the saved names), state loaded."""
-    import importlib
-
     import torch
 
     layers = desc["layers"]
@@ -328,22 +242,15 @@ def _build(desc: dict[str, Any], arrays: dict[str, np.ndarray]) -> Any:
         parts = name.split(".") if isinstance(name, str) else []
         if not parts or not all(_NAME.match(p) for p in parts):
             raise _bad(f"layer {i} has an invalid name {name!r}")
-        args = _check_args(kind, entry["args"], f"layer {name!r}")
-        want = _expected_state(kind, args)
+        args = check_args(kind, entry["args"], f"layer {name!r}")
+        want = expected_state(kind, args)
         for key, (shape, dt) in want.items():
             arr = arrays.get(f"{name}.{key}")
             if arr is None or tuple(arr.shape) != shape or arr.dtype.name != dt:
                 got = None if arr is None else (tuple(arr.shape), arr.dtype.name)
                 raise _bad(f"layer {name!r} ({kind}) needs {key} of shape {shape} ({dt}), file has {got}")
             used.add(f"{name}.{key}")
-        cls = getattr(importlib.import_module(_LAYERS[kind][0]), kind)
-        try:
-            mod = cls(**args)
-        except (ValueError, TypeError) as e:
-            raise _bad(f"layer {name!r} ({kind}) rejects its arguments: {e}") from e
-        state = {k: torch.from_numpy(np.array(arrays[f"{name}.{k}"])) for k in want}
-        mod.double()
-        mod.load_state_dict(state, strict=True)
+        mod = build_layer(kind, args, {k: arrays[f"{name}.{k}"] for k in want}, f"layer {name!r}")
         node = tree
         for p in parts[:-1]:
             node = node.setdefault(p, OrderedDict())
@@ -381,13 +288,16 @@ def program_from_bytes(blob: bytes, *, verify_with: Any = None) -> EncryptedProg
         shape = tuple(int(v) for v in comp["input_shape"])
         params = CKKSParams.from_dict(comp["params"])
         batch = comp["batch"]
-        if type(batch) is not int or not 1 <= batch <= 4096 or len(shape) != 2:
+        input_sat = comp.get("input_sat", False)
+        if type(batch) is not int or not 1 <= batch <= 4096 or not 2 <= len(shape) <= 4:
             raise ValueError(f"batch {batch!r}, input shape {shape}")
-        if not all(0 < v <= _MAX_DIM for v in shape):
+        if not all(0 < v <= _MAX_DIM for v in shape) or math.prod(shape) * batch > _MAX_INPUT:
             raise ValueError(f"input shape {shape}")
+        if type(input_sat) is not bool:
+            raise ValueError(f"input_sat {input_sat!r}")
     except (KeyError, TypeError, ValueError) as e:
         raise _bad(f"compile arguments are malformed: {e}") from None
-    program = fhe_compile(model, input_shape=shape, params=params, batch=batch)
+    program = fhe_compile(model, input_shape=shape, params=params, batch=batch, input_sat=input_sat)
     rebuilt = plan_summary(program)
     if rebuilt != desc["plan"]:
         raise PlanMismatchError(
@@ -460,13 +370,16 @@ class ClientSpec:
     params: CKKSParams
     rotations: tuple[int, ...]
     conjugation: bool
-    input_shape: tuple[int, int]
+    input_shape: tuple[int, ...]
     input_layout: PackedLayout
     batch: int
     out_features: int
     input_range: tuple[float, float] | None = None
     model_id: str = ""
     output: str = "logits"
+    #: None (the values) or the summed-area-table encoding of a first box convolution
+    #: (``{"kind": "sat", "kernel", "stride", "pads"}``, see :mod:`privkit.fhe.encoding`)
+    input_encoding: dict[str, Any] | None = None
 
     @classmethod
     def from_program(cls, program: EncryptedProgram) -> ClientSpec:
@@ -478,7 +391,8 @@ class ClientSpec:
                 mid = ""
         return cls(program.params, tuple(program.rotations), bool(program.conjugation),
                    tuple(program.input_shape), program.input_layout, int(program.batch),
-                   int(program.out_features), program.input_range, mid)
+                   int(program.out_features), program.input_range, mid,
+                   input_encoding=_encoding_of(program))
 
     # -- client operations
     def check_input(self, x: np.ndarray) -> None:
@@ -497,18 +411,8 @@ class ClientSpec:
 
     def encode_input(self, x: np.ndarray) -> np.ndarray:
         """Input -> the slot vector to encrypt (same as ``EncryptedProgram.encode_input``)."""
-        x = np.asarray(x, dtype=np.float64)
-        c, length = self.input_shape
-        want = (self.batch, c, length)
-        if x.ndim == 1 and c == 1 and self.batch == 1:
-            x = x[None, None, :]
-        elif x.ndim == 2 and (c == 1 and self.batch > 1 or self.batch == 1):
-            x = x[:, None, :] if self.batch > 1 else x[None]
-        if x.shape != want:
-            shown = want if self.batch > 1 else (c, length)
-            raise ShapeError(f"the model expects input of shape {shown}, got {x.shape}")
-        vec = pack(x.reshape(self.batch * c, length), self.input_layout, self.params.slots)
-        return vec[: self.input_layout.span]
+        sat = None if self.input_encoding is None else sat_from_dict(self.input_encoding, self.input_shape)
+        return encode_slots(x, self.input_shape, self.batch, self.input_layout, self.params.slots, sat)
 
     def decode_output(self, values: np.ndarray) -> np.ndarray:
         """Decrypted slot values -> logits ``(out_features,)`` (``(batch, out_features)``)."""
@@ -523,7 +427,8 @@ class ClientSpec:
                 "input_layout": dataclasses.asdict(self.input_layout), "batch": self.batch,
                 "out_features": self.out_features,
                 "input_range": None if self.input_range is None else list(self.input_range),
-                "model_id": self.model_id, "output": self.output}
+                "model_id": self.model_id, "output": self.output,
+                "input_encoding": self.input_encoding}
 
     @classmethod
     def from_dict(cls, d: Any) -> ClientSpec:
@@ -533,13 +438,23 @@ class ClientSpec:
             params = CKKSParams.from_dict(d["params"])
             slots = params.slots
             lay = d["input_layout"]
+            shape = tuple(_int(v, 1, _MAX_DIM) for v in d["input_shape"])
+            if not 2 <= len(shape) <= 4 or math.prod(shape) > _MAX_INPUT:
+                raise ValueError(f"input shape {shape}")
+            lshape = lay.get("shape", [])
+            lgaps = lay.get("gaps", [])
+            if not isinstance(lshape, list) or not isinstance(lgaps, list) or len(lshape) > 3 or len(lgaps) > 3:
+                raise ValueError("input layout shape / gaps must be lists of at most 3 axes")
             layout = PackedLayout(_int(lay["channels"], 1, slots), _int(lay["length"], 1, slots),
                                   _int(lay["gap"], 1, slots), _int(lay["block"], 0, slots),
-                                  _bool(lay["clean"]))
-            shape = tuple(_int(v, 1, _MAX_DIM) for v in d["input_shape"])
-            if len(shape) != 2:
-                raise ValueError(f"input shape {shape}")
+                                  _bool(lay["clean"]), tuple(_int(v, 1, slots) for v in lshape),
+                                  tuple(_int(v, 1, slots) for v in lgaps))
+            enc = d.get("input_encoding")
+            if enc is not None:
+                sat_from_dict(enc, shape)  # checked now, not at the first encrypt
             batch, outs = _int(d["batch"], 1, 4096), _int(d["out_features"], 1, slots)
+            if math.prod(shape) * batch > _MAX_INPUT or layout.channels != shape[0] * batch:
+                raise ValueError(f"input layout {layout} does not hold {batch} inputs of {shape}")
             if layout.span > slots or batch * outs > slots:
                 raise ValueError(f"layout span {layout.span} or {batch} x {outs} outputs exceed "
                                  f"the {slots} slots")
@@ -550,8 +465,8 @@ class ClientSpec:
             return cls(params, tuple(_int(r, -slots, slots) for r in rots),
                        _bool(d["conjugation"]), shape, layout, batch, outs,
                        None if rng is None else _check_range(rng), _str(d["model_id"]),
-                       _str(d["output"]))
-        except (KeyError, TypeError, ValueError, OverflowError, ShapeError, ParameterError) as e:
+                       _str(d["output"]), input_encoding=enc)
+        except (KeyError, TypeError, ValueError, OverflowError, AttributeError, ShapeError, ParameterError) as e:
             raise EnvelopeError(f"malformed client spec: {e}") from None
 
     def to_bytes(self, *, sign_with: Any = None) -> bytes:

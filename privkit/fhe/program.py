@@ -23,7 +23,7 @@ from ..errors import (
 )
 from .backend import Backend, Ciphertext
 from .keys import KeySet, PublicBundle
-from .ops.packed import PackedLayout, pack, unpack
+from .ops.packed import PackedLayout, unpack
 from .params import CKKSParams
 
 __all__ = ["EncryptedProgram", "Step"]
@@ -77,7 +77,7 @@ class EncryptedProgram:
         conjugation: bool,
         reference: Any = None,
         batch: int = 1,
-        input_encoding: tuple[str, Callable[[np.ndarray], np.ndarray]] | None = None,
+        input_encoding: tuple[str, Any] | None = None,
     ) -> None:
         self.params = params
         self.steps = steps
@@ -87,8 +87,9 @@ class EncryptedProgram:
         self.conjugation = conjugation
         self._reference = reference  # the torch model (plaintext twin), for traces
         self.batch = batch
-        #: (name, fn): the client transforms each input channel before packing (e.g. "sat": the
-        #: summed-area table of the zero-padded channel, for a first box convolution)
+        #: (name, geometry): the client transforms each input channel before packing; only
+        #: ("sat", SatGeometry): the summed-area table of the zero-padded channel, for a first
+        #: box convolution (see privkit.fhe.encoding)
         self.input_encoding = input_encoding
         self._last: list[LayerReport] = []
         #: calibrated input range (low, high), public (part of client_info and the client spec);
@@ -221,25 +222,12 @@ class EncryptedProgram:
         warned about (:class:`~privkit.errors.InputRangeWarning`), refused
         (:class:`~privkit.errors.InputRangeError`) or ignored.
         """
+        from .encoding import encode_slots
+
         x = np.asarray(x, dtype=np.float64)
         self._check_input_range(x, self.on_range if on_range is None else on_range)
-        c, spatial = self.input_shape[0], tuple(self.input_shape[1:])
-        want = (self.batch, c, *spatial)
-        nd = len(spatial)
-        if x.ndim == nd and c == 1 and self.batch == 1:
-            x = x[None, None]
-        elif x.ndim == nd + 1 and (c == 1 and self.batch > 1 or self.batch == 1):
-            x = x[:, None] if self.batch > 1 else x[None]
-        if x.shape != want:
-            shown = want if self.batch > 1 else (c, *spatial)
-            raise ShapeError(f"the program expects input of shape {shown}, got {x.shape}")
-        if self.input_encoding is not None:
-            enc = self.input_encoding[1]
-            x = np.stack([np.asarray(enc(ch), dtype=np.float64).ravel() for ch in x.reshape(self.batch * c, *spatial)])
-        else:
-            x = x.reshape(self.batch * c, int(np.prod(spatial)))
-        vec = pack(x, self.input_layout, self.params.slots)
-        return vec[: self.input_layout.span]
+        sat = self.input_encoding[1] if self.input_encoding is not None else None
+        return encode_slots(x, self.input_shape, self.batch, self.input_layout, self.params.slots, sat)
 
     def _check_input_range(self, x: np.ndarray, on_range: str) -> None:
         if on_range not in ("warn", "raise", "ignore"):

@@ -288,7 +288,8 @@ class BoxReplacementReport:
 def replace_conv_with_box(
     model: nn.Module, tol: float = 0.01, max_boxes: int | None = None, *, inplace: bool = False,
 ) -> tuple[nn.Module, BoxReplacementReport]:
-    """Replace every ``nn.Conv1d/2d/3d`` of ``model`` by the matching ``BoxConvNd``.
+    """Replace every ``nn.Conv1d/2d/3d`` of ``model`` (subclasses included, such as
+    ``privkit.nn.Conv2d``) by the matching ``BoxConvNd``.
 
     Returns the new model (a deep copy unless ``inplace``) and a :class:`BoxReplacementReport`
     (boxes, multiplications saved and kernel errors per layer). Compare the two models'
@@ -302,7 +303,7 @@ def replace_conv_with_box(
     for name, mod in list(target.named_modules()):
         for child_name, child in list(mod.named_children()):
             for n, cls in _CONV.items():
-                if type(child) is cls:
+                if isinstance(child, cls):
                     try:
                         box = _BOX[n].from_conv(child, tol=tol, max_boxes=max_boxes)
                     except (ParameterError, ShapeError) as e:

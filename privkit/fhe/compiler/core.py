@@ -296,7 +296,7 @@ def compile(model: Any, input_shape: tuple[int, ...], params: CKKSParams | str =
         if need <= p.depth:
             # no lowering uses complex conjugation (the DFT paths keep real data in real slots)
             return EncryptedProgram(p, steps, in_layout, input_shape, outs // batch, False, reference=ref,
-                                    batch=batch, input_encoding=("sat", sat.pack_sat) if sat else None)
+                                    batch=batch, input_encoding=("sat", sat) if sat else None)
         last_err = _depth_error(steps, p, auto=params == "auto")
     assert last_err is not None
     if isinstance(last_err, ShapeError) and params == "auto":
