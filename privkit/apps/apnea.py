@@ -81,6 +81,10 @@ class ApneaConfig:
     #: trainings from different initialisations; the one with the lowest validation loss is
     #: kept (needs ``val_fraction``): quadratic activations sometimes start in a poor basin
     restarts: int = 1
+    #: v2: the quadratic coefficients a2 are kept >= this after every step. The compiler runs
+    #: a per-channel quadratic in ONE level only when all its a2 share a sign (mixed signs cost
+    #: two); 0 leaves them free
+    min_quadratic: float = 1e-2
     #: "constant" or "cosine" (the learning rate decays to lr/100 over ``epochs``)
     lr_schedule: str = "constant"
 
@@ -128,7 +132,7 @@ _LIMITS: dict[str, tuple[float, float]] = {
     "finetune_epochs": (0, 1e6), "batch_size": (1, 1 << 20), "lr": (0, 100),
     "weight_decay": (0, 100), "seed": (0, 2**63), "calibration_margin": (0, 1e3),
     "blocks": (0, 3), "val_fraction": (0, 0.9), "patience": (1, 1e6), "act_penalty": (0, 1e6),
-    "act_bound": (0, 1e6), "restarts": (1, 100),
+    "act_bound": (0, 1e6), "restarts": (1, 100), "min_quadratic": (0, 1e6),
 }
 
 
@@ -268,6 +272,11 @@ class ApneaDetector(PrivateModel):
                         torch.relu(a.abs() - cfg.act_bound).pow(2).mean() for a in seen)
                 loss.backward()
                 opt.step()
+                if cfg.min_quadratic > 0:
+                    with torch.no_grad():  # one sign for every a2: the compiler folds each quadratic into one level
+                        for m in self.model.modules():
+                            if isinstance(m, pnn.PolyAct) and m.learnable and m.degree == 2:
+                                m.coeffs[:, 2].clamp_(min=cfg.min_quadratic)
                 tot += float(loss.detach())
                 nb += 1
             rec: dict[str, float] = {"epoch": epoch + 1, "loss": tot / max(nb, 1)}
