@@ -92,7 +92,7 @@ class ApneaConfig:
     def for_arch(cls, arch: str = "v1", **overrides: Any) -> ApneaConfig:
         """The measured defaults of an architecture, then ``overrides``.
 
-        v2: first kernel 32, stride 2 in blocks 2-3, 60 epochs of AdamW at lr 1e-2 with a
+        v2: first kernel 32 with stride 8, stride 2 in blocks 2-3, 60 epochs of AdamW at lr 1e-2 with a
         cosine decay, 20% of the subjects held out for early stopping (patience 20) and the
         best of 3 restarts (docs/encrypted_inference.md has the measurements).
 
@@ -121,7 +121,7 @@ class ApneaConfig:
 
 #: per-architecture defaults (ApneaConfig.for_arch); the dataclass defaults are v1's
 _ARCH_DEFAULTS: dict[str, dict[str, Any]] = {
-    "v2": {"kernel1": 32, "stride2": 2, "epochs": 60, "finetune_epochs": 0, "lr": 1e-2,
+    "v2": {"kernel1": 32, "stride1": 8, "stride2": 2, "epochs": 60, "finetune_epochs": 0, "lr": 1e-2,
            "lr_schedule": "cosine", "val_fraction": 0.2, "patience": 20, "restarts": 3},
 }
 
