@@ -466,3 +466,31 @@ def test_global_avg_pool_folds_into_a_conv_and_torch_adaptive_pool_maps():
     with pytest.raises(ShapeError, match="does not accept"):  # 2-D data: torch refuses it first
         fhe.compile(torch.nn.Sequential(pnn.Conv2d(1, 1, 2), pnn.GlobalAvgPool1d(), pnn.Flatten(),
                                         pnn.Linear(1, 2)), input_shape=(1, 4, 4))
+
+
+@given(k=st.integers(1, 40), cin=st.integers(1, 3), cout=st.integers(1, 4), stride=st.integers(1, 8),
+       pad=st.integers(0, 2), seed=st.integers(0, 999))
+@settings(deadline=None)
+def test_long_1d_kernels_use_baby_giant_taps_and_match_torch(k, cin, cout, stride, pad, seed):
+    """A 1-D kernel of k taps is split into baby and giant rotations when that rotates less
+    (k=32 on one input channel: 10 rotations instead of 31); same result as torch."""
+    from privkit.fhe.ops.packed import _split_1d
+
+    length = k + 3 * stride + 5
+    torch.manual_seed(seed)
+    model = torch.nn.Sequential(pnn.Conv1d(cin, cout, k, stride=stride, padding=pad), pnn.Flatten(),
+                                pnn.Linear(cout * ((length + 2 * pad - k) // stride + 1), 2)).eval()
+    program, err = _check(model, (cin, length), seed)
+    n_deltas = 1 if cin == 1 and cout > 1 else cin + cout - 1
+    nb = _split_1d(k, n_deltas)
+    if nb is not None:  # cheaper than one rotation per tap
+        assert nb - 1 + n_deltas * -(-k // nb) - 1 < k - 1 + n_deltas - 1
+    target(err)
+
+
+def test_first_apnea_conv_rotations_drop_with_baby_giant_taps():
+    from privkit.fhe.ops.packed import PackedLayout, conv_packed_rotations
+
+    lay = PackedLayout(1, 1408, 1, 2048, clean=True)
+    # 1 -> 4 channels, k=32: 7 baby + 3 giant steps + 2 to replicate the input (was 31 + 2)
+    assert len(conv_packed_rotations((4, 1, 32), lay, 8, 0, 8192)) == 12
