@@ -221,9 +221,10 @@ def _conv_plan(weight: np.ndarray, layout: PackedLayout, stride: int | tuple[int
 
 def _split_1d(k: int, n_deltas: int) -> int | None:
     """Baby steps per giant step for a 1-D kernel of ``k`` taps (taps ``t = j * nb + i``: baby
-    rotation ``i``, giant rotation ``j * nb``), or None when one rotation per tap is cheaper.
+    rotation ``i``, giant rotation ``j * nb``), or None unless that saves a third of the
+    rotations of one rotation per tap.
 
-    >>> _split_1d(32, 1), _split_1d(8, 7), _split_1d(3, 1)
+    >>> _split_1d(32, 1), _split_1d(8, 7), _split_1d(5, 1)
     (8, None, None)
     """
     flat = k - 1 + n_deltas - 1
@@ -232,7 +233,9 @@ def _split_1d(k: int, n_deltas: int) -> int | None:
         c = nb - 1 + n_deltas * math.ceil(k / nb) - 1
         if c < cost:
             best, cost = nb, c
-    return best
+    # only when it saves a third of the rotations: a giant rotation adds its key-switching noise
+    # after the product, so a saving of one rotation on a short kernel is not worth it
+    return best if 3 * cost < 2 * flat else None
 
 
 def _tap_split(layout: PackedLayout, ksz: tuple[int, ...], pd: tuple[int, ...],
