@@ -9,7 +9,8 @@ Run:  python bench/apnea_v2.py [--train 1200] [--test 400] [--encrypted 200] [--
 * ReLU CNN: Conv 16/32/32 channels, BatchNorm, ReLU, max pooling, global average pool; 20 epochs
   of AdamW with a cosine decay (plaintext only: it has no encrypted form at this depth).
 * Encrypted: real CKKS (SEAL, N=16384, 128-bit) on the first ``--encrypted`` test windows, one
-  window per ciphertext; agreement with the plaintext v2 and latency per window (server run only).
+  window per ciphertext; agreement with the plaintext v2 and latency per window (server run only);
+  v1 on ``--v1-encrypted`` windows for its latency.
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ def main() -> None:
     ap.add_argument("--train", type=int, default=1200)
     ap.add_argument("--test", type=int, default=400)
     ap.add_argument("--encrypted", type=int, default=200, help="test windows run under SEAL (0: none)")
+    ap.add_argument("--v1-encrypted", type=int, default=10, help="test windows of v1 run under SEAL (latency)")
     ap.add_argument("--effect", type=float, default=2.0)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--seeds", default="", help="e.g. 0,1,2,3,4: plaintext v2 accuracy spread")
@@ -124,6 +126,14 @@ def main() -> None:
                     f"plaintext accuracy on the same windows {mp['accuracy']:.4f}; latency median "
                     f"{np.median(lat):.2f} s, max {np.max(lat):.2f} s per window ({p2.params.describe()})")
 
+    if args.v1_encrypted > 0:
+        n1 = min(args.v1_encrypted, len(test.x))
+        enc1, info1 = v1.predict_encrypted(test.x[:n1])
+        agree1 = np.mean(enc1.argmax(1) == v1.logits(test.x[:n1]).argmax(1))
+        rows.append((f"privkit v1, encrypted ({n1} windows)", binary_metrics(test.y[:n1], enc1.argmax(1)),
+                     n_params(v1.model), p1.depth, f"{np.median(info1['latency_s']):.2f} s/window"))
+        print(f"v1 encrypted vs plaintext on {n1} windows: agreement {agree1 * 100:.1f}%, median latency "
+              f"{np.median(info1['latency_s']):.2f} s per window ({p1.params.describe()})")
     print(f"\n{'model':<38}{'accuracy':>9}{'sens':>7}{'spec':>7}{'params':>8}{'depth':>7}  time")
     for name, m, npar, depth, tm in rows:
         print(f"{name:<38}{m['accuracy']:>9.4f}{m['sensitivity']:>7.3f}{m['specificity']:>7.3f}{npar:>8}"

@@ -122,7 +122,8 @@ class ApneaConfig:
 #: per-architecture defaults (ApneaConfig.for_arch); the dataclass defaults are v1's
 _ARCH_DEFAULTS: dict[str, dict[str, Any]] = {
     "v2": {"kernel1": 32, "stride1": 8, "stride2": 2, "epochs": 60, "finetune_epochs": 0, "lr": 1e-2,
-           "lr_schedule": "cosine", "val_fraction": 0.2, "patience": 20, "restarts": 3},
+           "lr_schedule": "cosine", "val_fraction": 0.2, "patience": 20, "restarts": 3,
+           "linear_method": "bsgs"},
 }
 
 #: limits on the config fields of a loaded detector (checked before anything is built)
