@@ -42,6 +42,7 @@ PROPERTY_TESTS = {
     "box_conv1d": "test_compile_nd::test_box_conv_matches_torch",
     "box_conv2d": "test_compile_nd::test_box_conv_matches_torch",
     "box_conv3d": "test_compile_nd::test_box_conv_matches_torch",
+    "globalavgpool1d": "test_compile_nd::test_global_avg_pool_1d_matches_torch",
 }
 
 
@@ -414,3 +415,82 @@ def test_learnable_per_channel_polyact_trains_and_compiles():
     assert act.coeffs.grad is not None and not torch.equal(act.coeffs.detach(), before)
     program, err = _check(model.eval(), (1, 6, 6), 11)
     assert next(s for s in program.steps if s.kind == "polyact").depth == 1
+
+
+@given(length=st.integers(4, 70), cin=st.integers(1, 3), cout=st.integers(1, 4), k=st.integers(1, 4),
+       stride=st.integers(1, 3), head=st.sampled_from(["linear", "square"]), batch=st.sampled_from([1, 2]),
+       seed=st.integers(0, 999))
+@settings(deadline=None)
+def test_global_avg_pool_1d_matches_torch(length, cin, cout, k, stride, head, batch, seed):
+    """Mean over the length axis by a logarithmic rotate-and-sum on the gapped layout (any
+    length, not only powers of two); the 1/L folded into the next linear layer (0 levels), or
+    one scalar product (1 level) when a non-affine layer (a square) comes next."""
+    assume((length - k) // stride + 1 >= 1)
+    torch.manual_seed(seed)
+    layers = [pnn.Conv1d(cin, cout, k, stride=stride),
+              pnn.PolyAct(degree=2, learnable=True, per_channel=True, channels=cout), pnn.GlobalAvgPool1d()]
+    if head == "square":
+        layers.append(pnn.Square())
+    model = torch.nn.Sequential(*layers, pnn.Flatten(), pnn.Linear(cout, 2)).eval()
+    program, err = _check(model, (cin, length), seed, batch=batch)
+    step = next(s for s in program.steps if s.kind == "globalavgpool1d")
+    assert step.depth == (0 if head == "linear" else 1), program.plan_table()
+    n = (length - k) // stride + 1
+    assert len(step.rotations) <= 2 * max(1, n).bit_length()
+    target(err)
+
+
+def test_global_avg_pool_window_sum_plan_covers_every_element():
+    from privkit.fhe.compiler.rules.pool import window_sum_plan
+
+    for n in range(1, 130):
+        doublings, offsets = window_sum_plan(n)
+        covered = []
+        for i, off in enumerate(offsets):
+            if off >= 0:
+                covered += list(range(off, off + 2**i))
+        assert sorted(covered) == list(range(n)), n
+
+
+def test_global_avg_pool_folds_into_a_conv_and_torch_adaptive_pool_maps():
+    torch.manual_seed(3)
+    model = torch.nn.Sequential(pnn.Conv1d(1, 2, 3), pnn.GlobalAvgPool1d(), pnn.Conv1d(2, 2, 1),
+                                pnn.Flatten(), pnn.Linear(2, 2)).eval()
+    program, err = _check(model, (1, 12), 3)
+    # a conv is affine too: the 1/L folds into it; make_fhe_compatible maps AdaptiveAvgPool1d(1)
+    assert next(s for s in program.steps if s.kind == "globalavgpool1d").depth == 0
+    tm = torch.nn.Sequential(torch.nn.Conv1d(1, 2, 3), torch.nn.AdaptiveAvgPool1d(1), torch.nn.Flatten(),
+                             torch.nn.Linear(2, 2))
+    pnn.make_fhe_compatible(tm)
+    assert isinstance(tm[1], pnn.GlobalAvgPool1d)
+    with pytest.raises(ShapeError, match="does not accept"):  # 2-D data: torch refuses it first
+        fhe.compile(torch.nn.Sequential(pnn.Conv2d(1, 1, 2), pnn.GlobalAvgPool1d(), pnn.Flatten(),
+                                        pnn.Linear(1, 2)), input_shape=(1, 4, 4))
+
+
+@given(k=st.integers(1, 40), cin=st.integers(1, 3), cout=st.integers(1, 4), stride=st.integers(1, 8),
+       pad=st.integers(0, 2), seed=st.integers(0, 999))
+@settings(deadline=None)
+def test_long_1d_kernels_use_baby_giant_taps_and_match_torch(k, cin, cout, stride, pad, seed):
+    """A 1-D kernel of k taps is split into baby and giant rotations when that rotates less
+    (k=32 on one input channel: 10 rotations instead of 31); same result as torch."""
+    from privkit.fhe.ops.packed import _split_1d
+
+    length = k + 3 * stride + 5
+    torch.manual_seed(seed)
+    model = torch.nn.Sequential(pnn.Conv1d(cin, cout, k, stride=stride, padding=pad), pnn.Flatten(),
+                                pnn.Linear(cout * ((length + 2 * pad - k) // stride + 1), 2)).eval()
+    program, err = _check(model, (cin, length), seed)
+    n_deltas = 1 if cin == 1 and cout > 1 else cin + cout - 1
+    nb = _split_1d(k, n_deltas)
+    if nb is not None:  # cheaper than one rotation per tap
+        assert 3 * (nb - 1 + n_deltas * -(-k // nb) - 1) < 2 * (k - 1 + n_deltas - 1)
+    target(err)
+
+
+def test_first_apnea_conv_rotations_drop_with_baby_giant_taps():
+    from privkit.fhe.ops.packed import PackedLayout, conv_packed_rotations
+
+    lay = PackedLayout(1, 1408, 1, 2048, clean=True)
+    # 1 -> 4 channels, k=32: 7 baby + 3 giant steps + 2 to replicate the input (was 31 + 2)
+    assert len(conv_packed_rotations((4, 1, 32), lay, 8, 0, 8192)) == 12

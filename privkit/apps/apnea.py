@@ -44,13 +44,17 @@ class ApneaConfig:
     10 levels (N=32768).
     """
 
+    #: "v1": PolyReLU (a fitted ReLU approximation) and a flatten + linear head; "v2": a
+    #: trainable per-channel quadratic (PolyAct, one level), three blocks and a global
+    #: average pool before a small linear head
+    arch: str = "v1"
     window: int = WINDOW
     channels: int = 4
     kernel1: int = 16
     stride1: int = 4
     kernel2: int = 8
     stride2: int = 4
-    blocks: int = 2
+    blocks: int = 0  # 0: the architecture's default (v1: 2, v2: 3)
     pool: str = "avg"  # "avg" (free) or "max" (approximate max, deeper)
     relu_degree: int = 3
     relu_mode: str = "poly"  # "poly" (one fitted polynomial) or "composite" (sign composition)
@@ -65,13 +69,62 @@ class ApneaConfig:
     seed: int = 0
     #: calibrated bound = largest training activation x margin (unseen subjects reach ~15% more)
     calibration_margin: float = 1.25
+    #: fraction of the training SUBJECTS held out for early stopping (0: train on everything,
+    #: keep the last epoch); needs data with subject ids (ECGWindows)
+    val_fraction: float = 0.0
+    #: epochs without a better validation loss before training stops (with ``val_fraction``)
+    patience: int = 6
+    #: weight of the penalty on activation inputs above ``act_bound`` (v2: keeps the quadratic's
+    #: inputs, hence the encrypted values, small)
+    act_penalty: float = 1e-2
+    act_bound: float = 4.0
+    #: trainings from different initialisations; the one with the lowest validation loss is
+    #: kept (needs ``val_fraction``): quadratic activations sometimes start in a poor basin
+    restarts: int = 1
+    #: v2: the quadratic coefficients a2 are kept >= this after every step. The compiler runs
+    #: a per-channel quadratic in ONE level only when all its a2 share a sign (mixed signs cost
+    #: two); 0 leaves them free
+    min_quadratic: float = 1e-2
+    #: "constant" or "cosine" (the learning rate decays to lr/100 over ``epochs``)
+    lr_schedule: str = "constant"
+
+    @classmethod
+    def for_arch(cls, arch: str = "v1", **overrides: Any) -> ApneaConfig:
+        """The measured defaults of an architecture, then ``overrides``.
+
+        v2: first kernel 32 with stride 8, stride 2 in blocks 2-3, 60 epochs of AdamW at lr 1e-2 with a
+        cosine decay, 20% of the subjects held out for early stopping (patience 20) and the
+        best of 3 restarts (docs/encrypted_inference.md has the measurements).
+
+        >>> ApneaConfig.for_arch("v2").kernel1, ApneaConfig.for_arch("v2", seed=3).seed
+        (32, 3)
+        """
+        base = dict(_ARCH_DEFAULTS.get(arch, {}))
+        base.update(overrides)
+        return cls(arch=arch, **base)
+
+    @property
+    def n_blocks(self) -> int:
+        """``blocks``, or the architecture's default when it is 0 (v1: 2, v2: 3)."""
+        return self.blocks or (3 if self.arch == "v2" else 2)
 
     def __post_init__(self) -> None:
-        if self.blocks not in (1, 2, 3):
+        if self.arch not in ("v1", "v2"):
+            raise ParameterError(f"arch must be 'v1' or 'v2', got {self.arch!r}")
+        if self.lr_schedule not in ("constant", "cosine"):
+            raise ParameterError(f"lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
+        if self.n_blocks not in (1, 2, 3):
             raise ParameterError(f"blocks must be 1, 2 or 3, got {self.blocks}")
         if self.pool not in ("avg", "max"):
             raise ParameterError(f"pool must be 'avg' or 'max', got {self.pool!r}")
 
+
+#: per-architecture defaults (ApneaConfig.for_arch); the dataclass defaults are v1's
+_ARCH_DEFAULTS: dict[str, dict[str, Any]] = {
+    "v2": {"kernel1": 32, "stride1": 8, "stride2": 2, "epochs": 60, "finetune_epochs": 0, "lr": 1e-2,
+           "lr_schedule": "cosine", "val_fraction": 0.2, "patience": 20, "restarts": 3,
+           "linear_method": "bsgs"},
+}
 
 #: limits on the config fields of a loaded detector (checked before anything is built)
 _LIMITS: dict[str, tuple[float, float]] = {
@@ -79,29 +132,44 @@ _LIMITS: dict[str, tuple[float, float]] = {
     "kernel2": (1, 4096), "stride2": (1, 4096), "relu_degree": (1, 64), "epochs": (0, 1e6),
     "finetune_epochs": (0, 1e6), "batch_size": (1, 1 << 20), "lr": (0, 100),
     "weight_decay": (0, 100), "seed": (0, 2**63), "calibration_margin": (0, 1e3),
+    "blocks": (0, 3), "val_fraction": (0, 0.9), "patience": (1, 1e6), "act_penalty": (0, 1e6),
+    "act_bound": (0, 1e6), "restarts": (1, 100), "min_quadratic": (0, 1e6),
 }
 
 
 def build_apnea_model(cfg: ApneaConfig) -> torch.nn.Sequential:
-    """conv (-> BatchNorm, folded when compiled) -> PolyReLU -> pool blocks, then Flatten -> Linear(2).
+    """The detector network for ``cfg.arch``.
+
+    v1: conv (-> BatchNorm, folded when compiled) -> PolyReLU -> pool blocks, then Flatten ->
+    Linear(2). v2: conv -> BatchNorm -> PolyAct (trainable quadratic per channel, one level) ->
+    AvgPool1d(2) blocks (the last without its pool), then GlobalAvgPool1d -> Flatten -> Linear(channels, 2).
 
     Only the first convolution can use ``conv_method="freq"`` (it needs a compact one-channel
     input); later ones are spatial.
     """
     layers: list[torch.nn.Module] = []
     length, cin = cfg.window, 1
-    for b in range(cfg.blocks):
+    for b in range(cfg.n_blocks):
         k, s = (cfg.kernel1, cfg.stride1) if b == 0 else (cfg.kernel2, cfg.stride2)
         layers.append(pnn.Conv1d(cin, cfg.channels, k, stride=s, method=cfg.conv_method if b == 0 else "spatial"))
         if cfg.batchnorm:
             layers.append(torch.nn.BatchNorm1d(cfg.channels))
-        layers.append(pnn.PolyReLU(degree=cfg.relu_degree, mode=cfg.relu_mode))
+        if cfg.arch == "v2":
+            layers.append(pnn.PolyAct(degree=2, learnable=True, per_channel=True, channels=cfg.channels))
+        else:
+            layers.append(pnn.PolyReLU(degree=cfg.relu_degree, mode=cfg.relu_mode))
+        length = (length - k) // s + 1 if length >= k else 0
+        if cfg.arch == "v2" and b == cfg.n_blocks - 1:
+            break  # the global average pool follows: a pool here would add nothing
         layers.append(pnn.AvgPool1d(2) if cfg.pool == "avg" else pnn.ApproxMaxPool1d(2))
-        length = ((length - k) // s + 1 - 2) // 2 + 1
+        length = (length - 2) // 2 + 1 if length >= 2 else 0
         cin = cfg.channels
     if length < 1:
         raise ParameterError("the window is too short for this many blocks / strides")
-    layers += [pnn.Flatten(), pnn.Linear(cfg.channels * length, 2, method=cfg.linear_method)]
+    if cfg.arch == "v2":
+        layers += [pnn.GlobalAvgPool1d(), pnn.Flatten(), pnn.Linear(cfg.channels, 2, method=cfg.linear_method)]
+    else:
+        layers += [pnn.Flatten(), pnn.Linear(cfg.channels * length, 2, method=cfg.linear_method)]
     return torch.nn.Sequential(*layers)
 
 
@@ -111,6 +179,24 @@ def _as_xy(data: Any) -> tuple[np.ndarray, np.ndarray]:
     if isinstance(data, (tuple, list)) and len(data) == 2:
         return np.asarray(data[0], dtype=np.float32), np.asarray(data[1], dtype=np.int64)
     raise ShapeError("data must be ECGWindows or a tuple (x, y) with x of shape (n, window)")
+
+
+def _subject_split(data: Any, x: np.ndarray, y: np.ndarray, fraction: float,
+                   seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """Hold out ``fraction`` of the subjects (whole subjects, so validation is on unseen people)."""
+    if fraction <= 0:
+        return x, y, None, None
+    subj = getattr(data, "subject", None)
+    if subj is None or len(subj) != len(x):
+        raise ParameterError("val_fraction > 0 needs data with subject ids (ECGWindows); pass "
+                             "val_fraction=0 for a plain (x, y) tuple")
+    ids = np.unique(np.asarray(subj))
+    if len(ids) < 2:
+        raise ParameterError(f"val_fraction needs at least 2 subjects, the data has {len(ids)}")
+    rng = np.random.default_rng(seed)
+    n_val = min(len(ids) - 1, max(1, int(round(len(ids) * fraction))))
+    held = np.isin(np.asarray(subj), rng.choice(ids, n_val, replace=False))
+    return x[~held], y[~held], x[held], y[held]
 
 
 def binary_metrics(y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
@@ -131,8 +217,10 @@ class ApneaDetector(PrivateModel):
     model_kind = "apnea-detector"
 
     def __init__(self, config: ApneaConfig | None = None, **overrides: Any) -> None:
-        cfg = config or ApneaConfig()
-        self.config = dataclasses.replace(cfg, **overrides) if overrides else cfg
+        if config is None:  # ApneaDetector(arch="v2", ...) starts from v2's measured defaults
+            self.config = ApneaConfig.for_arch(overrides.pop("arch", "v1"), **overrides)
+        else:
+            self.config = dataclasses.replace(config, **overrides) if overrides else config
         torch.manual_seed(self.config.seed)
         self.model = build_apnea_model(self.config)
         self.history: list[dict[str, float]] = []
@@ -145,49 +233,116 @@ class ApneaDetector(PrivateModel):
 
     # -- training ------------------------------------------------------------------------------
     def fit(self, data: Any, val: Any = None, *, progress: bool = True) -> ApneaDetector:
-        """Train in plaintext with the approximations in the loop, calibrate, fine-tune."""
+        """Train in plaintext with the approximations in the loop, calibrate, fine-tune.
+
+        With ``config.val_fraction > 0`` a fraction of the training subjects is held out: the
+        weights of the epoch with the lowest validation loss are kept, and training stops after
+        ``config.patience`` epochs without improvement. ``val`` (optional) is only reported.
+        """
+        cfg = self.config
         x, y = _as_xy(data)
-        if x.ndim != 2 or x.shape[1] != self.config.window:
-            raise ShapeError(f"expected windows of shape (n, {self.config.window}), got {x.shape}")
-        gen = torch.Generator().manual_seed(self.config.seed)
-        torch.manual_seed(self.config.seed)
-        xt = torch.from_numpy(x)[:, None, :]
-        yt = torch.from_numpy(y)
+        if x.ndim != 2 or x.shape[1] != cfg.window:
+            raise ShapeError(f"expected windows of shape (n, {cfg.window}), got {x.shape}")
+        gen = torch.Generator().manual_seed(cfg.seed)
+        torch.manual_seed(cfg.seed)
         mid, half = (float(x.max()) + float(x.min())) / 2, (float(x.max()) - float(x.min())) / 2
-        self.input_range = (mid - half * self.config.calibration_margin, mid + half * self.config.calibration_margin)
-        opt = torch.optim.AdamW(self.model.parameters(), lr=self.config.lr, weight_decay=self.config.weight_decay)
-        counts = np.bincount(y, minlength=2).astype(np.float32)
+        self.input_range = (mid - half * cfg.calibration_margin, mid + half * cfg.calibration_margin)
+        xs, ys, xv, yv = _subject_split(data, x, y, cfg.val_fraction, cfg.seed)
+        if cfg.restarts > 1 and xv is None:
+            raise ParameterError("restarts > 1 picks the restart by validation loss: set val_fraction > 0")
+        xt, yt = torch.from_numpy(xs)[:, None, :], torch.from_numpy(ys)
+        counts = np.bincount(ys, minlength=2).astype(np.float32)
         weight = torch.tensor(counts.sum() / np.maximum(counts, 1) / 2)
         loss_fn = torch.nn.CrossEntropyLoss(weight=weight)
-        total = self.config.epochs + self.config.finetune_epochs
-        bar = _progress(total, progress, "train")
-        for epoch in range(total):
-            if epoch == self.config.epochs:
-                # freeze the approximations' input ranges at what the data shows
-                pnn.calibrate(self.model, xt, margin=self.config.calibration_margin)
-                for g in opt.param_groups:
-                    g["lr"] = self.config.lr / 5
+        seen: list[torch.Tensor] = []
+        bar = _progress(cfg.restarts * cfg.epochs + cfg.finetune_epochs, progress, "train")
+        opt: Any = None
+
+        def epoch_pass(epoch: int) -> dict[str, float]:
             self.model.train()
             self._eval_model = None
             perm = torch.randperm(len(xt), generator=gen)
             tot, nb = 0.0, 0
-            for i in range(0, len(xt), self.config.batch_size):
-                idx = perm[i : i + self.config.batch_size]
+            for i in range(0, len(xt), cfg.batch_size):
+                idx = perm[i : i + cfg.batch_size]
                 opt.zero_grad()
+                seen.clear()
                 loss = loss_fn(self.model(xt[idx]), yt[idx])
+                if seen:  # activation inputs beyond act_bound are penalised (small encrypted values)
+                    loss = loss + cfg.act_penalty * sum(
+                        torch.relu(a.abs() - cfg.act_bound).pow(2).mean() for a in seen)
                 loss.backward()
                 opt.step()
+                if cfg.min_quadratic > 0:
+                    with torch.no_grad():  # one sign for every a2: the compiler folds each quadratic into one level
+                        for m in self.model.modules():
+                            if isinstance(m, pnn.PolyAct) and m.learnable and m.degree == 2:
+                                m.coeffs[:, 2].clamp_(min=cfg.min_quadratic)
                 tot += float(loss.detach())
                 nb += 1
-            rec = {"epoch": epoch + 1, "loss": tot / max(nb, 1)}
+            rec: dict[str, float] = {"epoch": epoch + 1, "loss": tot / max(nb, 1)}
+            if xv is not None:
+                self.model.eval()
+                with torch.no_grad():
+                    out = self.model(torch.from_numpy(xv)[:, None, :])
+                    rec["val_loss"] = float(loss_fn(out, torch.from_numpy(yv)))
+                    rec["val_accuracy"] = float((out.argmax(1).numpy() == yv).mean())
             if val is not None:
-                rec.update({f"val_{k}": v for k, v in self.evaluate(val).items() if k != "n"})
+                rec.update({f"heldout_{k}": v for k, v in self.evaluate(val).items() if k != "n"})
             self.history.append(rec)
             bar.set_postfix({k: round(v, 4) for k, v in rec.items() if k != "epoch"})
             bar.update(1)
-        bar.close()
-        if self.config.finetune_epochs == 0:
-            pnn.calibrate(self.model, xt, margin=self.config.calibration_margin)
+            return rec
+
+        def snapshot() -> dict[str, torch.Tensor]:
+            return {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+
+        chosen: tuple[float, dict[str, torch.Tensor], int] | None = None
+        hooks: list[Any] = []
+        try:
+            for r in range(cfg.restarts):
+                if r > 0:  # a fresh initialisation; the restart with the best validation loss wins
+                    torch.manual_seed(cfg.seed + 7919 * r)
+                    self.model = build_apnea_model(cfg)
+                for h in hooks:
+                    h.remove()
+                acts = [m for m in self.model.modules() if isinstance(m, pnn.PolyAct)] if cfg.act_penalty > 0 else []
+                hooks = [m.register_forward_pre_hook(lambda _m, inp: seen.append(inp[0])) for m in acts]
+                opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+                sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(cfg.epochs, 1), eta_min=cfg.lr / 100)
+                         if cfg.lr_schedule == "cosine" else None)
+                best: tuple[float, dict[str, torch.Tensor]] | None = None
+                stale = 0
+                for epoch in range(cfg.epochs):
+                    rec = epoch_pass(epoch)
+                    if sched is not None:
+                        sched.step()
+                    if xv is None:
+                        continue
+                    if best is None or rec["val_loss"] < best[0]:
+                        best, stale = (rec["val_loss"], snapshot()), 0
+                    else:
+                        stale += 1
+                        if stale >= cfg.patience:
+                            log.info("early stop after epoch %d (best validation loss %.4f)", epoch + 1, best[0])
+                            break
+                if best is None:
+                    best = (float("inf"), snapshot())
+                if chosen is None or best[0] < chosen[0]:
+                    chosen = (best[0], best[1], r)
+            assert chosen is not None
+            log.info("kept restart %d of %d (validation loss %.4f)", chosen[2] + 1, cfg.restarts, chosen[0])
+            self.model.load_state_dict(chosen[1])
+            # freeze the approximations' input ranges at what the data shows, then fine-tune
+            pnn.calibrate(self.model, xt, margin=cfg.calibration_margin)
+            if cfg.finetune_epochs:
+                opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr / 5, weight_decay=cfg.weight_decay)
+            for epoch in range(cfg.epochs, cfg.epochs + cfg.finetune_epochs):
+                epoch_pass(epoch)
+        finally:
+            for h in hooks:
+                h.remove()
+            bar.close()
         self.model.eval()
         self._program = None
         self._eval_model = None

@@ -51,6 +51,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--epochs", type=int, default=None,
                    help="training epochs (default: 12, or 1 with --smoke)")
     d.add_argument("--backend", default="seal", choices=["seal", "sim"], help=_BACKEND_HELP)
+    d.add_argument("--arch", default="v1", choices=["v1", "v2"],
+                   help="v1: PolyReLU, 2 blocks (the default); v2: trainable quadratic, 3 blocks, "
+                        "global average pool (more accurate; early stopping on held-out subjects)")
     d.add_argument("--png", default=_DEFAULT_PNG,
                    help="where to save the figure ('' for none)")
     add_smoke(d, "48 windows, 1 epoch, 2 encrypted windows")
@@ -287,8 +290,15 @@ def run_demo(args: argparse.Namespace) -> int:
     print(f"privkit apnea demo: synthetic ECG (effect {args.effect}), {len(ytr)} training windows, "
           f"{len(yte)} test windows of unseen subjects ({xtr.shape[1]} samples at 128 Hz)", file=sys.stderr)
     t = time.perf_counter()
-    det = ApneaDetector(epochs=epochs, finetune_epochs=0 if args.smoke else 2, seed=args.seed)
-    det.fit((xtr, ytr), progress=True)
+    if getattr(args, "arch", "v1") == "v2":  # its own schedule; the subjects give the early-stopping split
+        kw = {"epochs": args.epochs} if args.epochs is not None else {}
+        if args.smoke:
+            kw.update(epochs=1, restarts=1)
+        det = ApneaDetector(arch="v2", seed=args.seed, **kw)
+        det.fit(train, progress=True)
+    else:
+        det = ApneaDetector(epochs=epochs, finetune_epochs=0 if args.smoke else 2, seed=args.seed)
+        det.fit((xtr, ytr), progress=True)
     train_s = time.perf_counter() - t
     plain_metrics = det.evaluate((xte, yte))
     plain_metrics["warnings"] = flag_metrics(plain_metrics, "plaintext test set")

@@ -60,7 +60,7 @@ class PolyAct(nn.Module, FHELayer):
             raise ParameterError(
                 f"PolyAct coeffs must be (degree + 1,) or (channels, degree + 1) with degree 1..4, got shape "
                 f"{tuple(c.shape)}")
-        if not torch.isfinite(c).all():
+        if not c.is_meta and not torch.isfinite(c).all():  # meta: a shape-only build (loading)
             raise ParameterError("PolyAct coeffs must be finite")
         if per_channel:
             if channels is None or int(channels) < 1:

@@ -35,6 +35,7 @@ __all__ = [
     "AvgPool1d",
     "AvgPool2d",
     "AvgPool3d",
+    "GlobalAvgPool1d",
     "Flatten",
     "register_layer",
     "registered_layers",
@@ -241,6 +242,27 @@ class AvgPool3d(nn.AvgPool3d, FHELayer):
 
 
 @register_layer
+class GlobalAvgPool1d(nn.AdaptiveAvgPool1d, FHELayer):
+    """Mean over the whole length axis, ``(n, c, L) -> (n, c, 1)`` (torch's
+    ``AdaptiveAvgPool1d(1)``).
+
+    Encrypted: a rotate-and-sum over the length axis in about ``2 log2(L)`` rotations and no
+    level; the ``1/L`` is folded into the next conv / linear layer by the compiler (else one
+    scalar product, one level).
+
+    >>> import torch
+    >>> GlobalAvgPool1d()(torch.tensor([[[1.0, 2.0, 6.0]]])).tolist()
+    [[[3.0]]]
+    """
+
+    def __init__(self) -> None:
+        super().__init__(1)
+
+    def fhe_spec(self) -> dict[str, Any]:
+        return {"op": "globalavgpool1d"}
+
+
+@register_layer
 class Flatten(nn.Flatten, FHELayer):
     """Flatten (channels, *spatial) -> features; free in the encrypted program (a layout change)."""
 
@@ -279,6 +301,7 @@ def _fixes() -> dict[type[nn.Module], str]:
         nn.AvgPool2d: "use privkit.nn.AvgPool2d (make_fhe_compatible swaps it)",
         nn.AvgPool3d: "use privkit.nn.AvgPool3d (make_fhe_compatible swaps it)",
         nn.MaxPool2d: "use privkit.nn.ApproxMaxPool2d (make_fhe_compatible swaps it)",
+        nn.AdaptiveAvgPool1d: "use privkit.nn.GlobalAvgPool1d (output size 1; make_fhe_compatible swaps it)",
     }
 
 
@@ -367,7 +390,7 @@ def make_fhe_compatible(model: nn.Module) -> nn.Module:
     """Swap torch layers for their privkit twins in place (weights kept); returns the model.
 
     ReLU -> PolyReLU (calibrate it afterwards), MaxPool1d/2d -> ApproxMaxPool1d/2d, Conv1d/2d/3d,
-    Linear, AvgPool1d/2d/3d and Flatten -> the privkit classes (BatchNorm1d/2d/3d stay: the
+    Linear, AvgPool1d/2d/3d, AdaptiveAvgPool1d(1) and Flatten -> the privkit classes (BatchNorm1d/2d/3d stay: the
     compiler folds them). Anything else is left for
     :func:`check_fhe_compatible` to report.
     """
@@ -385,6 +408,8 @@ def make_fhe_compatible(model: nn.Module) -> nn.Module:
             return AvgPool1d(mod.kernel_size[0], mod.stride[0])
         if t is nn.Flatten:
             return Flatten()
+        if t is nn.AdaptiveAvgPool1d and mod.output_size in (1, (1,)):
+            return GlobalAvgPool1d()
         if t is nn.Conv1d:
             new = Conv1d(mod.in_channels, mod.out_channels, mod.kernel_size[0], stride=mod.stride[0],
                          padding=mod.padding[0] if not isinstance(mod.padding, str) else 0,

@@ -219,9 +219,37 @@ def _conv_plan(weight: np.ndarray, layout: PackedLayout, stride: int | tuple[int
     return out_layout, replicated, baby, deltas, masks
 
 
-def _tap_split(layout: PackedLayout, ksz: tuple[int, ...], pd: tuple[int, ...]) -> tuple[list[int], list[int]]:
-    """(inner, outer) offset of every tap: the last axis' part and the rest."""
+def _split_1d(k: int, n_deltas: int) -> int | None:
+    """Baby steps per giant step for a 1-D kernel of ``k`` taps (taps ``t = j * nb + i``: baby
+    rotation ``i``, giant rotation ``j * nb``), or None unless that saves a third of the
+    rotations of one rotation per tap.
+
+    >>> _split_1d(32, 1), _split_1d(8, 7), _split_1d(5, 1)
+    (8, None, None)
+    """
+    flat = k - 1 + n_deltas - 1
+    best, cost = None, flat
+    for nb in range(k - 1, 1, -1):  # ties: the most baby steps (fewest giant products)
+        c = nb - 1 + n_deltas * math.ceil(k / nb) - 1
+        if c < cost:
+            best, cost = nb, c
+    # only when it saves a third of the rotations: a giant rotation adds its key-switching noise
+    # after the product, so a saving of one rotation on a short kernel is not worth it
+    return best if 3 * cost < 2 * flat else None
+
+
+def _tap_split(layout: PackedLayout, ksz: tuple[int, ...], pd: tuple[int, ...],
+               n_deltas: int = 1) -> tuple[list[int], list[int]]:
+    """(inner, outer) offset of every tap: the last axis' part and the rest (1-D: the tap index
+    split into baby and giant parts, see :func:`_split_1d`)."""
     inner, outer = [], []
+    if len(ksz) == 1:
+        nb = _split_1d(ksz[0], n_deltas) or ksz[0]
+        g = layout.gaps[0]
+        for t in range(ksz[0]):
+            inner.append((t % nb - pd[0]) * g)
+            outer.append((t - t % nb) * g)
+        return inner, outer
     for kk in np.ndindex(*ksz):
         inner.append((kk[-1] - pd[-1]) * layout.gaps[-1])
         outer.append(sum((k - p) * g for k, p, g in zip(kk[:-1], pd[:-1], layout.gaps[:-1])))
@@ -230,9 +258,10 @@ def _tap_split(layout: PackedLayout, ksz: tuple[int, ...], pd: tuple[int, ...]) 
 
 def _use_tap_bsgs(layout: PackedLayout, ksz: tuple[int, ...], n_deltas: int) -> bool:
     """Baby steps over the last kernel axis, giant steps over the others, when that rotates less
-    than one rotation per tap (a 1-input-channel 2-D / 3-D conv, typically)."""
+    than one rotation per tap (a 1-input-channel 2-D / 3-D conv, typically); a long 1-D kernel
+    is split into ``sqrt``-sized baby and giant steps the same way."""
     if len(ksz) < 2:
-        return False
+        return _split_1d(ksz[0], n_deltas) is not None
     flat = math.prod(ksz) - 1 + n_deltas - 1
     bsgs = ksz[-1] - 1 + n_deltas * math.prod(ksz[:-1]) - 1
     return bsgs < flat
@@ -250,7 +279,7 @@ def _conv_groups(weight_shape: tuple[int, ...], layout: PackedLayout, padding: A
                 if (d, t) in masks:
                     groups.setdefault(d * layout.block, []).append((step, masks[(d, t)]))
         return groups
-    inner, outer = _tap_split(layout, ksz, pd)
+    inner, outer = _tap_split(layout, ksz, pd, len(deltas))
     for d in deltas:
         for t in range(len(baby)):
             if (d, t) in masks:
@@ -289,7 +318,7 @@ def conv_packed_rotations(weight_shape: tuple[int, ...], layout: PackedLayout,
     replicated = ci_n == 1 and co_n > 1 and layout.clean
     deltas = [0] if replicated else list(range(-(co_n - 1), ci_n))
     if _use_tap_bsgs(layout, ksz, len(deltas)):
-        inner, outer = _tap_split(layout, ksz, pd)
+        inner, outer = _tap_split(layout, ksz, pd, len(deltas))
         steps = set(inner) | {d * layout.block + o for d in deltas for o in set(outer)}
     else:
         steps = {sum((k - p) * g for k, p, g in zip(kk, pd, layout.gaps)) for kk in np.ndindex(*ksz)}

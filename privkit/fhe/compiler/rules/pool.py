@@ -12,7 +12,7 @@ from ...ops import packed
 from ...ops.packed import PackedLayout
 from ..lowering import Lowered, Lowering, PlanContext, register_lowering
 
-__all__ = ["max_tree", "max_depth"]
+__all__ = ["max_tree", "max_depth", "window_sum_plan"]
 
 
 def _tuple(v: Any, n: int) -> tuple[int, ...]:
@@ -79,6 +79,78 @@ class AvgPoolLowering(Lowering):
                        f"k={k if nd > 1 else k[0]}, stride {s if nd > 1 else s[0]}"
                        + (f"; 1/{area} folded into the next layer" if fold else ""),
                        ref_scale=float(area) if fold else 1.0)
+
+
+def window_sum_plan(length: int) -> tuple[list[int], list[int]]:
+    """Rotate-and-sum of ``length`` consecutive elements in about ``2 log2(length)`` rotations.
+
+    Returns ``(doublings, offsets)`` in element units: ``cur <- cur + shift(cur, d)`` for each
+    ``d`` in ``doublings`` builds window sums of widths 1, 2, 4...; the window of width
+    ``2**i`` is added at offset ``offsets[i]`` (-1: not used) when bit ``i`` of ``length`` is set.
+
+    >>> window_sum_plan(5)
+    ([1, 2], [0, -1, 1])
+    >>> window_sum_plan(8)
+    ([1, 2, 4], [-1, -1, -1, 0])
+    """
+    if length < 1:
+        raise ParameterError(f"window length must be >= 1, got {length}")
+    doublings, offsets, off, w, n = [], [], 0, 1, int(length)
+    while True:
+        offsets.append(off if n & 1 else -1)
+        if n & 1:
+            off += w
+        n >>= 1
+        if n == 0:
+            return doublings, offsets
+        doublings.append(w)
+        w *= 2
+
+
+def _window_sum(be: Backend, ct: Ciphertext, length: int, gap: int) -> Ciphertext:
+    """``out[p] = sum_{j < length} ct[p + j * gap]`` (see :func:`window_sum_plan`)."""
+    doublings, offsets = window_sum_plan(length)
+    acc, cur = None, ct
+    for i, off in enumerate(offsets):
+        if off >= 0:
+            term = cur if off == 0 else be.rotate(cur, off * gap)
+            acc = term if acc is None else be.add(acc, term)
+        if i < len(doublings):
+            cur = be.add(cur, be.rotate(cur, doublings[i] * gap))
+    assert acc is not None
+    return acc
+
+
+@register_lowering("globalavgpool1d")
+class GlobalAvgPoolLowering(Lowering):
+    """Mean over the length axis: a logarithmic rotate-and-sum (no level); the ``1/L`` goes
+    into the next conv or linear layer when one follows (else one scalar product, one level)."""
+
+    def depth(self, spec: dict[str, Any]) -> int:
+        return 1  # on its own; 0 when the compiler folds the 1/L forward
+
+    def plan(self, spec: dict[str, Any], ctx: PlanContext) -> Lowered:
+        lay_in = ctx.layout
+        if lay_in.ndim != 1:
+            raise ParameterError(f"{ctx.name}: GlobalAvgPool1d on {lay_in.ndim}-D data (it pools 1-D signals)")
+        length, gap = int(lay_in.shape[0]), int(lay_in.gaps[0])
+        fold = ctx.next_is_affine
+        out = packed.pool_layout(lay_in, length, length)
+        out = PackedLayout.grid(out.channels, out.shape, out.gaps, out.block, clean=False)
+        doublings, offsets = window_sum_plan(length)
+        steps = sorted({d * gap for d in doublings} | {o * gap for o in offsets if o > 0})
+
+        def run(be: Backend, ct: Ciphertext) -> Ciphertext:
+            with be.counter.section("sum"):
+                y = _window_sum(be, ct, length, gap)
+            y = y.replace(length=out.span, layout=out.to_layout())
+            return y if fold else be.mul_plain(y, 1.0 / length)
+
+        if fold:
+            ctx.fold_forward *= 1.0 / length
+        return Lowered(0 if fold else 1, steps, out, run,
+                       f"L={length}, {len(steps)} rotations" + (f"; 1/{length} folded into the next layer" if fold else ""),
+                       ref_scale=float(length) if fold else 1.0)
 
 
 @register_lowering("maxpool1d", "maxpool2d")
