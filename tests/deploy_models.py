@@ -91,3 +91,14 @@ def box_program(seed: int = 0, input_sat: bool = True):
     prog = fhe.compile(m, input_shape=(1, 6, 6), params="n16384", input_sat=input_sat)
     prog.input_range = (0.0, 1.0)
     return prog
+
+
+def gap_program(seed: int = 0):
+    """The apnea v2 head: Conv1d -> learnable PolyAct -> GlobalAvgPool1d -> Flatten -> Linear."""
+    torch.manual_seed(seed)
+    m = torch.nn.Sequential(pnn.Conv1d(1, 3, 5, stride=2), pnn.PolyAct(degree=2, learnable=True, per_channel=True, channels=3),
+                            pnn.GlobalAvgPool1d(), pnn.Flatten(), pnn.Linear(3, 2))
+    m.eval()
+    prog = fhe.compile(m, input_shape=(1, 32), params="n16384")
+    prog.input_range = (-2.0, 2.0)
+    return prog

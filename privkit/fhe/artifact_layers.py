@@ -77,6 +77,7 @@ LAYERS: dict[str, tuple[str, dict[str, Any]]] = {
     "AvgPool1d": ("privkit.nn", {"kernel_size": int, "stride": int}),
     "AvgPool2d": ("privkit.nn", {"kernel_size": Ints(2), "stride": Ints(2)}),
     "AvgPool3d": ("privkit.nn", {"kernel_size": Ints(3), "stride": Ints(3)}),
+    "GlobalAvgPool1d": ("privkit.nn", {}),
     "Flatten": ("privkit.nn", {}),
     "PolyReLU": ("privkit.nn", {"degree": int, "mode": str, "precision_bits": int, "margin": float}),
     "PolyAct": ("privkit.nn", {"degree": int, "learnable": bool, "per_channel": bool,
