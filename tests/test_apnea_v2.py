@@ -10,7 +10,7 @@ import torch
 from privkit import nn as pnn
 from privkit.apps.apnea import ApneaConfig, ApneaDetector, build_apnea_model
 from privkit.data.ecg import synthetic_ecg
-from privkit.errors import ParameterError
+from privkit.errors import DataFormatError, ParameterError
 from privkit.testing import assert_close_encrypted
 
 
@@ -95,4 +95,12 @@ def test_v2_save_load_round_trip(tmp_path, data):
     back = ApneaDetector.load(tmp_path / "v2.pkd")
     assert back.config.arch == "v2"
     np.testing.assert_allclose(back.logits(test.x), det.logits(test.x), rtol=1e-6, atol=1e-6)
+    # the largest training logit travels with the model and reaches the program
+    assert det.output_bound_hint == pytest.approx(float(np.abs(det.logits(train.x)).max()), rel=1e-5)
+    assert back.output_bound_hint == det.output_bound_hint
+    assert back.compile().output_bound_hint == det.output_bound_hint
+    state = back._get_state()
+    state["output_bound_hint"] = "huge"
+    with pytest.raises(DataFormatError, match="output_bound_hint"):
+        ApneaDetector._from_state(state)
     assert len(build_apnea_model(back.config)) == len(det.model)

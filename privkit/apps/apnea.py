@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import time
 from typing import Any
 
@@ -230,6 +231,9 @@ class ApneaDetector(PrivateModel):
         #: range of the training windows widened by the calibration margin (the client spec's
         #: input range: clients refuse windows outside it)
         self.input_range: tuple[float, float] | None = None
+        #: the largest |logit| on the training windows (the encrypted program's
+        #: ``output_bound_hint``: with it the result may come back at the last level, faster)
+        self.output_bound_hint: float | None = None
 
     # -- training ------------------------------------------------------------------------------
     def fit(self, data: Any, val: Any = None, *, progress: bool = True) -> ApneaDetector:
@@ -344,6 +348,9 @@ class ApneaDetector(PrivateModel):
                 h.remove()
             bar.close()
         self.model.eval()
+        with torch.no_grad():
+            logits = self.model(torch.as_tensor(x[:, None, :], dtype=next(self.model.parameters()).dtype))
+        self.output_bound_hint = float(logits.abs().max())
         self._program = None
         self._eval_model = None
         return self
@@ -377,6 +384,7 @@ class ApneaDetector(PrivateModel):
         if self._program is None or self._program_params != params:
             self._program = fhe_compile(self.model, input_shape=(1, self.config.window), params=params)
             self._program.input_range = self.input_range
+            self._program.output_bound_hint = self.output_bound_hint
             self._program_params = params
         return self._program
 
@@ -432,7 +440,8 @@ class ApneaDetector(PrivateModel):
     def _get_state(self) -> dict[str, Any]:
         return {"config": dataclasses.asdict(self.config),
                 "model": {k: v.detach().clone() for k, v in self.model.state_dict().items()},
-                "history": self.history, "input_range": self.input_range}
+                "history": self.history, "input_range": self.input_range,
+                "output_bound_hint": self.output_bound_hint}
 
     @classmethod
     def _from_state(cls, state: dict[str, Any]) -> ApneaDetector:
@@ -455,6 +464,10 @@ class ApneaDetector(PrivateModel):
             except ParameterError as e:
                 raise DataFormatError(f"ApneaDetector input_range: {e}") from None
         det.input_range = rng
+        hint = state.get("output_bound_hint")
+        if hint is not None and (type(hint) not in (int, float) or not (math.isfinite(hint) and hint >= 0)):
+            raise DataFormatError(f"ApneaDetector output_bound_hint must be a finite number >= 0, got {hint!r:.40}")
+        det.output_bound_hint = None if hint is None else float(hint)
         return det
 
 

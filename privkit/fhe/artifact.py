@@ -152,6 +152,7 @@ def _describe(program: EncryptedProgram) -> tuple[dict[str, Any], bytes]:
                     "params": program.params.to_dict(), "batch": int(program.batch),
                     "input_sat": program.input_encoding is not None},
         "input_range": None if program.input_range is None else [float(v) for v in program.input_range],
+        "output_bound_hint": None if program.output_bound_hint is None else float(program.output_bound_hint),
         "plan": plan_summary(program),
     }
     return desc, b"".join(chunks)
@@ -306,6 +307,11 @@ def program_from_bytes(blob: bytes, *, verify_with: Any = None) -> EncryptedProg
     rng = desc.get("input_range")
     if rng is not None:
         program.input_range = _check_range(rng)
+    hint = desc.get("output_bound_hint")
+    if hint is not None:
+        if type(hint) not in (int, float) or not (math.isfinite(hint) and hint >= 0):
+            raise _bad(f"output_bound_hint must be a finite number >= 0, got {hint!r:.40}")
+        program.output_bound_hint = float(hint)
     program._artifact_id = env.fingerprint
     return program
 

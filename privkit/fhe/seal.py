@@ -23,6 +23,7 @@ import tenseal.sealapi as sealapi
 from ..errors import BackendError, EnvelopeError, ParameterError, SecretKeyRequiredError
 from .backend import Backend, public_key_id
 from .params import CKKSParams, galois_element
+from .plain_cache import PlainCache
 
 __all__ = ["SealBackend", "SealContext", "seal_save", "seal_load"]
 
@@ -139,6 +140,8 @@ class SealContext:
             )
         self.encoder = sealapi.CKKSEncoder(self.context)
         self.evaluator = sealapi.Evaluator(self.context)
+        #: encoded plaintext operands (weights, masks) of every backend of these parameters
+        self.plain_cache = PlainCache()
 
 
 @functools.lru_cache(maxsize=8)
@@ -297,6 +300,15 @@ class SealBackend(Backend):
                 self.ctx.encoder.encode(float(vec.real), pid, scale, pt)
         return pt
 
+    def _encode_operand(self, vec: np.ndarray | complex, level: int, scale: float) -> Any:
+        """:meth:`_encode` for a plaintext operand of the evaluation (never a client's input),
+        through the context's :class:`~privkit.fhe.plain_cache.PlainCache`."""
+        if not isinstance(vec, np.ndarray):
+            return self._encode(vec, level, scale)
+        nbytes = self.params.poly_degree * (level + 1) * 8
+        return self.ctx.plain_cache.get_or_make(vec, level, scale,
+                                                lambda: self._encode(vec, level, scale), nbytes)
+
     # -- primitives ----------------------------------------------------------------------------
     @_wrap("encryption")
     def _encrypt_raw(self, vec: np.ndarray) -> Any:
@@ -342,7 +354,7 @@ class SealBackend(Backend):
     def _add_plain_raw(self, a: Any, vec: np.ndarray, level: int, scale: float) -> Any:
         def run() -> Any:
             out = sealapi.Ciphertext()
-            self.ctx.evaluator.add_plain(a, self._encode(vec, level, scale), out)
+            self.ctx.evaluator.add_plain(a, self._encode_operand(vec, level, scale), out)
             return out
 
         return self._guard(run, a, a.scale)
@@ -351,7 +363,7 @@ class SealBackend(Backend):
     def _mul_plain_raw(self, a: Any, vec: Any, level: int, pt_scale: float) -> Any:
         def run() -> Any:
             out = sealapi.Ciphertext()
-            self.ctx.evaluator.multiply_plain(a, self._encode(vec, level, pt_scale), out)
+            self.ctx.evaluator.multiply_plain(a, self._encode_operand(vec, level, pt_scale), out)
             return out
 
         return self._guard(run, a, a.scale * pt_scale)
