@@ -82,7 +82,7 @@ def test_every_option_has_help_and_help_is_plain_text():
                 continue
             assert a.help, f"privkit {' '.join(path)} {a.option_strings or a.dest}: no help"
     demo = dict(_walk(build_parser()))[("apnea", "demo")].format_help()
-    assert "(default: 600)" in demo and "(default: seal)" in demo
+    assert "(default: 1200)" in demo and "(default: seal)" in demo
 
 
 def test_every_leaf_subcommand_has_json_and_compute_ones_have_smoke():

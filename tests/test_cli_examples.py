@@ -35,7 +35,9 @@ def test_apnea_demo_smoke(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     out = json.loads(r.stdout)
     assert out["encrypted"]["agreement"] == 1.0
-    assert out["encrypted"]["max_logit_error"] < 1e-6
+    # the simulator is exact to ~1e-9; the plaintext logits it is compared with come from the
+    # float32 model (v2: three quadratics), whose own rounding reaches ~1e-6
+    assert out["encrypted"]["max_logit_error"] < 1e-5
     assert "SIMULATED" in out["encrypted"]["backend"]
     assert len(out["layers"]) >= 5 and png.stat().st_size > 10_000
 
