@@ -4,7 +4,7 @@ unconstrained plaintext ReLU CNN, trained on the same synthetic windows, tested 
 Run:  python bench/apnea_v2.py [--train 1200] [--test 400] [--encrypted 200] [--seeds 0,1,2,3,4]
 
 * v2: ``ApneaDetector(arch="v2")`` (3 conv blocks, trainable per-channel quadratic, average
-  pools, global average pool, linear 4->2; subject-held-out early stopping, best of 3 restarts).
+  pools, global average pool, linear 4->2; subject-held-out early stopping, best of 5 restarts).
 * v1: ``ApneaDetector()`` (the current default: PolyReLU degree 3, 2 blocks, flatten + linear).
 * ReLU CNN: Conv 16/32/32 channels, BatchNorm, ReLU, max pooling, global average pool; 20 epochs
   of AdamW with a cosine decay (plaintext only: it has no encrypted form at this depth).

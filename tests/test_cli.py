@@ -123,6 +123,24 @@ def test_demo_and_apnea_smoke_json(tmp_path, capsys):
     assert d["encrypted"]["windows"] == 2 and "accuracy" in d["plaintext"]
 
 
+def test_apnea_train_holds_out_whole_subjects_and_v1_still_trains(tmp_path, capsys):
+    import types
+
+    from privkit.apps.apnea_cli import _split
+    from privkit.data.ecg import synthetic_ecg
+
+    data = synthetic_ecg(60, seed=3)
+    train, test, by_subject = _split(data, 0.8, 0)
+    assert by_subject and len(train.y) + len(test.y) == 60 and len(test.y) > 0
+    assert not set(train.subject) & set(test.subject)  # no person on both sides
+    plain = types.SimpleNamespace(x=data.x, y=data.y)  # no subject ids: a split of windows
+    (xtr, ytr), (xte, yte), by_subject = _split(plain, 0.8, 0)
+    assert not by_subject and len(ytr) == 48 and len(yte) == 12
+    model = str(tmp_path / "v1.privkit")
+    d, _, _ = _run_json(["apnea", "train", "--smoke", "--arch", "v1", "--out", model, "--json"], capsys)
+    assert "accuracy" in d["held_out"]
+
+
 def test_svae_smoke_json(tmp_path, capsys):
     model = str(tmp_path / "svae.privkit")
     d, _, err = _run_json(["svae", "train", "--smoke", "--dp", "--noise-multiplier", "1.0",

@@ -73,9 +73,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     t = s.add_parser("train", help="train a detector (plaintext, approximations in the loop)")
     common(t, model=False)
     t.add_argument("--out", required=True, help="model file to write (e.g. apnea.privkit)")
+    t.add_argument("--arch", default="v2", choices=["v1", "v2"],
+                   help="v2 (the default): trainable quadratic, 3 blocks, global average pool, "
+                        "early stopping on held-out subjects (needs subject ids: synthetic data "
+                        "and the ECG readers have them); v1: PolyReLU, flatten + linear")
     t.add_argument("--epochs", type=int, default=None,
-                   help="training epochs (default: 12, or 1 with --smoke)")
-    t.add_argument("--blocks", type=int, default=2, help="conv + PolyReLU + pool blocks")
+                   help="training epochs (default: v2 60 with early stopping, v1 12; 1 with --smoke)")
+    t.add_argument("--blocks", type=int, default=0,
+                   help="conv blocks (0: the architecture's default, v1 2, v2 3)")
     t.add_argument("--pool", choices=["avg", "max"], default="avg",
                    help="pooling (max: a polynomial approximation of max, deeper)")
     add_smoke(t, "48 windows, 1 epoch")
@@ -109,13 +114,22 @@ def _load_data(spec: str, n: int, seed: int, effect: float = 2.0) -> Any:
     return load_ecg_dataset(spec)
 
 
-def _split(data: Any, frac: float, seed: int) -> tuple[Any, Any]:
+def _split(data: Any, frac: float, seed: int) -> tuple[Any, Any, bool]:
+    """``(train, test, by_subject)``: whole subjects on each side when the data has subject ids
+    (at least two), so held-out metrics are on unseen people; else a random split of windows
+    (then ``train`` / ``test`` are ``(x, y)`` tuples)."""
     import numpy as np
 
     rng = np.random.default_rng(seed)
+    subj = getattr(data, "subject", None)
+    if subj is not None and len(subj) == len(data.y) and len(np.unique(subj)) >= 2:
+        ids = rng.permutation(np.unique(subj))
+        n_train = min(len(ids) - 1, max(1, int(round(len(ids) * frac))))
+        mask = np.isin(np.asarray(subj), ids[:n_train])
+        return data.subset(np.flatnonzero(mask)), data.subset(np.flatnonzero(~mask)), True
     idx = rng.permutation(len(data.y))
     cut = int(len(idx) * frac)
-    return (data.x[idx[:cut]], data.y[idx[:cut]]), (data.x[idx[cut:]], data.y[idx[cut:]])
+    return (data.x[idx[:cut]], data.y[idx[:cut]]), (data.x[idx[cut:]], data.y[idx[cut:]]), False
 
 
 def range_counts(model: Any, x: Any) -> dict[str, dict[str, float]]:
@@ -341,17 +355,30 @@ def run_demo(args: argparse.Namespace) -> int:
 def run_train(args: argparse.Namespace) -> int:
     single_thread_torch()
     from privkit.apps.apnea import ApneaDetector
+    from privkit.errors import ParameterError
 
     check_model_path(args.out)
     data = _load_data(args.data, 48 if args.smoke else args.n_windows, args.seed, args.effect)
-    (xtr, ytr), (xte, yte) = _split(data, 0.8, args.seed)
-    epochs = args.epochs if args.epochs is not None else (1 if args.smoke else 12)
-    det = ApneaDetector(epochs=epochs, blocks=args.blocks, pool=args.pool, seed=args.seed,
-                        finetune_epochs=0 if args.smoke else 2)
-    det.fit((xtr, ytr), progress=True)
+    train, test, by_subject = _split(data, 0.8, args.seed)
+    if args.arch == "v2":
+        if not by_subject:
+            raise ParameterError("--arch v2 stops early on held-out subjects, and these data carry "
+                                 "no subject ids (or only one subject); use --arch v1")
+        kw: dict[str, Any] = {"epochs": args.epochs} if args.epochs is not None else {}
+        if args.smoke:
+            kw.update(epochs=1, restarts=1)
+        det = ApneaDetector(arch="v2", blocks=args.blocks, pool=args.pool, seed=args.seed, **kw)
+    else:
+        epochs = args.epochs if args.epochs is not None else (1 if args.smoke else 12)
+        det = ApneaDetector(epochs=epochs, blocks=args.blocks, pool=args.pool, seed=args.seed,
+                            finetune_epochs=0 if args.smoke else 2)
+        if by_subject:
+            train = (train.x, train.y)
+    det.fit(train, progress=True)
     det.save(args.out)
-    metrics = det.evaluate((xte, yte))
-    metrics["warnings"] = flag_metrics(metrics, "held-out windows")
+    metrics = det.evaluate(test)
+    what = "held-out subjects" if by_subject else "held-out windows (subjects also seen in training)"
+    metrics["warnings"] = flag_metrics(metrics, what)
     if args.json:
         print(json.dumps({"model": args.out, "held_out": metrics}, indent=2))
     else:
