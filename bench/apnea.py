@@ -55,7 +55,7 @@ def main() -> None:
     train = synthetic_ecg(args.train, seed=args.seed, effect=args.effect)
     test = synthetic_ecg(args.windows, seed=args.seed + 1, effect=args.effect)  # unseen subjects
     t = time.perf_counter()
-    det = ApneaDetector(epochs=args.epochs, seed=args.seed).fit(train, progress=False)
+    det = ApneaDetector(arch="v1", epochs=args.epochs, seed=args.seed).fit(train, progress=False)
     print(f"\ntraining: {args.train} synthetic windows (effect {args.effect}), test: {args.windows} "
           f"windows of unseen subjects; {args.epochs}+{det.config.finetune_epochs} epochs, "
           f"{time.perf_counter() - t:.1f} s")

@@ -5,7 +5,7 @@ Run:  python bench/apnea_v2.py [--train 1200] [--test 400] [--encrypted 200] [--
 
 * v2: ``ApneaDetector(arch="v2")`` (3 conv blocks, trainable per-channel quadratic, average
   pools, global average pool, linear 4->2; subject-held-out early stopping, best of 5 restarts).
-* v1: ``ApneaDetector()`` (the current default: PolyReLU degree 3, 2 blocks, flatten + linear).
+* v1: ``ApneaDetector(arch="v1")`` (the previous default: PolyReLU degree 3, 2 blocks, flatten + linear).
 * ReLU CNN: Conv 16/32/32 channels, BatchNorm, ReLU, max pooling, global average pool; 20 epochs
   of AdamW with a cosine decay (plaintext only: it has no encrypted form at this depth).
 * Encrypted: real CKKS (SEAL, N=16384, 128-bit) on the first ``--encrypted`` test windows, one
@@ -84,10 +84,10 @@ def main() -> None:
     m2 = v2.evaluate(test)
     rows.append(("privkit v2, plaintext", m2, n_params(v2.model), p2.depth, f"{v2_s:.0f} s"))
     t = time.perf_counter()
-    v1 = ApneaDetector(seed=args.seed).fit(train, progress=False)
+    v1 = ApneaDetector(arch="v1", seed=args.seed).fit(train, progress=False)
     v1_s = time.perf_counter() - t
     p1 = v1.compile()
-    rows.append(("privkit v1 (default), plaintext", v1.evaluate(test), n_params(v1.model), p1.depth, f"{v1_s:.0f} s"))
+    rows.append(("privkit v1 (previous default), plaintext", v1.evaluate(test), n_params(v1.model), p1.depth, f"{v1_s:.0f} s"))
     t = time.perf_counter()
     relu = train_relu(train, args.seed)
     relu_s = time.perf_counter() - t

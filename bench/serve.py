@@ -84,7 +84,7 @@ def main() -> int:
     load0 = os.getloadavg()
     work = Path(tempfile.mkdtemp(prefix="privkit-bench-serve-"))
     data = synthetic_ecg(64, seed=0)
-    det = ApneaDetector(epochs=1, finetune_epochs=0, seed=0).fit(data, progress=False)
+    det = ApneaDetector(arch="v1", epochs=1, finetune_epochs=0, seed=0).fit(data, progress=False)
     program = det.compile()
     program.save(work / "apnea.pkprog")
     windows = synthetic_ecg(16, seed=5).x.astype(np.float64)

@@ -140,8 +140,8 @@ def model_states() -> dict[str, tuple[str, dict[str, Any]]]:
     from privkit.apps.svae import AnnVAE, VAEConfig
 
     torch.manual_seed(0)
-    apnea = ApneaDetector(ApneaConfig(window=64, channels=2, kernel1=4, stride1=2, kernel2=2,
-                                      stride2=2))
+    apnea = ApneaDetector(ApneaConfig.for_arch("v1", window=64, channels=2, kernel1=4, stride1=2,
+                                               kernel2=2, stride2=2))
     vae = AnnVAE(VAEConfig(image_size=8, widths=(2, 4), latent_dim=4, n_steps=1, k=2, groups=2))
     anon = IMUAnonymiser("dfi", AnonConfig(ae_channels=(2, 2, 2), bottleneck=4, z_dim=4,
                                            embed_dim=2, mapper_hidden=(4,),

@@ -44,12 +44,19 @@ def test_v2_trains_compiles_at_n16384_and_matches_plaintext_on_sim(data):
 
 def test_v1_still_builds_trains_and_matches_on_sim(data):
     train, test = data
-    det = ApneaDetector(epochs=1, finetune_epochs=1, seed=0).fit(train, progress=False)
+    det = ApneaDetector(arch="v1", epochs=1, finetune_epochs=1, seed=0).fit(train, progress=False)
     assert det.config.arch == "v1" and det.config.n_blocks == 2
     assert any(isinstance(m, pnn.PolyReLU) for m in det.model)
     _sim_matches(det, test.x[:2])
-    # a detector saved before `arch` existed loads as v1 (the dataclass default)
-    assert ApneaConfig().arch == "v1"
+    assert ApneaConfig().arch == "v2" and ApneaConfig.for_arch("v1").restarts == 1
+    # a detector saved before v2 existed (no `arch` and none of the later fields) loads as v1
+    state = det._get_state()
+    for k in ("arch", "val_fraction", "patience", "restarts", "lr_schedule", "min_quadratic",
+              "act_penalty", "act_bound"):
+        state["config"].pop(k)
+    old = ApneaDetector._from_state(state)
+    assert old.config.arch == "v1" and old.config.kernel1 == det.config.kernel1
+    np.testing.assert_allclose(old.logits(test.x[:4]), det.logits(test.x[:4]), rtol=1e-6, atol=1e-6)
 
 
 def test_subject_split_holds_out_whole_subjects_and_restarts_need_it(data):

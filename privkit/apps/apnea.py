@@ -38,59 +38,63 @@ WINDOW = 1408
 
 @dataclasses.dataclass
 class ApneaConfig:
-    """Architecture and training settings (the defaults fit N=16384, depth 8, 128-bit).
+    """Architecture and training settings; the defaults are v2's (N=16384, 7 levels, 128-bit).
 
-    Measured on synthetic ECG (effect 2, 1200 training windows, 300 of unseen subjects): first
-    kernel 8 -> 0.68 accuracy, 16 -> 0.73 (the default); PolyReLU degree 4 -> 0.77 but needs
-    10 levels (N=32768).
+    ``ApneaConfig.for_arch("v1")`` gives v1's measured settings. v1, measured on synthetic ECG
+    (effect 2, 1200 training windows, 300 of unseen subjects): first kernel 8 -> 0.68 accuracy,
+    16 -> 0.73 (its default); PolyReLU degree 4 -> 0.77 but needs 10 levels (N=32768). v2:
+    docs/encrypted_inference.md.
+
+    >>> ApneaConfig().arch, ApneaConfig.for_arch("v1").kernel1
+    ('v2', 16)
     """
 
     #: "v1": PolyReLU (a fitted ReLU approximation) and a flatten + linear head; "v2": a
     #: trainable per-channel quadratic (PolyAct, one level), three blocks and a global
     #: average pool before a small linear head
-    arch: str = "v1"
+    arch: str = "v2"
     window: int = WINDOW
     channels: int = 4
-    kernel1: int = 16
-    stride1: int = 4
+    kernel1: int = 32
+    stride1: int = 8
     kernel2: int = 8
-    stride2: int = 4
+    stride2: int = 2
     blocks: int = 0  # 0: the architecture's default (v1: 2, v2: 3)
     pool: str = "avg"  # "avg" (free) or "max" (approximate max, deeper)
     relu_degree: int = 3
     relu_mode: str = "poly"  # "poly" (one fitted polynomial) or "composite" (sign composition)
     batchnorm: bool = True  # folded into the convolutions at compile time: no level, no cost
     conv_method: str = "spatial"
-    linear_method: str = "diag"
-    epochs: int = 12
-    finetune_epochs: int = 2
+    linear_method: str = "bsgs"
+    epochs: int = 60
+    finetune_epochs: int = 0
     batch_size: int = 64
-    lr: float = 3e-3
+    lr: float = 1e-2
     weight_decay: float = 1e-4
     seed: int = 0
     #: calibrated bound = largest training activation x margin (unseen subjects reach ~15% more)
     calibration_margin: float = 1.25
     #: fraction of the training SUBJECTS held out for early stopping (0: train on everything,
     #: keep the last epoch); needs data with subject ids (ECGWindows)
-    val_fraction: float = 0.0
+    val_fraction: float = 0.2
     #: epochs without a better validation loss before training stops (with ``val_fraction``)
-    patience: int = 6
+    patience: int = 20
     #: weight of the penalty on activation inputs above ``act_bound`` (v2: keeps the quadratic's
     #: inputs, hence the encrypted values, small)
     act_penalty: float = 1e-2
     act_bound: float = 4.0
     #: trainings from different initialisations; the one with the lowest validation loss is
     #: kept (needs ``val_fraction``): quadratic activations sometimes start in a poor basin
-    restarts: int = 1
+    restarts: int = 5
     #: v2: the quadratic coefficients a2 are kept >= this after every step. The compiler runs
     #: a per-channel quadratic in ONE level only when all its a2 share a sign (mixed signs cost
     #: two); 0 leaves them free
     min_quadratic: float = 1e-2
     #: "constant" or "cosine" (the learning rate decays to lr/100 over ``epochs``)
-    lr_schedule: str = "constant"
+    lr_schedule: str = "cosine"
 
     @classmethod
-    def for_arch(cls, arch: str = "v1", **overrides: Any) -> ApneaConfig:
+    def for_arch(cls, arch: str = "v2", **overrides: Any) -> ApneaConfig:
         """The measured defaults of an architecture, then ``overrides``.
 
         v2: first kernel 32 with stride 8, stride 2 in blocks 2-3, 60 epochs of AdamW at lr 1e-2 with a
@@ -120,11 +124,13 @@ class ApneaConfig:
             raise ParameterError(f"pool must be 'avg' or 'max', got {self.pool!r}")
 
 
-#: per-architecture defaults (ApneaConfig.for_arch); the dataclass defaults are v1's
+#: per-architecture settings (ApneaConfig.for_arch) where they differ from the dataclass
+#: defaults, which are v2's
 _ARCH_DEFAULTS: dict[str, dict[str, Any]] = {
-    "v2": {"kernel1": 32, "stride1": 8, "stride2": 2, "epochs": 60, "finetune_epochs": 0, "lr": 1e-2,
-           "lr_schedule": "cosine", "val_fraction": 0.2, "patience": 20, "restarts": 5,
-           "linear_method": "bsgs"},
+    "v1": {"kernel1": 16, "stride1": 4, "stride2": 4, "epochs": 12, "finetune_epochs": 2, "lr": 3e-3,
+           "lr_schedule": "constant", "val_fraction": 0.0, "patience": 6, "restarts": 1,
+           "linear_method": "diag"},
+    "v2": {},
 }
 
 #: limits on the config fields of a loaded detector (checked before anything is built)
@@ -219,7 +225,7 @@ class ApneaDetector(PrivateModel):
 
     def __init__(self, config: ApneaConfig | None = None, **overrides: Any) -> None:
         if config is None:  # ApneaDetector(arch="v2", ...) starts from v2's measured defaults
-            self.config = ApneaConfig.for_arch(overrides.pop("arch", "v1"), **overrides)
+            self.config = ApneaConfig.for_arch(overrides.pop("arch", "v2"), **overrides)
         else:
             self.config = dataclasses.replace(config, **overrides) if overrides else config
         torch.manual_seed(self.config.seed)
@@ -447,7 +453,11 @@ class ApneaDetector(PrivateModel):
     def _from_state(cls, state: dict[str, Any]) -> ApneaDetector:
         # everything is checked before a real model is built (a config declaring 40,000
         # channels must not allocate gigabytes first)
-        cfg = check_config(ApneaConfig, state.get("config"), _LIMITS, "ApneaDetector")
+        raw = state.get("config")
+        if isinstance(raw, dict) and "arch" not in raw:
+            # written before v2 existed: a v1 model, whose fields take v1's settings
+            raw = {**_ARCH_DEFAULTS["v1"], **raw, "arch": "v1"}
+        cfg = check_config(ApneaConfig, raw, _LIMITS, "ApneaDetector")
         with torch.device("meta"):
             ref = build_apnea_model(cfg)
         check_state_tensors(ref.state_dict(), state.get("model"), "ApneaDetector")

@@ -323,7 +323,7 @@ def run_demo(args: argparse.Namespace) -> int:
         det = ApneaDetector(arch="v2", seed=args.seed, **kw)
         det.fit(train, progress=True)
     else:
-        det = ApneaDetector(epochs=epochs, finetune_epochs=0 if args.smoke else 2, seed=args.seed)
+        det = ApneaDetector(arch="v1", epochs=epochs, finetune_epochs=0 if args.smoke else 2, seed=args.seed)
         det.fit((xtr, ytr), progress=True)
     train_s = time.perf_counter() - t
     plain_metrics = det.evaluate((xte, yte))
@@ -370,7 +370,7 @@ def run_train(args: argparse.Namespace) -> int:
         det = ApneaDetector(arch="v2", blocks=args.blocks, pool=args.pool, seed=args.seed, **kw)
     else:
         epochs = args.epochs if args.epochs is not None else (1 if args.smoke else 12)
-        det = ApneaDetector(epochs=epochs, blocks=args.blocks, pool=args.pool, seed=args.seed,
+        det = ApneaDetector(arch="v1", epochs=epochs, blocks=args.blocks, pool=args.pool, seed=args.seed,
                             finetune_epochs=0 if args.smoke else 2)
         if by_subject:
             train = (train.x, train.y)
