@@ -147,3 +147,24 @@ def test_seal_results_are_bit_identical_with_and_without_the_cache():
         cache.max_bytes = old
         cache.clear()
     assert np.array_equal(off, first) and np.array_equal(first, second)
+
+
+def test_a_run_with_overflow_risks_warns_once_and_counts_them():
+    import warnings
+
+    from privkit.errors import ScaleOverflowWarning
+
+    prog = gap_program()
+    prog.input_range = (-1e5, 1e5)  # a tracked worst case far above level 0's capacity,
+    prog.output_bound_hint = 1e-3  # and a hint that puts the result there anyway
+    assert prog.start_level(8) == prog.depth
+    keys = prog.keygen(backend="sim")
+    x = np.random.default_rng(5).uniform(-1, 1, (1, 32))
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        ct = prog.encrypt_input(keys, x).replace(bound=None)  # as received: bounded by the range
+        prog.run(ct, keys.public_bundle(), allow_insecure=True)
+    risky = [w for w in seen if issubclass(w.category, ScaleOverflowWarning)]
+    assert len(risky) == 1 and "EncryptedProgram" in str(risky[0].message)
+    assert prog.run_notes()["overflow_risk"] >= 1
+    assert "may overflow the scale" in prog.report()

@@ -417,6 +417,47 @@ class EncryptedProgram:
         if start < ct.level:
             ct = be.mod_switch_to(ct, start)
         reports = []
+        sink: list[tuple[float, float, int]] = []
+        outer_sink = getattr(be, "overflow_sink", None)
+        be.overflow_sink = sink
+        try:
+            ct = self._run_steps(be, ct, reports, _trace)
+        finally:
+            be.overflow_sink = outer_sink
+        if sink:
+            self._warn_overflow(sink)
+        self._last = reports
+        self._run_notes = {
+            "insecure": insecure,
+            "inputs_out_of_range": self.last_input_out_of_range,
+            **{k: v - stats_before.get(k, 0) for k, v in be.range_stats.items()},
+        }
+        return ct
+
+    def _warn_overflow(self, sink: list[tuple[float, float, int]]) -> None:
+        """One warning per run for the results whose tracked worst case exceeded their level's
+        capacity; its text depends only on the program and its levels, so Python's default
+        filter shows it once per program, not once per window."""
+        import warnings
+
+        from ..errors import ScaleOverflowWarning
+
+        levels = sorted({lv for _, _, lv in sink})
+        cap = min(c for _, c, _ in sink)
+        warnings.warn(
+            f"{self!r}: the tracked worst-case bounds of some results exceed what their level "
+            f"holds (levels {levels}, capacity down to {cap:.3g}); these bounds assume the worst "
+            "for every value in the input range and are usually far above the real values. A "
+            "result that does overflow decrypts to garbage, which decryption refuses "
+            "(PrecisionError) where it can tell. program.report() counts them per run; narrow "
+            "input_range, scale the weights down or use a preset with a larger first prime to "
+            "remove the risk",
+            ScaleOverflowWarning,
+            stacklevel=3,
+        )
+
+    def _run_steps(self, be: Backend, ct: Ciphertext, reports: list[LayerReport],
+                   _trace: Callable[[int, Ciphertext], None] | None) -> Ciphertext:
         for i, step in enumerate(self.steps):
             before = be.counter.snapshot()
             t = time.perf_counter()
@@ -434,12 +475,6 @@ class EncryptedProgram:
             )
             if _trace is not None:
                 _trace(i, ct)
-        self._last = reports
-        self._run_notes = {
-            "insecure": insecure,
-            "inputs_out_of_range": self.last_input_out_of_range,
-            **{k: v - stats_before.get(k, 0) for k, v in be.range_stats.items()},
-        }
         return ct
 
     def run_notes(self) -> dict[str, Any]:

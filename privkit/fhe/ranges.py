@@ -46,6 +46,10 @@ def check_bound(backend: Backend, bound: np.ndarray, level: int) -> None:
     cap = backend._capacity[level]
     if coeff >= cap:
         backend.range_stats["overflow_risk"] += 1
+        sink = getattr(backend, "overflow_sink", None)
+        if sink is not None:  # a program run collects them and warns once (EncryptedProgram.run)
+            sink.append((coeff, cap, level))
+            return
         warnings.warn(
             f"an encrypted result may overflow its scale: its coefficients can reach "
             f"{coeff:.3g} (slot values up to {float(bound.max()):.3g}) at level {level}, "
@@ -112,9 +116,10 @@ def check_decrypted(backend: Backend, ct: Ciphertext, full: np.ndarray) -> None:
     if predicted:
         backend.range_stats["decrypt_unverified"] += 1
         warnings.warn(
-            f"the decrypted result may have overflowed its scale (tracked coefficient bound "
-            f"{float(ct.bound.mean()):.3g} >= capacity {cap:.3g} at level {ct.level}) and "
-            "cannot be verified; no slot exceeds its bound, so it is probably right",
+            # no per-result numbers in the text: Python then shows it once per place and level
+            f"a decrypted result may have overflowed its scale (its tracked worst-case bound "
+            f"reaches the capacity {cap:.3g} of level {ct.level}) and cannot be verified; no "
+            "slot exceeds its bound, so it is probably right",
             ScaleOverflowWarning,
             stacklevel=4,
         )
