@@ -260,7 +260,7 @@ def test_box_conv_matches_torch(nd, cin, cout, k, s, p, side, bn, act, batch, in
 
 
 def box_depth(box):
-    from privkit.fhe.ops.conv_sat import conv_sat_depth
+    from privkit.fhe.ops.sat import conv_sat_depth
 
     return conv_sat_depth(box.boxsets()) + 1
 
