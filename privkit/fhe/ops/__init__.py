@@ -49,14 +49,14 @@ _EXPORTS: dict[str, str] = {
     "conv_output_shape": "conv_spatial",
     "conv_spatial_depth": "conv_spatial",
     "required_rotations_conv_spatial": "conv_spatial",
-    # dft.py
-    "dft": "dft",
-    "dft_ref": "dft",
-    "dft_plan": "dft",
-    "dft_depth": "dft",
-    "required_rotations_dft": "dft",
-    "apply_sparse_chain": "dft",
-    "DFTPlan": "dft",
+    # fourier.py (the DFT)
+    "dft": "fourier",
+    "dft_ref": "fourier",
+    "dft_plan": "fourier",
+    "dft_depth": "fourier",
+    "required_rotations_dft": "fourier",
+    "apply_sparse_chain": "fourier",
+    "DFTPlan": "fourier",
     # linear.py
     "linear_dft": "linear",
     "linear_diag": "linear",

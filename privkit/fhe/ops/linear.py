@@ -40,7 +40,7 @@ import scipy.sparse as sp
 
 from ...errors import ParameterError, ShapeError
 from ..backend import Backend, Ciphertext, Layout
-from .dft import apply_sparse_chain, chain_rotations, dft_plan
+from .fourier import apply_sparse_chain, chain_rotations, dft_plan
 from .rotate_sum import (
     diagonal_matvec,
     mask,
