@@ -44,13 +44,13 @@ import scipy.sparse as sp
 
 from ...errors import DepthExhaustedError, ParameterError, ShapeError
 from ..backend import Backend, Ciphertext, Layout
-from .conv_spatial import _norm_kernel, conv_output_shape, conv_padding
-from .fourier import apply_sparse_chain, bitrev_indices, chain_rotations, dft_plan
-from .rotate_sum import (
+from .compaction import (
     remove_holes,
     remove_holes_depth,
     required_rotations_remove_holes,
 )
+from .conv_spatial import _norm_kernel, conv_output_shape, conv_padding
+from .fourier import apply_sparse_chain, bitrev_indices, chain_rotations, dft_plan
 
 __all__ = [
     "conv1d_freq",

@@ -57,14 +57,13 @@ import scipy.sparse as sp
 
 from ...errors import ParameterError, ShapeError
 from ..backend import Backend, Ciphertext, Layout
-from .rotate_sum import (
+from .diagonal import (
     _centered,
     diagonal_matvec,
     diagonal_plan,
-    replicate,
     required_rotations_diagonal,
-    required_rotations_replicate,
 )
+from .rotate_sum import replicate, required_rotations_replicate
 
 __all__ = [
     "DFTPlan",
