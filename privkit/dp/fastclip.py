@@ -48,10 +48,10 @@ from opacus.grad_sample import GradSampleModule
 from opacus.grad_sample.functorch import prepare_layer
 from opacus.layers.dp_rnn import DPGRU, DPLSTM, DPRNN
 from opacus.optimizers import DPOptimizer
-from opacus.optimizers.optimizer import _generate_noise
 from opacus.utils.module_utils import trainable_parameters
 from torch import nn
 
+from ._opacus import generate_noise, uncount_forward
 from .grad_samplers import (
     StepLinear,
     offset_slices,
@@ -288,7 +288,7 @@ class FastClipModule(GradSampleModule):
         if out is None or not out.requires_grad:
             module.activations.pop()
             for _, p in trainable_parameters(module):
-                p._forward_counter -= 1
+                uncount_forward(p)
             return
         out.register_hook(lambda g: self.capture_backprops_hook(
             module, None, (g,), loss_reduction=self.loss_reduction, batch_first=self.batch_first))
@@ -505,14 +505,14 @@ class FastClipOptimizer(DPOptimizer):
         std = self._noise_std()
         if not self._uniform:
             for p in self.params:
-                noise = _generate_noise(std=std, reference=p.summed_grad, generator=self.generator,
+                noise = generate_noise(std=std, reference=p.summed_grad, generator=self.generator,
                                         secure_mode=self.secure_mode)
                 p.grad = (p.summed_grad + noise).view_as(p)
             self._flat_grad = None
             return
         # one noise draw for all parameters; the gradients are views of one flat buffer
         flat, self._summed = self._summed, None
-        flat = flat + _generate_noise(std=std, reference=flat, generator=self.generator,
+        flat = flat + generate_noise(std=std, reference=flat, generator=self.generator,
                                       secure_mode=self.secure_mode)
         offset = 0
         for p in self.params:
