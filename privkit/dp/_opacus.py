@@ -9,7 +9,7 @@ from typing import Any
 
 from torch import nn
 
-__all__ = ["close_hooks", "generate_noise", "inner_module", "is_ddp", "uncount_forward"]
+__all__ = ["close_hooks", "generate_noise", "grad_sampler_table", "inner_module", "is_ddp", "uncount_forward"]
 
 
 def is_ddp(m: nn.Module) -> bool:
@@ -17,6 +17,14 @@ def is_ddp(m: nn.Module) -> bool:
     from opacus.distributed import DifferentiallyPrivateDistributedDataParallel as DPDDP
 
     return isinstance(m, (DPDDP, nn.parallel.DistributedDataParallel))
+
+
+def grad_sampler_table() -> dict[type, Any]:
+    """Opacus' registry of grad samplers (layer class -> sampler), which its own
+    ``register_grad_sampler`` decorator fills; privkit writes its samplers into it."""
+    from opacus.grad_sample import GradSampleModule
+
+    return GradSampleModule.GRAD_SAMPLERS
 
 
 def inner_module(gsm: Any) -> nn.Module:

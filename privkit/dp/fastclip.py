@@ -21,7 +21,7 @@ Gaussian noise of standard deviation ``noise_multiplier * C`` on the clipped sum
 same accountant hook), so the privacy accounting is unchanged; only the arithmetic is reorganised.
 Tests check that the update equals the one of Opacus' hooks mode to float rounding.
 
-Layers handled this way: ``nn.Linear`` (and :class:`~privkit.dp.grad_samplers.StepLinear`, also
+Layers handled this way: ``nn.Linear`` (and :class:`~privkit.dp.snn.StepLinear`, also
 when called many times per pass), ``nn.Conv1d/2d/3d`` (any padding and padding mode) and
 ``nn.ConvTranspose1d/2d/3d``; ``nn.GroupNorm`` and ``nn.LayerNorm`` form their (small) per-sample
 affine gradients directly. Every other layer with trainable parameters (embeddings, custom layers
@@ -53,12 +53,12 @@ from torch import nn
 
 from ._opacus import generate_noise, uncount_forward
 from .grad_samplers import (
-    StepLinear,
     offset_slices,
     per_sample_weight_grad,
     register_grad_samplers,
     weight_grad_operands,
 )
+from .snn import StepLinear
 
 __all__ = ["FastClipModule", "FastClipOptimizer"]
 

@@ -32,13 +32,13 @@ import torch
 from torch import nn
 
 from ..errors import ParameterError, ShapeError
-from .grad_samplers import StepLinear
 from .snn import (
     DEFAULT_TAU,
     DEFAULT_THRESHOLD,
     LIFNeuron,
     LIFStep,
     MembraneOutput,
+    StepLinear,
     TimeConvTranspose3d,
 )
 
