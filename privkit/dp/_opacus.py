@@ -9,7 +9,7 @@ from typing import Any
 
 from torch import nn
 
-__all__ = ["close_hooks", "generate_noise", "grad_sampler_table", "inner_module", "is_ddp", "uncount_forward"]
+__all__ = ["close_hooks", "generate_noise", "grad_sampler_table", "inner_module", "is_ddp", "prv_domain", "uncount_forward"]
 
 
 def is_ddp(m: nn.Module) -> bool:
@@ -47,3 +47,9 @@ def generate_noise(**kwargs: Any) -> Any:
     from opacus.optimizers.optimizer import _generate_noise
 
     return _generate_noise(**kwargs)
+
+
+def prv_domain(accountant: Any, **kwargs: Any) -> Any:
+    """The discretisation domain a PRV accountant would use (its private ``_get_domain``), so its
+    size can be checked before the (possibly huge) computation runs."""
+    return accountant._get_domain(**kwargs)

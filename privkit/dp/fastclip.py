@@ -51,7 +51,7 @@ from opacus.optimizers import DPOptimizer
 from opacus.utils.module_utils import trainable_parameters
 from torch import nn
 
-from ._opacus import generate_noise, uncount_forward
+from ._opacus import generate_noise, inner_module, uncount_forward
 from .grad_samplers import (
     offset_slices,
     per_sample_weight_grad,
@@ -240,14 +240,14 @@ class FastClipModule(GradSampleModule):
 
     def add_hooks(self, *, loss_reduction: str = "mean", batch_first: bool = True,
                   force_functorch: bool = False) -> None:
-        if hasattr(self._module, "autograd_grad_sample_hooks"):
+        if hasattr(inner_module(self), "autograd_grad_sample_hooks"):
             raise ValueError("Trying to add hooks twice to the same model")
         if loss_reduction not in ("mean", "sum"):
             raise ValueError(f"loss_reduction must be 'mean' or 'sum', got {loss_reduction!r}")
-        self._module.autograd_grad_sample_hooks = []
-        self.autograd_grad_sample_hooks = self._module.autograd_grad_sample_hooks
+        inner_module(self).autograd_grad_sample_hooks = []
+        self.autograd_grad_sample_hooks = inner_module(self).autograd_grad_sample_hooks
         self.force_functorch = force_functorch
-        for module in self.iterate_submodules(self._module):
+        for module in self.iterate_submodules(inner_module(self)):
             if type(module) in (DPRNN, DPLSTM, DPGRU):  # their RNNLinear cells carry the hooks
                 continue
             fast = self._fast(module)
