@@ -9,7 +9,7 @@ from typing import Any
 
 from torch import nn
 
-__all__ = ["close_hooks", "generate_noise", "grad_sampler_table", "inner_module", "is_ddp", "prv_domain", "uncount_forward"]
+__all__ = ["close_hooks", "generate_noise", "grad_sample_module", "grad_sampler_table", "inner_module", "is_ddp", "prv_domain", "uncount_forward"]
 
 
 def is_ddp(m: nn.Module) -> bool:
@@ -17,6 +17,13 @@ def is_ddp(m: nn.Module) -> bool:
     from opacus.distributed import DifferentiallyPrivateDistributedDataParallel as DPDDP
 
     return isinstance(m, (DPDDP, nn.parallel.DistributedDataParallel))
+
+
+def grad_sample_module(module: nn.Module, **kwargs: Any) -> Any:
+    """Opacus' ``GradSampleModule`` around ``module`` (per-sample gradients in ``p.grad_sample``)."""
+    from opacus.grad_sample import GradSampleModule
+
+    return GradSampleModule(module, **kwargs)
 
 
 def grad_sampler_table() -> dict[type, Any]:
