@@ -43,7 +43,7 @@ from .accounting import (
     calibrate_noise,
     compute_epsilon,
     epsilon_from_history,
-    steps_within_budget,  # noqa: F401  (re-exported: importable from here before the split)
+    steps_within_budget,  # noqa: F401  (re-exported with the accounting names above)
     validate_delta,  # noqa: F401
     validate_history,  # noqa: F401
 )

@@ -228,8 +228,8 @@ class StepLinear(nn.Linear):
 
 
 def __getattr__(name: str) -> object:
-    # ``register_grad_samplers`` used to be forwarded from here; the registration lives in one
-    # place, privkit.dp.grad_samplers (which imports this module, hence the lazy lookup)
+    # ``snn.register_grad_samplers`` is privkit.dp.grad_samplers.register_grad_samplers, the one
+    # place grad samplers are registered; looked up lazily because grad_samplers imports snn
     if name == "register_grad_samplers":
         from .grad_samplers import register_grad_samplers
 

@@ -105,7 +105,6 @@ class VAEConfig:
         return d
 
 
-#: limits on the config fields of a loaded model (checked before anything is built)
 def _norm(kind: str, channels: int, groups: int, dims: int = 3, gain: float = 1.0) -> nn.Module:
     """A normalisation over channels. ``dims`` is the number of spatial/time axes after C; ``gain``
     is the initial value of its affine weight (the output's standard deviation at initialisation)."""

@@ -211,9 +211,9 @@ def required_rotations_replicate(n: int, copies: int, slots: int | None = None) 
     return _doubling_steps(int(copies), -int(n), slots)
 
 
-# names that moved to compaction.py / diagonal.py, still importable from here (resolved lazily:
+# names defined in compaction.py / diagonal.py that also resolve from this module (lazily:
 # those modules import this one)
-_MOVED = {
+_ELSEWHERE = {
     **dict.fromkeys(
         ["gather", "gather_depth", "gather_ref", "remove_holes", "remove_holes_depth", "remove_holes_ref",
          "required_rotations_gather", "required_rotations_remove_holes", "_holes_plan", "_gather_plan"],
@@ -228,7 +228,7 @@ _MOVED = {
 
 
 def __getattr__(name: str):
-    mod = _MOVED.get(name)
+    mod = _ELSEWHERE.get(name)
     if mod is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     import importlib
