@@ -53,6 +53,7 @@ from .ciphertext import Ciphertext, Layout, public_key_id
 from .counter import OpCounter
 from .params import CKKSParams
 from .ranges import capacities, check_bound, check_decrypted
+from .rotation import shortest_rotation_path
 
 __all__ = ["Backend", "Ciphertext", "Layout", "PlainLike", "public_key_id"]
 
@@ -474,30 +475,7 @@ class Backend(abc.ABC):
         if direct:
             self._paths[t] = (direct[0],)
             return self._paths[t]
-        # breadth-first search over slot offsets (shortest composition of available keys)
-        steps = sorted({s for s in self.rotation_steps if s % self.slots})
-        prev: dict[int, tuple[int, int]] = {0: (0, 0)}
-        queue = collections.deque([0])
-        found = False
-        while queue and not found:
-            node = queue.popleft()
-            for s in steps:
-                nxt = (node + s) % self.slots
-                if nxt not in prev:
-                    prev[nxt] = (node, s)
-                    if nxt == t:
-                        found = True
-                        break
-                    queue.append(nxt)
-        if not found:
-            self._paths[t] = None
-            return None
-        path = []
-        node = t
-        while node != 0:
-            node, s = prev[node]
-            path.append(s)
-        self._paths[t] = tuple(reversed(path))
+        self._paths[t] = shortest_rotation_path(t, self.rotation_steps, self.slots)
         return self._paths[t]
 
     def rotate(self, a: Ciphertext, k: int) -> Ciphertext:
