@@ -1,22 +1,10 @@
 """The DP spiking VAE: FSVAE (Kamata et al., AAAI 2022) and an ANN VAE of the same shape, trainable
 with DP-SGD through :mod:`privkit.dp` and honest about the epsilon.
 
-FSVAE as published (MNIST config): 32x32 inputs in [-1, 1] repeated over T = 16 steps, T kept as
-the last tensor axis ``(N, C, H, W, T)``; an encoder of 4 conv layers (3x3, stride 2; 32/64/128/256
-channels) each with a normalisation and LIF neurons; a linear layer to a 128-unit latent; posterior
-and prior 3-layer spiking MLPs emitting k = 20 candidate spikes per latent unit, ``z_t`` drawn as one
-of them (a Bernoulli of their mean), autoregressively over t; a decoder mirroring the encoder with
-transposed convs; the output the membrane of a non-firing neuron accumulated over t, through tanh.
-The loss is the MSE plus the distance between the post-synaptic potentials of the posterior and
-prior rates; both terms are per-sample, so DP-SGD applies.
-
-Every size is configurable (``widths``, ``latent_dim``, ``n_steps``, ``k``, ``image_size``) so that
-CPU runs finish. In DP mode the normalisation must be per-sample: ``norm="group"`` (default) or
-``"layer"``; ``"batch"`` is allowed for non-private training only and :func:`privkit.dp.check_module`
-rejects it, by name, for DP.
-
-The networks and their config live in :mod:`privkit.dp.vae` (re-exported here); this module holds
-the PrivateModels that train, evaluate, save and load them.
+The networks, their configuration (:class:`VAEConfig`: every size is configurable so that CPU
+runs finish; in DP mode the normalisation must be per-sample) and the architecture as published
+are described in :mod:`privkit.dp.vae` (the names are re-exported here). This module holds the
+PrivateModels that train them with DP-SGD, evaluate, save and load them.
 
 >>> from privkit.apps.svae import SpikingVAE
 >>> m = SpikingVAE(image_size=16, widths=(4, 8), latent_dim=8, n_steps=2, k=4)
