@@ -6,8 +6,8 @@ Part 1 reproduces the paper's Table 1 (boxes needed for < 1% error, error at the
 counts, multiplications saved) for random kernels and for smooth ones (Gaussian, Sobel, LoG),
 with the paper's figures beside ours.
 
-Part 2 measures latency and op counts of ``privkit.fhe.ops.conv_sat`` against spatial convolution
-in the same run, on real CKKS (SEAL through TenSEAL) by default:
+Part 2 measures latency and op counts of ``privkit.fhe.ops.conv_sat`` (package ``privkit.fhe.ops.sat``)
+against spatial convolution in the same run, on real CKKS (SEAL through TenSEAL) by default:
 
 * SIMD layout (one ciphertext per image): ``conv_sat`` with the SAT computed by the server
   (prefix-sum rotations) and with the SAT computed by the client before encryption
@@ -51,8 +51,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from privkit.fhe import CKKSParams, KeySet
-from privkit.fhe.ops import conv_sat as cs
+from privkit.fhe.ops import sat as cs
 from privkit.fhe.ops.boxes import approximate_kernel
+from privkit.fhe.ops.sat import engine as sat_engine
 
 try:  # the baseline (another module of privkit)
     from privkit.fhe.ops.conv_spatial import (
@@ -326,7 +327,7 @@ def element_counts(shape: tuple[int, ...], bs, ref_shape: tuple[int, ...] | None
     sh = ref_shape or shape
     geo = cs.sat_geometry(sh, bs.shape)
     ops = _CountOps()
-    cs._element_engine(ops, np.zeros((1,) + sh, dtype=object), [[bs]], geo, None)
+    sat_engine._element_engine(ops, np.zeros((1,) + sh, dtype=object), [[bs]], geo, None)
     if ref_shape is None:
         return {"rotations": 0, "pt_mults": ops.mults, "adds": ops.adds, "depth": 1}
     n_ref = int(np.prod(geo.out_shape))

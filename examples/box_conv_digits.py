@@ -23,7 +23,7 @@ from sklearn.datasets import load_digits
 from torch import nn
 
 from privkit.fhe import KeySet
-from privkit.fhe.ops import conv_sat as cs
+from privkit.fhe.ops import sat as cs
 from privkit.nn.box import replace_conv_with_box
 
 

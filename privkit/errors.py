@@ -124,7 +124,7 @@ class PrivacyBudgetExhaustedError(PrivacyBudgetError):
     the model holds the parameters of the last step within it."""
 
 
-# -- added by the hardening work (issue 17); kept at the end of the file -------------------------
+# -- security downgrades, numeric range and precision; every warning; DP layers, optional deps ----
 
 
 class SecurityDowngradeError(PrivkitError, ValueError):

@@ -15,6 +15,10 @@ It fails with the maximal error, where it occurred and how the tolerance was der
 ``SEAL_SIM_RTOL`` (1e-7) relative, tight enough that a scale-bookkeeping difference between the
 two (the ``s/q`` factors are 1e-7 to 2e-5) shows.
 
+For DP-SGD, :func:`micro_batch_gradients` is the per-sample gradient oracle (a loop of batch size
+1, as Opacus checks every grad sampler) and :func:`assert_per_sample_gradients` compares Opacus'
+per-sample gradients (with privkit's samplers, whatever ``grad_sample_mode``) against it.
+
 >>> import numpy as np
 >>> from privkit.fhe import CKKSParams
 >>> err = assert_close_encrypted(np.array([1.0, 2.0 + 1e-7]), np.array([1.0, 2.0]),
@@ -44,8 +48,10 @@ __all__ = [
     "SIM_RTOL",
     "assert_backends_agree",
     "assert_close_encrypted",
+    "assert_per_sample_gradients",
     "backend_kind",
     "encrypted_tolerance",
+    "micro_batch_gradients",
 ]
 
 #: relative tolerance of a noise-free simulator result against its exact reference
@@ -189,3 +195,73 @@ def assert_backends_agree(
         np.asarray(seal_values), s, tol,
         f"SEAL vs simulator: {rtol:g} relative to max(1, |sim|) {max(1.0, mag):.3g}", what,
     )
+
+
+# -- DP: the per-sample gradient oracle -------------------------------------------------------------
+def micro_batch_gradients(module: Any, loss: Any, n: int, *, reduction: str = "sum") -> dict[str, Any]:
+    """Per-sample gradients the slow, obvious way: each of the ``n`` samples run alone.
+
+    ``loss(model, index)`` returns the summed loss of the samples ``index`` (a slice) through
+    ``model`` (``module`` here; the Opacus wrapper in :func:`assert_per_sample_gradients`). Returns
+    parameter name -> tensor ``(n, *param.shape)``: per-sample gradients of the summed loss,
+    Opacus' convention (with ``reduction="mean"`` each sample's loss is divided by ``n`` as in the
+    batch, and the gradients are multiplied back by ``n``). Leaves ``module``'s gradients zeroed.
+
+    >>> import torch
+    >>> lin = torch.nn.Linear(2, 1).double()
+    >>> x = torch.tensor([[1.0, 2.0], [3.0, 4.0]], dtype=torch.float64)
+    >>> micro_batch_gradients(lin, lambda m, i: m(x[i]).sum(), 2)["weight"].tolist()
+    [[[1.0, 2.0]], [[3.0, 4.0]]]
+    """
+    import torch
+
+    if reduction not in ("sum", "mean"):
+        raise ValueError(f"reduction must be 'sum' or 'mean', got {reduction!r}")
+    per = []
+    for i in range(n):
+        module.zero_grad()
+        out = loss(module, slice(i, i + 1))
+        if reduction == "mean":
+            out = out / n
+        out.backward()
+        per.append({k: p.grad.clone() for k, p in module.named_parameters()})
+    module.zero_grad()
+    grads = {k: torch.stack([o[k] for o in per]) for k in (per[0] if per else {})}
+    if reduction == "mean":
+        grads = {k: v * n for k, v in grads.items()}
+    return grads
+
+
+def assert_per_sample_gradients(
+    module: Any, loss: Any, n: int, *, reduction: str = "sum", mode: str = "hooks",
+    atol: float = 1e-10, rtol: float = 1e-9,
+) -> dict[str, Any]:
+    """Assert that Opacus' per-sample gradients of ``module`` equal :func:`micro_batch_gradients`.
+
+    The module is wrapped in Opacus' ``GradSampleModule`` (``mode="functorch"`` forces the
+    functorch path; privkit's grad samplers are used if registered,
+    :func:`privkit.dp.register_grad_samplers`), ``loss(wrapper, slice(None))`` is backpropagated
+    once, and every parameter's ``grad_sample`` is compared with the oracle (shape, then
+    ``torch.allclose(atol, rtol)``; the message names the parameter and the largest error).
+    Returns the oracle for further checks.
+    """
+    import torch
+
+    from .dp._opacus import close_hooks, grad_sample_module
+
+    oracle = micro_batch_gradients(module, loss, n, reduction=reduction)
+    gsm = grad_sample_module(module, loss_reduction=reduction, force_functorch=mode == "functorch")
+    try:
+        out = loss(gsm, slice(None))
+        (out / n if reduction == "mean" else out).backward()
+        for k, p in module.named_parameters():
+            ref, got = oracle[k], p.grad_sample
+            assert got is not None and got.shape == ref.shape, (
+                f"{k}: per-sample gradient of shape {None if got is None else tuple(got.shape)}, "
+                f"oracle {tuple(ref.shape)}")
+            assert torch.allclose(got, ref, atol=atol, rtol=rtol), (
+                f"{k}: per-sample gradients differ from the micro-batch oracle by up to "
+                f"{(got - ref).abs().max().item():.3g} (atol {atol:g}, rtol {rtol:g})")
+    finally:
+        close_hooks(gsm)
+    return oracle

@@ -57,6 +57,43 @@ def test_every_registered_lowering_has_a_property_test():
         assert callable(getattr(importlib.import_module(mod), name, None)), f"{kind}: {ref} does not exist"
 
 
+#: one small instance of every registered privkit layer: ``register_layer`` enrols a class in the
+#: contract below, and a registered class without an entry here fails it
+LAYER_EXAMPLES = {
+    "Conv1d": lambda: pnn.Conv1d(1, 2, 3),
+    "Conv2d": lambda: pnn.Conv2d(1, 2, 3),
+    "Conv3d": lambda: pnn.Conv3d(1, 2, 3),
+    "Linear": lambda: pnn.Linear(4, 2),
+    "AvgPool1d": lambda: pnn.AvgPool1d(2),
+    "AvgPool2d": lambda: pnn.AvgPool2d(2),
+    "AvgPool3d": lambda: pnn.AvgPool3d(2),
+    "GlobalAvgPool1d": lambda: pnn.GlobalAvgPool1d(),
+    "Flatten": lambda: pnn.Flatten(),
+    "PolyAct": lambda: pnn.PolyAct([0.0, 1.0, 0.5]),
+    "Square": lambda: pnn.Square(),
+    "PolyReLU": lambda: pnn.PolyReLU(bound=2.0),
+    "ApproxMaxPool1d": lambda: pnn.ApproxMaxPool1d(2, bound=2.0),
+    "ApproxMaxPool2d": lambda: pnn.ApproxMaxPool2d(2, bound=2.0),
+}
+
+
+def test_every_registered_layer_lowers_to_a_property_tested_kind():
+    """The layer contract: every class enrolled with ``privkit.nn.register_layer`` passes the
+    validator, and its ``fhe_spec()`` names a registered lowering whose property test
+    (``PROPERTY_TESTS``) compares the compiled program with the torch forward."""
+    registered = pnn.registered_layers()
+    missing = sorted(set(registered) - set(LAYER_EXAMPLES))
+    assert not missing, f"registered layers without an example: {missing} (add them to LAYER_EXAMPLES)"
+    kinds = set(fhe.registered_lowerings())
+    for name, cls in registered.items():
+        layer = LAYER_EXAMPLES[name]()
+        assert type(layer) is cls, name
+        kind = layer.fhe_spec()["op"]
+        assert kind in kinds, f"{name}: fhe_spec() kind {kind!r} has no registered lowering"
+        assert kind in PROPERTY_TESTS, f"{name}: kind {kind!r} has no property test"
+        assert pnn.check_fhe_compatible(torch.nn.Sequential(layer)) == [], name
+
+
 def _build(plan, nd, seed):
     torch.manual_seed(seed)
     conv = {1: pnn.Conv1d, 2: pnn.Conv2d, 3: pnn.Conv3d}[nd]
@@ -260,7 +297,7 @@ def test_box_conv_matches_torch(nd, cin, cout, k, s, p, side, bn, act, batch, in
 
 
 def box_depth(box):
-    from privkit.fhe.ops.conv_sat import conv_sat_depth
+    from privkit.fhe.ops.sat import conv_sat_depth
 
     return conv_sat_depth(box.boxsets()) + 1
 

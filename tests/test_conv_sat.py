@@ -1,4 +1,4 @@
-"""Summed-area-table convolution (privkit.fhe.ops.conv_sat): references, both layouts, SEAL."""
+"""Summed-area-table convolution (privkit.fhe.ops.sat): references, both layouts, SEAL."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from privkit.errors import (
     SlotOverflowError,
 )
 from privkit.fhe import CKKSParams, KeySet, ops
-from privkit.fhe.ops import conv_sat as cs
+from privkit.fhe.ops import sat as cs
 from privkit.fhe.ops.boxes import Box, BoxFilterSet, approximate_kernel
 from privkit.testing import assert_close_encrypted
 
@@ -228,7 +228,10 @@ def test_bad_input_raises_typed_errors(sim):
 
 def test_registered_in_ops():
     assert ops.approximate_kernel is approximate_kernel
-    # ops.conv_sat is the function, or (once the module is imported) the module, which forwards
+    # ops.conv_sat is the function (the package holding it is ops.sat), imported or not
+    import privkit.fhe.ops.sat  # noqa: F401
+
+    assert callable(ops.conv_sat) and not isinstance(ops.conv_sat, type(ops))
     keys = KeySet.generate(P_SIM, backend="sim")
     bs = approximate_kernel(np.ones((2, 2)))
     out = ops.conv_sat(keys.backend, keys.encrypt(np.arange(9.0)), bs, (3, 3))

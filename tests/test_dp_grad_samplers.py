@@ -17,6 +17,7 @@ from torch import nn
 import privkit.dp
 from privkit.dp import grad_samplers
 from privkit.dp.grad_samplers import StepLinear
+from privkit.testing import assert_per_sample_gradients
 
 privkit.dp.register_grad_samplers()  # explicit: importing privkit.dp changes nothing in Opacus
 
@@ -28,29 +29,8 @@ def _oracle_check(module: nn.Module, x: torch.Tensor, reduction: str = "sum") ->
     """GradSampleModule's grad_sample of every parameter equals batch-of-1 gradients."""
     torch.manual_seed(1)
     w = torch.randn_like(module(x))
-    n = x.shape[0]
-    oracle = []
-    for i in range(n):
-        module.zero_grad()
-        loss = (module(x[i:i + 1]) * w[i:i + 1]).sum()
-        if reduction == "mean":
-            loss = loss / n
-        loss.backward()
-        oracle.append({k: p.grad.clone() for k, p in module.named_parameters()})
-    module.zero_grad()
-    gsm = GradSampleModule(module, loss_reduction=reduction)
-    try:
-        out = (gsm(x) * w).sum()
-        (out / n if reduction == "mean" else out).backward()
-        for k, p in module.named_parameters():
-            ref = torch.stack([o[k] for o in oracle])
-            if reduction == "mean":
-                ref = ref * n  # Opacus' convention: per-sample gradients of the summed loss
-            assert p.grad_sample.shape == ref.shape, k
-            assert torch.allclose(p.grad_sample, ref, atol=1e-10, rtol=1e-9), (
-                k, (p.grad_sample - ref).abs().max().item())
-    finally:
-        gsm._close()
+    assert_per_sample_gradients(module, lambda m, i: (m(x[i]) * w[i]).sum(), x.shape[0],
+                                reduction=reduction, atol=1e-10, rtol=1e-9)
 
 
 @st.composite

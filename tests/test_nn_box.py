@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from privkit.errors import ParameterError, ShapeError, UnsupportedLayerError
 from privkit.fhe import KeySet
-from privkit.fhe.ops import conv_sat as cs
+from privkit.fhe.ops import sat as cs
 from privkit.nn.box import BoxConv1d, BoxConv2d, BoxConv3d, replace_conv_with_box
 from privkit.testing import assert_close_encrypted
 

@@ -63,7 +63,7 @@ def test_contract_default_call(sim):
     back = ops.dft(sim.backend, out, 64, inverse=True, levels=1)
     assert back.level == 0
     assert_close_encrypted(sim.decrypt(back).real, x, sim)
-    from privkit.fhe.ops import dft  # the function; the submodule forwards calls too
+    from privkit.fhe.ops import dft  # the function (the module is ops.fourier)
 
     assert np.allclose(sim.decrypt(dft(sim.backend, sim.encrypt(x), 64)), np.fft.fft(x))
 

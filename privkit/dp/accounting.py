@@ -19,6 +19,7 @@ import math
 import warnings
 
 from ..errors import AccountantStateError, ParameterError, PrivacyBudgetError
+from ._opacus import prv_domain
 
 __all__ = [
     "EpsilonResult",
@@ -75,7 +76,8 @@ def _prv_epsilon(history: list[tuple[float, float, int]], delta: float) -> float
     prvs = [PoissonSubsampledGaussianPRV(q, s) for s, q, _ in acc.history]
     with warnings.catch_warnings(), _np_quiet():
         warnings.simplefilter("ignore")
-        domain = acc._get_domain(
+        domain = prv_domain(
+            acc,
             prvs=prvs,
             num_self_compositions=[n for _, _, n in acc.history],
             eps_error=eps_error,

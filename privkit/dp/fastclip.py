@@ -21,7 +21,7 @@ Gaussian noise of standard deviation ``noise_multiplier * C`` on the clipped sum
 same accountant hook), so the privacy accounting is unchanged; only the arithmetic is reorganised.
 Tests check that the update equals the one of Opacus' hooks mode to float rounding.
 
-Layers handled this way: ``nn.Linear`` (and :class:`~privkit.dp.grad_samplers.StepLinear`, also
+Layers handled this way: ``nn.Linear`` (and :class:`~privkit.dp.snn.StepLinear`, also
 when called many times per pass), ``nn.Conv1d/2d/3d`` (any padding and padding mode) and
 ``nn.ConvTranspose1d/2d/3d``; ``nn.GroupNorm`` and ``nn.LayerNorm`` form their (small) per-sample
 affine gradients directly. Every other layer with trainable parameters (embeddings, custom layers
@@ -48,17 +48,17 @@ from opacus.grad_sample import GradSampleModule
 from opacus.grad_sample.functorch import prepare_layer
 from opacus.layers.dp_rnn import DPGRU, DPLSTM, DPRNN
 from opacus.optimizers import DPOptimizer
-from opacus.optimizers.optimizer import _generate_noise
 from opacus.utils.module_utils import trainable_parameters
 from torch import nn
 
+from ._opacus import generate_noise, inner_module, uncount_forward
 from .grad_samplers import (
-    StepLinear,
     offset_slices,
     per_sample_weight_grad,
     register_grad_samplers,
     weight_grad_operands,
 )
+from .snn import StepLinear
 
 __all__ = ["FastClipModule", "FastClipOptimizer"]
 
@@ -240,14 +240,14 @@ class FastClipModule(GradSampleModule):
 
     def add_hooks(self, *, loss_reduction: str = "mean", batch_first: bool = True,
                   force_functorch: bool = False) -> None:
-        if hasattr(self._module, "autograd_grad_sample_hooks"):
+        if hasattr(inner_module(self), "autograd_grad_sample_hooks"):
             raise ValueError("Trying to add hooks twice to the same model")
         if loss_reduction not in ("mean", "sum"):
             raise ValueError(f"loss_reduction must be 'mean' or 'sum', got {loss_reduction!r}")
-        self._module.autograd_grad_sample_hooks = []
-        self.autograd_grad_sample_hooks = self._module.autograd_grad_sample_hooks
+        inner_module(self).autograd_grad_sample_hooks = []
+        self.autograd_grad_sample_hooks = inner_module(self).autograd_grad_sample_hooks
         self.force_functorch = force_functorch
-        for module in self.iterate_submodules(self._module):
+        for module in self.iterate_submodules(inner_module(self)):
             if type(module) in (DPRNN, DPLSTM, DPGRU):  # their RNNLinear cells carry the hooks
                 continue
             fast = self._fast(module)
@@ -288,7 +288,7 @@ class FastClipModule(GradSampleModule):
         if out is None or not out.requires_grad:
             module.activations.pop()
             for _, p in trainable_parameters(module):
-                p._forward_counter -= 1
+                uncount_forward(p)
             return
         out.register_hook(lambda g: self.capture_backprops_hook(
             module, None, (g,), loss_reduction=self.loss_reduction, batch_first=self.batch_first))
@@ -505,14 +505,14 @@ class FastClipOptimizer(DPOptimizer):
         std = self._noise_std()
         if not self._uniform:
             for p in self.params:
-                noise = _generate_noise(std=std, reference=p.summed_grad, generator=self.generator,
+                noise = generate_noise(std=std, reference=p.summed_grad, generator=self.generator,
                                         secure_mode=self.secure_mode)
                 p.grad = (p.summed_grad + noise).view_as(p)
             self._flat_grad = None
             return
         # one noise draw for all parameters; the gradients are views of one flat buffer
         flat, self._summed = self._summed, None
-        flat = flat + _generate_noise(std=std, reference=flat, generator=self.generator,
+        flat = flat + generate_noise(std=std, reference=flat, generator=self.generator,
                                       secure_mode=self.secure_mode)
         offset = 0
         for p in self.params:

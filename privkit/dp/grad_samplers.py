@@ -23,7 +23,7 @@ gradient). Groups split the channel axes; any number of spatial dimensions works
 padded with exactly as the layer's forward pads it: Opacus 1.6's own conv sampler zero-pads
 whatever the mode and so returns wrong per-sample gradients for them), for
 ``nn.ConvTranspose1d/2d/3d`` and :class:`privkit.dp.snn.TimeConvTranspose3d`, and for
-:class:`StepLinear`.
+:class:`privkit.dp.snn.StepLinear` (the DP layers live in :mod:`privkit.dp.snn`).
 :func:`privkit.dp.make_private` calls it (``import privkit.dp`` does not); the change is process-wide (every Opacus ``GradSampleModule``
 created afterwards uses these samplers) and is exact up to float rounding: tests compare it with a
 batch-of-1 oracle in float64 over random shapes, strides, paddings, dilations and groups.
@@ -49,6 +49,9 @@ import itertools
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ._opacus import grad_sampler_table
+from .snn import StepLinear, TimeConvTranspose3d
 
 __all__ = [
     "StepLinear",
@@ -245,33 +248,6 @@ def _conv_samples(layer: nn.Module, x: torch.Tensor, g: torch.Tensor, transposed
     return ret
 
 
-class StepLinear(nn.Linear):
-    """An ``nn.Linear`` meant to be called many times per forward pass (once per time step of a
-    recurrent or spiking network), whose per-sample gradient Opacus computes once per pass.
-
-    Opacus computes a layer's per-sample gradient at every call and adds it into a
-    ``(batch, out, in)`` buffer, so a layer called T times writes that buffer T times; for the
-    spiking VAE's posterior / prior MLPs (called once per time step, up to 1.3 M weights each)
-    that traffic dominated a DP step. :func:`step_linear_grad_sample` instead keeps each call's
-    input and output gradient until the pass's last backward call and then contracts them all in
-    one batched product: the same sum, one write. Outside DP training it is a plain ``nn.Linear``
-    (same parameters, same state dict).
-
-    >>> import torch
-    >>> layer = StepLinear(3, 2)
-    >>> layer(torch.ones(4, 3)).shape
-    torch.Size([4, 2])
-    """
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        stash = self.__dict__.get("_privkit_stash")
-        if stash:
-            # a forward while backward calls are stashed: that backward was abandoned (an
-            # exception, or a graph dropped half-way); its partial gradients must not leak
-            stash.clear()
-        return super().forward(x)
-
-
 def step_linear_grad_sample(layer: nn.Linear, activations: list, backprops: torch.Tensor) -> dict:
     """Opacus grad sampler for :class:`StepLinear`: defers the work to the last call of a pass.
 
@@ -301,23 +277,32 @@ def step_linear_grad_sample(layer: nn.Linear, activations: list, backprops: torc
     return ret
 
 
+def _privkit_samplers() -> dict[type, object]:
+    """Every grad sampler privkit installs into Opacus, in one table: layer class -> sampler."""
+    return {
+        nn.Conv1d: conv_grad_sample,
+        nn.Conv2d: conv_grad_sample,
+        nn.Conv3d: conv_grad_sample,
+        nn.ConvTranspose1d: conv_transpose_grad_sample,
+        nn.ConvTranspose2d: conv_transpose_grad_sample,
+        nn.ConvTranspose3d: conv_transpose_grad_sample,
+        TimeConvTranspose3d: conv_transpose_grad_sample,
+        StepLinear: step_linear_grad_sample,
+    }
+
+
 def register_grad_samplers() -> None:
-    """Install the samplers above into Opacus' ``GradSampleModule`` (idempotent).
+    """Install the samplers of :func:`_privkit_samplers` into Opacus' ``GradSampleModule``
+    (idempotent). This is the only place privkit registers grad samplers; it runs from
+    :func:`privkit.dp.make_private` and :class:`privkit.dp.fastclip.FastClipModule`, never on import.
 
-    Opacus' own conv sampler stays available through :func:`original_sampler`.
+    Opacus' own samplers stay available through :func:`original_sampler`.
     """
-    from opacus.grad_sample import GradSampleModule
-
-    from .snn import TimeConvTranspose3d
-
-    samplers = GradSampleModule.GRAD_SAMPLERS
-    for cls in (nn.Conv1d, nn.Conv2d, nn.Conv3d):
-        if samplers.get(cls) is not conv_grad_sample:
+    samplers = grad_sampler_table()
+    for cls, fn in _privkit_samplers().items():
+        if samplers.get(cls) is not fn:
             _ORIGINAL.setdefault(cls, samplers.get(cls))
-        samplers[cls] = conv_grad_sample
-    for cls in (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d, TimeConvTranspose3d):
-        samplers[cls] = conv_transpose_grad_sample
-    samplers[StepLinear] = step_linear_grad_sample
+        samplers[cls] = fn
 
 
 def original_sampler(cls: type) -> object:

@@ -1,4 +1,6 @@
-"""Spiking layers that DP-SGD can train: a LIF neuron with explicit state and surrogate gradient.
+"""Spiking layers that DP-SGD can train: a LIF neuron with explicit state and surrogate gradient,
+the time-major transposed conv and :class:`StepLinear` (a linear layer called once per time step).
+Their per-sample gradients are registered with Opacus in :mod:`privkit.dp.grad_samplers`.
 
 The leaky integrate-and-fire (LIF) neuron of the Fully Spiking VAE (Kamata et al., AAAI 2022)::
 
@@ -39,9 +41,10 @@ __all__ = [
     "LIFNeuron",
     "LIFStep",
     "MembraneOutput",
+    "StepLinear",
     "TimeConvTranspose3d",
     "lif",
-    "register_grad_samplers",
+    "register_grad_samplers",  # noqa: F822  (resolved by __getattr__ below)
 ]
 
 DEFAULT_TAU = 0.25
@@ -177,11 +180,12 @@ class MembraneOutput(nn.Module):
         return (x * coef).sum(-1)
 
 
-# --------------------------------------------------------------------------- grad samplers
+# --------------------------------------------------------------------------- layers with privkit grad samplers
 #
 # Spiking convs keep time as the last axis and use kernels (kh, kw, 1): a 2-D conv per time step.
 # Their per-sample gradients come from privkit.dp.grad_samplers (one batched product per kernel
-# offset, no im2col buffer), which also covers the transposed convs Opacus has no sampler for.
+# offset, no im2col buffer), which also covers the transposed convs Opacus has no sampler for,
+# and StepLinear's once-per-pass sampler.
 
 
 class TimeConvTranspose3d(nn.ConvTranspose3d):
@@ -196,9 +200,38 @@ class TimeConvTranspose3d(nn.ConvTranspose3d):
                          output_padding=(output_padding, output_padding, 0), bias=bias)
 
 
-def register_grad_samplers() -> None:
-    """Install privkit's conv and transposed-conv grad samplers into Opacus (idempotent; done by
-    :func:`privkit.dp.make_private`, never on import). See :mod:`privkit.dp.grad_samplers`."""
-    from .grad_samplers import register_grad_samplers as _register
+class StepLinear(nn.Linear):
+    """An ``nn.Linear`` meant to be called many times per forward pass (once per time step of a
+    recurrent or spiking network), whose per-sample gradient Opacus computes once per pass.
 
-    _register()
+    Opacus computes a layer's per-sample gradient at every call and adds it into a
+    ``(batch, out, in)`` buffer, so a layer called T times writes that buffer T times; for the
+    spiking VAE's posterior / prior MLPs (called once per time step, up to 1.3 M weights each)
+    that traffic dominated a DP step. :func:`privkit.dp.grad_samplers.step_linear_grad_sample` instead keeps each call's
+    input and output gradient until the pass's last backward call and then contracts them all in
+    one batched product: the same sum, one write. Outside DP training it is a plain ``nn.Linear``
+    (same parameters, same state dict).
+
+    >>> import torch
+    >>> layer = StepLinear(3, 2)
+    >>> layer(torch.ones(4, 3)).shape
+    torch.Size([4, 2])
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        stash = self.__dict__.get("_privkit_stash")
+        if stash:
+            # a forward while backward calls are stashed: that backward was abandoned (an
+            # exception, or a graph dropped half-way); its partial gradients must not leak
+            stash.clear()
+        return super().forward(x)
+
+
+def __getattr__(name: str) -> object:
+    # ``snn.register_grad_samplers`` is privkit.dp.grad_samplers.register_grad_samplers, the one
+    # place grad samplers are registered; looked up lazily because grad_samplers imports snn
+    if name == "register_grad_samplers":
+        from .grad_samplers import register_grad_samplers
+
+        return register_grad_samplers
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

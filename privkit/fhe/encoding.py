@@ -29,7 +29,7 @@ def encode_slots(x: Any, input_shape: tuple[int, ...], batch: int, layout: Packe
                  sat: Any = None) -> np.ndarray:
     """Input -> the vector to encrypt (``layout.span`` values).
 
-    ``sat``: a :class:`~privkit.fhe.ops.conv_sat.SatGeometry` for the summed-area-table
+    ``sat``: a :class:`~privkit.fhe.ops.sat.SatGeometry` for the summed-area-table
     encoding, or None for the values themselves. A one-channel, unbatched program also takes
     the input without its channel axis. Raises :class:`~privkit.errors.ShapeError` for any
     other shape.
@@ -62,7 +62,7 @@ def sat_to_dict(sat: Any) -> dict[str, Any]:
 def sat_from_dict(d: Any, input_shape: tuple[int, ...]) -> Any:
     """Inverse of :func:`sat_to_dict` for inputs of ``input_shape`` (raises ValueError / the
     geometry's typed errors on a malformed entry)."""
-    from .ops.conv_sat import sat_geometry
+    from .ops.sat import sat_geometry
 
     if not isinstance(d, dict) or d.get("kind") != "sat" or set(d) != {"kind", "kernel", "stride", "pads"}:
         raise ValueError(f"unknown input encoding {d!r:.80}")

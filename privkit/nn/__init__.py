@@ -9,6 +9,7 @@ from __future__ import annotations
 from .activations import PolyAct, Square
 from .box import BoxConv1d, BoxConv2d, BoxConv3d, BoxReplacementReport, replace_conv_with_box
 from .calibrate import calibrate
+from .compat import Incompatibility, check_fhe_compatible, make_fhe_compatible
 from .layers import (
     AvgPool1d,
     AvgPool2d,
@@ -18,10 +19,7 @@ from .layers import (
     Conv3d,
     Flatten,
     GlobalAvgPool1d,
-    Incompatibility,
     Linear,
-    check_fhe_compatible,
-    make_fhe_compatible,
     register_layer,
     registered_layers,
 )

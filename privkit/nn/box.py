@@ -3,7 +3,7 @@
 Every kernel ``W[o, i]`` of the layer is a weighted sum of boxes,
 ``W[o, i] = sum_j alpha_j 1[lo_j <= k < hi_j]`` (:mod:`privkit.fhe.ops.boxes`), and ``forward``
 convolves with exactly that kernel, so training and evaluation see what the encrypted layer
-(:func:`privkit.fhe.ops.conv_sat.conv_sat`, ``m`` multiplications per output instead of
+(:func:`privkit.fhe.ops.sat.conv_sat`, ``m`` multiplications per output instead of
 ``prod(kernel_size)``) computes.
 
 **Design.** The boxes (corners) are fixed when the layer is built; the scales ``alpha`` are an
@@ -15,7 +15,7 @@ convolves with exactly that kernel, so training and evaluation see what the encr
   them with ``tol`` / ``max_boxes``, and from then on learns the scales.
 
 :meth:`boxsets` returns the current ``C_out x C_in`` grid of :class:`BoxFilterSet` that
-:func:`~privkit.fhe.ops.conv_sat.conv_sat` takes, and :meth:`forward_encrypted` runs it.
+:func:`~privkit.fhe.ops.sat.conv_sat` takes, and :meth:`forward_encrypted` runs it.
 Only ``groups=1``, ``dilation=1`` and zero padding are supported.
 
 >>> import torch
@@ -167,8 +167,8 @@ class _BoxConvNd(nn.Module):
 
     def forward_encrypted(self, backend: Any, ct_or_cts: Any, input_shape: Sequence[int], *,
                           layout: str = "simd", section: str | None = None) -> Any:
-        """The encrypted twin: :func:`privkit.fhe.ops.conv_sat.conv_sat` with this layer's boxes."""
-        from ..fhe.ops.conv_sat import conv_sat
+        """The encrypted twin: :func:`privkit.fhe.ops.sat.conv_sat` with this layer's boxes."""
+        from ..fhe.ops.sat import conv_sat
 
         bias = None if self.bias is None else self.bias.detach().double().cpu().numpy()
         return conv_sat(backend, ct_or_cts, self.boxsets(), input_shape, self.stride, self.padding,

@@ -4,8 +4,10 @@ Each layer exports a ``fhe_spec()`` (a plain dict) that the compiler reads; the 
 needs the layer classes themselves. ``method=`` arguments select the encrypted algorithm, never
 the maths: ``Conv1d(method="freq")`` and ``Conv1d(method="spatial")`` compute the same function.
 
-Layers are enrolled with :func:`register_layer`, which also enrols them in the shared contract
-tests (every registered layer must compile and match its torch forward).
+Layers are enrolled with :func:`register_layer`: the validator
+(:func:`~privkit.nn.check_fhe_compatible`) accepts them, and the layer contract test
+(``tests/test_compile_nd.py``) requires an example of each whose ``fhe_spec()`` kind has a
+registered lowering with a property test against the torch forward.
 
 >>> import torch
 >>> from privkit import nn as pnn
@@ -18,14 +20,13 @@ torch.Size([4, 2])
 
 from __future__ import annotations
 
-import dataclasses
 import warnings
 from typing import Any
 
 import torch
 from torch import nn
 
-from ..errors import ParameterError, UnsupportedLayerError
+from ..errors import ParameterError
 
 __all__ = [
     "Conv1d",
@@ -40,16 +41,22 @@ __all__ = [
     "register_layer",
     "registered_layers",
     "FHELayer",
-    "check_fhe_compatible",
-    "make_fhe_compatible",
-    "Incompatibility",
 ]
+# Incompatibility, check_fhe_compatible, make_fhe_compatible: defined in nn/compat.py, resolved
+# lazily by __getattr__ at the end of this module
 
 _REGISTRY: dict[str, type[nn.Module]] = {}
 
 
 def register_layer(cls: type[nn.Module]) -> type[nn.Module]:
-    """Class decorator: enrol a layer with the compiler and the contract tests."""
+    """Class decorator: enrol a privkit layer.
+
+    The validator (:func:`~privkit.nn.check_fhe_compatible`) then accepts it (checking its
+    arguments), :func:`registered_layers` lists it, and the layer contract test
+    (``tests/test_compile_nd.py``) fails until the layer has an example there whose
+    ``fhe_spec()`` kind has a registered lowering covered by a property test. The compiler itself
+    reads ``fhe_spec()`` and never needs the class.
+    """
     _REGISTRY[cls.__name__] = cls
     return cls
 
@@ -273,178 +280,6 @@ class Flatten(nn.Flatten, FHELayer):
         return {"op": "flatten"}
 
 
-# -- validation ----------------------------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class Incompatibility:
-    """One module that cannot be compiled, with its qualified name and the fix."""
-
-    name: str
-    module_type: str
-    reason: str
-
-    def __str__(self) -> str:
-        return f"{self.name or '<model>'} ({self.module_type}): {self.reason}"
-
-
-def _fixes() -> dict[type[nn.Module], str]:
-    return {
-        nn.ReLU: "use privkit.nn.PolyReLU (make_fhe_compatible swaps it)",
-        nn.MaxPool1d: "use privkit.nn.ApproxMaxPool1d (make_fhe_compatible swaps it)",
-        nn.AvgPool1d: "use privkit.nn.AvgPool1d (make_fhe_compatible swaps it)",
-        nn.Conv1d: "use privkit.nn.Conv1d (make_fhe_compatible swaps it, keeping the weights)",
-        nn.Linear: "use privkit.nn.Linear (make_fhe_compatible swaps it, keeping the weights)",
-        nn.Flatten: "use privkit.nn.Flatten (make_fhe_compatible swaps it)",
-        nn.Conv2d: "use privkit.nn.Conv2d (make_fhe_compatible swaps it, keeping the weights)",
-        nn.Conv3d: "use privkit.nn.Conv3d (make_fhe_compatible swaps it, keeping the weights)",
-        nn.AvgPool2d: "use privkit.nn.AvgPool2d (make_fhe_compatible swaps it)",
-        nn.AvgPool3d: "use privkit.nn.AvgPool3d (make_fhe_compatible swaps it)",
-        nn.MaxPool2d: "use privkit.nn.ApproxMaxPool2d (make_fhe_compatible swaps it)",
-        nn.AdaptiveAvgPool1d: "use privkit.nn.GlobalAvgPool1d (output size 1; make_fhe_compatible swaps it)",
-    }
-
-
-_CONTAINERS = (nn.Sequential,)
-_PASSED = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.Identity,
-           nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
-
-
-def _no_lowering_reason(mod: nn.Module) -> str:
-    spec_fn = getattr(mod, "fhe_spec", None)
-    if not callable(spec_fn):
-        return "no encrypted equivalent in privkit"
-    from ..fhe.compiler.lowering import registered_lowerings
-
-    try:
-        kind = spec_fn().get("op")
-    except Exception as e:  # noqa: BLE001
-        return f"its fhe_spec() failed: {e}"
-    return (f"its fhe_spec() kind {kind!r} has no registered lowering; supported kinds: "
-            f"{', '.join(sorted(registered_lowerings()))} (privkit.fhe.register_lowering adds one)")
-
-
-def _has_registered_lowering(mod: nn.Module) -> bool:
-    spec_fn = getattr(mod, "fhe_spec", None)
-    if not callable(spec_fn):
-        return False
-    from ..fhe.compiler.lowering import registered_lowerings
-
-    try:
-        return spec_fn().get("op") in registered_lowerings()
-    except Exception:  # noqa: BLE001 - a broken user spec is reported as unsupported
-        return False
-
-
-def check_fhe_compatible(model: nn.Module, *, raise_error: bool = False) -> list[Incompatibility]:
-    """List every module the compiler cannot run, by qualified name (empty list: compatible).
-
-    Supported: registered privkit layers, modules whose ``fhe_spec()`` names a kind registered
-    with :func:`privkit.fhe.register_lowering`, ``torch.nn.BatchNorm1d/2d/3d`` (folded into the
-    convolution or linear layer right before it at compile time, else one level), ``Dropout``
-    and ``Identity`` (no-ops at inference), inside ``nn.Sequential`` containers.
-    """
-    problems: list[Incompatibility] = []
-    fixes = _fixes()
-    registered = tuple(_REGISTRY.values())
-    for name, mod in model.named_modules():
-        if isinstance(mod, registered):
-            _check_layer_args(name, mod, problems)
-            continue
-        if isinstance(mod, _CONTAINERS) or isinstance(mod, _PASSED):
-            continue
-        if _has_registered_lowering(mod):  # a user layer with its own registered lowering
-            continue
-        if name == "" and not list(mod.children()):
-            problems.append(Incompatibility(name, type(mod).__name__, "not a privkit layer"))
-            continue
-        if name == "":
-            problems.append(
-                Incompatibility(
-                    name, type(mod).__name__,
-                    "the compiler runs nn.Sequential models; wrap the layers in torch.nn.Sequential",
-                )
-            )
-            continue
-        fix = next((v for k, v in fixes.items() if type(mod) is k), None)
-        reason = fix or _no_lowering_reason(mod)
-        problems.append(Incompatibility(name, type(mod).__name__, reason))
-    if raise_error and problems:
-        raise UnsupportedLayerError(
-            "the model cannot be compiled to an encrypted program:\n  "
-            + "\n  ".join(str(p) for p in problems)
-        )
-    return problems
-
-
-def _check_layer_args(name: str, mod: nn.Module, problems: list[Incompatibility]) -> None:
-    if isinstance(mod, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
-        if set(mod.dilation) != {1} or mod.groups != 1 or mod.padding_mode != "zeros":
-            problems.append(Incompatibility(name, type(mod).__name__,
-                                            "only dilation=1, groups=1 and zero padding are supported"))
-        if isinstance(mod.padding, str):
-            problems.append(Incompatibility(name, type(mod).__name__, "give padding as an integer"))
-
-
-def make_fhe_compatible(model: nn.Module) -> nn.Module:
-    """Swap torch layers for their privkit twins in place (weights kept); returns the model.
-
-    ReLU -> PolyReLU (calibrate it afterwards), MaxPool1d/2d -> ApproxMaxPool1d/2d, Conv1d/2d/3d,
-    Linear, AvgPool1d/2d/3d, AdaptiveAvgPool1d(1) and Flatten -> the privkit classes (BatchNorm1d/2d/3d stay: the
-    compiler folds them). Anything else is left for
-    :func:`check_fhe_compatible` to report.
-    """
-    from .nonlinear import ApproxMaxPool1d, ApproxMaxPool2d, PolyReLU
-
-    def convert(mod: nn.Module) -> nn.Module | None:
-        t = type(mod)
-        if t is nn.ReLU:
-            return PolyReLU()
-        if t is nn.MaxPool1d:
-            k = mod.kernel_size if isinstance(mod.kernel_size, int) else mod.kernel_size[0]
-            s = mod.stride if isinstance(mod.stride, int) else mod.stride[0]
-            return ApproxMaxPool1d(k, s)
-        if t is nn.AvgPool1d:
-            return AvgPool1d(mod.kernel_size[0], mod.stride[0])
-        if t is nn.Flatten:
-            return Flatten()
-        if t is nn.AdaptiveAvgPool1d and mod.output_size in (1, (1,)):
-            return GlobalAvgPool1d()
-        if t is nn.Conv1d:
-            new = Conv1d(mod.in_channels, mod.out_channels, mod.kernel_size[0], stride=mod.stride[0],
-                         padding=mod.padding[0] if not isinstance(mod.padding, str) else 0,
-                         bias=mod.bias is not None)
-            new.load_state_dict(mod.state_dict())
-            return new
-        if t is nn.Linear:
-            new = Linear(mod.in_features, mod.out_features, bias=mod.bias is not None)
-            new.load_state_dict(mod.state_dict())
-            return new
-        if t in (nn.Conv2d, nn.Conv3d) and mod.groups == 1 and not isinstance(mod.padding, str) \
-                and set(mod.dilation) == {1} and mod.padding_mode == "zeros":
-            cls = Conv2d if t is nn.Conv2d else Conv3d
-            new = cls(mod.in_channels, mod.out_channels, mod.kernel_size, stride=mod.stride,
-                      padding=mod.padding, bias=mod.bias is not None)
-            new.load_state_dict(mod.state_dict())
-            return new
-        if t in (nn.AvgPool2d, nn.AvgPool3d) and not any(_pool_args(mod.padding, 1)):
-            return (AvgPool2d if t is nn.AvgPool2d else AvgPool3d)(mod.kernel_size, mod.stride)
-        if t is nn.MaxPool2d:
-            return ApproxMaxPool2d(mod.kernel_size, mod.stride)
-        return None
-
-    def walk(parent: nn.Module) -> None:
-        for name, child in parent.named_children():
-            new = convert(child)
-            if new is not None:
-                setattr(parent, name, new)
-            else:
-                walk(child)
-
-    walk(model)
-    return model
-
-
 def _warn_range(layer: str, observed: float, bound: float) -> None:
     warnings.warn(
         f"{layer}: input magnitude {observed:.3g} exceeds the calibrated bound {bound:.3g}; the "
@@ -459,3 +294,13 @@ def forward_hook_names(model: nn.Module, kinds: tuple[type, ...]) -> list[tuple[
     """(qualified name, module) of the modules of the given kinds, in registration order."""
     return [(n, m) for n, m in model.named_modules() if isinstance(m, kinds)]
 
+
+
+def __getattr__(name: str) -> object:
+    # the compatibility checks moved to nn/compat.py (which imports the layers from here); their
+    # names still resolve from this module
+    if name in ("Incompatibility", "check_fhe_compatible", "make_fhe_compatible"):
+        from . import compat
+
+        return getattr(compat, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

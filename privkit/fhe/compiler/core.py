@@ -150,14 +150,15 @@ def _next_computing(items: list[_Item], start: int) -> int | None:
 
 def _sat_input(items: list[_Item], input_shape: tuple[int, ...]) -> Any:
     """The summed-area-table geometry of a first box convolution fed by the client's SAT."""
-    from ..ops import conv_sat as cs
+    from ..ops import sat as cs
+    from ..ops.sat import geometry as sat_geometry_mod
 
     j = _next_computing(items, 0)
     if j is None or not items[j].spec["op"].startswith("box_conv"):
         raise ParameterError("input_sat=True needs a BoxConv1d/2d/3d as the first layer (the client "
                              "encrypts the summed-area table of its input)")
     spec = items[j].spec
-    grid = cs._grid(spec["boxsets"])
+    grid = sat_geometry_mod._grid(spec["boxsets"])
     nd = len(grid[0][0].shape)
     st = tuple(spec["stride"]) if isinstance(spec["stride"], (tuple, list)) else (int(spec["stride"]),) * nd
     pd = tuple(spec["padding"]) if isinstance(spec["padding"], (tuple, list)) else (int(spec["padding"]),) * nd

@@ -10,7 +10,7 @@ Pipeline, with ``N`` the smallest power of two ``>= n + max(pad_left, pad_right)
 where the output reads it):
 
 1. per input channel, a forward DFT of length ``N``, natural -> bit-reversed order
-   (:func:`~privkit.fhe.ops.dft.dft`, ``levels_dft`` levels);
+   (:func:`~privkit.fhe.ops.fourier.dft`, ``levels_dft`` levels);
 2. the Hadamard product with ``conj(DFT(kernel))`` (bit-reversed, a plaintext): with one input
    channel it is folded into the first level of the inverse DFT (no level); with ``C_in > 1``
    the input channels are summed in the frequency domain, ``Z_o = sum_c conj(W_oc) * X_c``
@@ -44,13 +44,13 @@ import scipy.sparse as sp
 
 from ...errors import DepthExhaustedError, ParameterError, ShapeError
 from ..backend import Backend, Ciphertext, Layout
-from .conv_spatial import _norm_kernel, conv_output_shape, conv_padding
-from .dft import apply_sparse_chain, bitrev_indices, chain_rotations, dft_plan
-from .rotate_sum import (
+from .compaction import (
     remove_holes,
     remove_holes_depth,
     required_rotations_remove_holes,
 )
+from .conv_spatial import _norm_kernel, conv_output_shape, conv_padding
+from .fourier import apply_sparse_chain, bitrev_indices, chain_rotations, dft_plan
 
 __all__ = [
     "conv1d_freq",

@@ -45,17 +45,15 @@ import numpy as np
 
 from ...errors import ParameterError, ShapeError, SlotOverflowError
 from ..backend import Backend, Ciphertext, Layout
-from .rotate_sum import (
-    diagonal_matvec,
+from .compaction import (
     gather,
     gather_depth,
-    mul_plain_sum,
     remove_holes,
     remove_holes_depth,
-    required_rotations_diagonal,
     required_rotations_gather,
     required_rotations_remove_holes,
 )
+from .diagonal import diagonal_matvec, mul_plain_sum, required_rotations_diagonal
 
 __all__ = [
     "conv1d_spatial",

@@ -40,13 +40,11 @@ import scipy.sparse as sp
 
 from ...errors import ParameterError, ShapeError
 from ..backend import Backend, Ciphertext, Layout
-from .dft import apply_sparse_chain, chain_rotations, dft_plan
+from .diagonal import diagonal_matvec, mul_plain_sum, required_rotations_diagonal
+from .fourier import apply_sparse_chain, chain_rotations, dft_plan
 from .rotate_sum import (
-    diagonal_matvec,
     mask,
-    mul_plain_sum,
     replicate,
-    required_rotations_diagonal,
     required_rotations_replicate,
     required_rotations_rotate_and_sum,
     rotate_and_sum,

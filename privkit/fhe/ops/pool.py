@@ -46,7 +46,7 @@ import numpy as np
 from ...errors import ParameterError, ShapeError
 from ..backend import Backend, Ciphertext, Layout
 from .poly import _max_core, _max_params, approx_max_depth, approx_max_ref, check_range
-from .rotate_sum import remove_holes, remove_holes_depth, required_rotations_remove_holes
+from .compaction import remove_holes, remove_holes_depth, required_rotations_remove_holes
 
 __all__ = [
     "avg_pool1d",

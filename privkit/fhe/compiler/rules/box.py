@@ -1,5 +1,5 @@
 """Box-filter convolutions (``BoxConv1d/2d/3d``) through the summed-area table
-(:mod:`privkit.fhe.ops.conv_sat`, SIMD layout) on the packed layout.
+(:mod:`privkit.fhe.ops.sat`, SIMD layout) on the packed layout.
 
 Each input channel's block is read as conv_sat's zero-padded volume: the row gaps of the packed
 layout are the padded volume's flat strides (the compiler widens rows for the padding), so a
@@ -35,7 +35,7 @@ class BoxConvLowering(Lowering):
     affine = True
 
     def depth(self, spec: dict[str, Any]) -> int:
-        from ...ops.conv_sat import conv_sat_depth
+        from ...ops.sat import conv_sat_depth
 
         return conv_sat_depth(spec["boxsets"]) + 1
 
@@ -60,10 +60,11 @@ class BoxConvLowering(Lowering):
         return dict(spec, batch=batch, out_scale=tile(s0), out_shift=tile(t0))
 
     def plan(self, spec: dict[str, Any], ctx: PlanContext) -> Lowered:
-        from ...ops import conv_sat as cs
+        from ...ops import sat as cs
+        from ...ops.sat import geometry as sat_geometry_mod
 
         lay = ctx.layout
-        grid = cs._grid(spec["boxsets"])
+        grid = sat_geometry_mod._grid(spec["boxsets"])
         co_n, ci_n = len(grid), len(grid[0])
         kshape = grid[0][0].shape
         nd = len(kshape)
@@ -106,7 +107,7 @@ class BoxConvLowering(Lowering):
     def _plan_client_sat(self, spec: dict[str, Any], ctx: PlanContext, grid: Any, st: tuple[int, ...],
                          pd: tuple[int, ...], batch: int) -> Lowered:
         """The first layer, fed with each channel's exclusive SAT (``SatGeometry.pack_sat``)."""
-        from ...ops import conv_sat as cs
+        from ...ops import sat as cs
 
         lay = ctx.layout
         geo = cs.sat_geometry(spec["input_sat"], grid[0][0].shape, st, pd)
@@ -121,7 +122,8 @@ class BoxConvLowering(Lowering):
     def _finish(self, spec: dict[str, Any], ctx: PlanContext, grid: Any, geo: Any, pads: Any,
                 st: tuple[int, ...], pd: tuple[int, ...], batch: int, origin: int, out_shape: tuple[int, ...],
                 gaps: tuple[int, ...], input_sat: bool) -> Lowered:
-        from ...ops import conv_sat as cs
+        from ...ops import sat as cs
+        from ...ops.sat import engine as sat_engine
 
         lay = ctx.layout
         co_n, ci_n = len(grid), len(grid[0])
@@ -148,7 +150,7 @@ class BoxConvLowering(Lowering):
         split = plan["split"]
 
         def run(be: Backend, ct: Ciphertext) -> Ciphertext:
-            ops = cs._BackendOps(be)
+            ops = sat_engine._BackendOps(be)
             full = ct.replace(length=be.slots)
             terms = []
             with be.counter.section("box_conv"):
@@ -157,7 +159,7 @@ class BoxConvLowering(Lowering):
                     for ci in range(ci_n):
                         k = ((g * ci_n + ci) * B - origin) % be.slots
                         xs.append(be.rotate(full, k) if k else full)
-                    ys = cs._simd_engine(ops, xs, grid, geo, None, split, input_sat)
+                    ys = sat_engine._simd_engine(ops, xs, grid, geo, None, split, input_sat)
                     for co, y in enumerate(ys):
                         c = g * co_n + co
                         terms.append((be.rotate(y, -c * B) if c else y, masks[c]))

@@ -1,5 +1,8 @@
 """Homomorphic DFT / inverse DFT of length ``n`` (a power of two, ``n <= slots``) on complex slots.
 
+The operator is :func:`dft` (``privkit.fhe.ops.dft``); this module is named ``fourier`` so that no
+submodule shadows the function of the same name in :mod:`privkit.fhe.ops`.
+
 Factorisation. The radix-2 decimation-in-frequency Cooley-Tukey FFT writes the DFT matrix as
 ``F = P S_{m-1} ... S_1 S_0`` (``m = log2 n``), where stage ``S_s`` holds the butterflies of
 half-size ``h = n / 2**(s+1)`` (diagonals ``0, +h, -h``) and ``P`` is the bit-reversal
@@ -47,8 +50,6 @@ True
 from __future__ import annotations
 
 import functools
-import sys
-import types
 from collections.abc import Sequence
 
 import numpy as np
@@ -56,14 +57,13 @@ import scipy.sparse as sp
 
 from ...errors import ParameterError, ShapeError
 from ..backend import Backend, Ciphertext, Layout
-from .rotate_sum import (
+from .diagonal import (
     _centered,
     diagonal_matvec,
     diagonal_plan,
-    replicate,
     required_rotations_diagonal,
-    required_rotations_replicate,
 )
+from .rotate_sum import replicate, required_rotations_replicate
 
 __all__ = [
     "DFTPlan",
@@ -458,13 +458,3 @@ def required_rotations_dft(
                     out_order=out_order, method=method, bsgs=bsgs)
     return chain_rotations(plan.groups, n, slots, plan.bsgs, chain=method == "naive")
 
-
-# ``privkit.fhe.ops.dft`` names both this module and the function: once the submodule is
-# imported, Python binds the package attribute ``dft`` to the module, so the module forwards
-# calls to the function and ``ops.dft(backend, ct, n)`` works either way.
-class _CallableModule(types.ModuleType):
-    def __call__(self, *args, **kwargs):  # type: ignore[no-untyped-def]
-        return dft(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
