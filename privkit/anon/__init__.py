@@ -1,15 +1,26 @@
 """privkit.anon: anonymisation of IMU time series (GAN around a convolutional autoencoder).
 
 The networks (:mod:`.networks`), the training pipeline with the strategies ``ag``, ``acg`` and
-``dfi`` (:mod:`.train`) and the metrics (:mod:`.metrics`). The user-facing model is
+``dfi`` (:mod:`.train`), the metrics (:mod:`.metrics`) and the attacker suite that re-identifies
+from scratch on anonymised windows (:mod:`.attackers`). The user-facing model is
 :class:`privkit.apps.anonymiser.IMUAnonymiser`; see ``docs/anonymisation.md``.
 """
 
+from .attackers import (
+    ATTACKERS,
+    CNN1D,
+    attack_suite,
+    best_attacker,
+    judge_quality,
+    window_features,
+)
 from .metrics import accuracy, mmd_rbf, transfer_rate, weighted_f1
 from .networks import TCNNIMU, ConvAutoencoder, Discriminator, Generator, LatentMapper
 from .train import STRATEGIES, AnonConfig
 
 __all__ = [
+    "ATTACKERS",
+    "CNN1D",
     "STRATEGIES",
     "TCNNIMU",
     "AnonConfig",
@@ -18,7 +29,11 @@ __all__ = [
     "Generator",
     "LatentMapper",
     "accuracy",
+    "attack_suite",
+    "best_attacker",
+    "judge_quality",
     "mmd_rbf",
     "transfer_rate",
     "weighted_f1",
+    "window_features",
 ]
