@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..anon.attackers import ATTACKERS, attack_suite, best_attacker, judge_quality
+from ..anon.attackers import ATTACKERS, CNN1D, attack_suite, best_attacker, judge_quality
 from ..anon.metrics import accuracy, mmd_rbf, transfer_rate, weighted_f1
 from ..anon.networks import TCNNIMU, ConvAutoencoder, Discriminator, Generator
 from ..anon.train import (
@@ -126,8 +126,16 @@ class IMUAnonymiser(PrivateModel):
         self.reid = self._judge(K)
         self.har = self._judge(A)
 
-    def _judge(self, n_classes: int) -> TCNNIMU:
+    def _judge(self, n_classes: int, x_scale: torch.Tensor | None = None) -> TCNNIMU:
+        """A judge/critic network of ``cfg.judge_arch``; a ``cnn1d`` one takes its per-channel
+        standardisation from ``x_scale`` (real training windows)."""
         cfg = self.config
+        if cfg.judge_arch == "cnn1d":
+            net = CNN1D(self.n_channels, self.window, n_classes, filters=cfg.judge_filters,
+                        kernel=cfg.judge_kernel)
+            if x_scale is not None:
+                net.fit_scaler(x_scale)
+            return net  # type: ignore[return-value]
         return TCNNIMU(self.device_channels, self.window, n_classes, filters=cfg.judge_filters,
                        kernel=cfg.judge_kernel, fc=cfg.judge_fc)
 
@@ -168,6 +176,9 @@ class IMUAnonymiser(PrivateModel):
         X = torch.as_tensor(x, dtype=torch.float32)
         S, A = torch.as_tensor(s_idx), torch.as_tensor(a_idx)
         self._build()
+        if cfg.judge_arch == "cnn1d":  # standardised with the real training windows
+            for net in (self.reid, self.har):
+                net.fit_scaler(X[tr])
         t0 = time.perf_counter()
         if reuse is not None:
             if (reuse.window, reuse.n_channels, len(reuse.subjects_)) != (
@@ -196,7 +207,7 @@ class IMUAnonymiser(PrivateModel):
         if cfg.utility_weight > 0:
             critic = getattr(reuse, "utility_critic", None)
             if critic is None:
-                critic = self._judge(len(self.activities_))
+                critic = self._judge(len(self.activities_), X[tr])
                 train_classifier(critic, X[tr], A[tr], X[va], A[va], cfg,
                                  name="utility_critic", seed_offset=3)
         self.utility_critic = critic  # not saved: only training uses it
@@ -207,7 +218,7 @@ class IMUAnonymiser(PrivateModel):
         if len(selectors) != cfg.selection_critics:
             selectors = []
             for k in range(cfg.selection_critics):
-                critic_k = self._judge(len(self.activities_))
+                critic_k = self._judge(len(self.activities_), X[tr])
                 train_classifier(critic_k, X[tr], A[tr], X[va], A[va], cfg,
                                  name="selection_critic" + (f"_{k}" if k else ""),
                                  seed_offset=4 if k == 0 else 10 + k)
@@ -217,7 +228,7 @@ class IMUAnonymiser(PrivateModel):
         self.selection_critic = selectors[0]
         if cfg.adaptive_weight > 0:
             torch.manual_seed(cfg.seed + 5)
-            attacker = self._judge(K)
+            attacker = self._judge(K, X[tr])
         har_real = [accuracy(a_idx[va], predict(c, X[va])) for c in selectors]
         gval = torch.Generator().manual_seed(cfg.seed + 11)
         t_val = random_targets(S[va], K, gval) if self.strategy == "dfi" else None
@@ -462,7 +473,8 @@ class IMUAnonymiser(PrivateModel):
             reid_chance=chance,
             har_accuracy_before=m.get("har_acc_real"),
             har_accuracy_after=m.get("har_acc_anon"),
-            judge="tCNN-IMU ReID trained on real data, frozen (the generator trained against it); "
+            judge=("tCNN-IMU" if self.config.judge_arch == "tcnn" else "1-D CNN")
+                  + " ReID trained on real data, frozen (the generator trained against it); "
                   "retrained: the best of the attacker suite "
                   + (f"({best}) " if best else "")
                   + "trained from scratch on anonymised windows",
