@@ -332,7 +332,9 @@ class IMUAnonymiser(PrivateModel):
         test windows: ``reid_attack_<kind>_acc`` / ``_f1``, and ``reid_retrained_acc`` = the
         best of them (the figure to quote). With ``reference`` the same suite trained on *real*
         windows gives the accuracy a judge should reach (``reid_reference_acc``,
-        ``har_reference_acc``) and the judges' quality (``*_judge_quality`` = judge accuracy /
+        ``har_reference_acc``), the suite trained on anonymised windows with their activities
+        gives the utility left for a retrained activity model (``har_retrained_acc``), and the
+        judges' quality (``*_judge_quality`` = judge accuracy /
         reference). A judge near chance on real windows makes its anonymised figure
         meaningless: a :class:`~privkit.errors.PrivacyWarning` says so (and
         :meth:`privacy_report` repeats it)."""
@@ -409,9 +411,12 @@ class IMUAnonymiser(PrivateModel):
             ref = attack_suite(tr[0], tr[1], X_test.numpy(), s_test, n_classes=K, **kw)
             m["reid_reference_acc"] = best_attacker(ref)[1]
             if tr[2] is not None:
-                href = attack_suite(tr[0], tr[2], X_test.numpy(), a_test,
-                                    n_classes=len(self.activities_), **kw)
+                A = len(self.activities_)
+                href = attack_suite(tr[0], tr[2], X_test.numpy(), a_test, n_classes=A, **kw)
                 m["har_reference_acc"] = best_attacker(href)[1]
+                hret = attack_suite(xa_tr.numpy(), tr[2], xa_te.numpy(), a_test, n_classes=A,
+                                    **kw)
+                m["har_retrained_acc"] = best_attacker(hret)[1]
         return m
 
     def _judge_warnings(self, m: dict[str, float]) -> list[str]:
