@@ -30,6 +30,7 @@ True
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from collections.abc import Sequence
 from typing import Any
 
@@ -119,7 +120,7 @@ def window_features(x: np.ndarray) -> np.ndarray:
              np.abs(np.diff(x, axis=1)).mean(1), (z ** 3).mean(1), (z ** 4).mean(1)]
     power = np.abs(np.fft.rfft(x - mu[:, None], axis=1)) ** 2  # (N, F, C); DC removed
     nf = power.shape[1]
-    for e0, e1 in zip(_BANDS[:-1], _BANDS[1:]):
+    for e0, e1 in itertools.pairwise(_BANDS):
         lo = max(1, int(e0 * nf))
         hi = min(nf, max(lo + 1, round(e1 * nf)))
         feats.append(np.log1p(power[:, lo:hi].sum(1)) if hi > lo else np.zeros((n, c)))

@@ -72,8 +72,8 @@ from .networks import TCNNIMU, ConvAutoencoder, Discriminator, Generator, Latent
 
 __all__ = [
     "ADAPTIVE_LOSSES",
-    "JUDGE_ARCHS",
     "BEYOND_PAPER",
+    "JUDGE_ARCHS",
     "PAPER",
     "SELECTIONS",
     "STRATEGIES",

@@ -25,7 +25,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..anon.attackers import ATTACKERS, CNN1D, attack_suite, best_attacker, judge_quality
+from ..anon.attackers import (
+    ATTACKERS,
+    CNN1D,
+    attack_suite,
+    best_attacker,
+    judge_quality,
+)
 from ..anon.metrics import accuracy, mmd_rbf, transfer_rate, weighted_f1
 from ..anon.networks import TCNNIMU, ConvAutoencoder, Discriminator, Generator
 from ..anon.train import (
@@ -40,7 +46,13 @@ from ..anon.train import (
     train_classifier,
     train_gan,
 )
-from ..api import PrivacyReport, PrivateModel, check_config, check_plain, check_state_tensors
+from ..api import (
+    PrivacyReport,
+    PrivateModel,
+    check_config,
+    check_plain,
+    check_state_tensors,
+)
 from ..data.imu import IMUDataset, MinMaxNormaliser
 from ..errors import DataFormatError, ParameterError, PrivacyWarning, ShapeError
 
@@ -409,6 +421,8 @@ class IMUAnonymiser(PrivateModel):
         m["reid_retrained_acc"], m["reid_retrained_f1"] = res[best]["acc"], res[best]["f1"]
         if a_test is not None:
             ref = attack_suite(tr[0], tr[1], X_test.numpy(), s_test, n_classes=K, **kw)
+            for kind, r in ref.items():
+                m[f"reid_reference_{kind}_acc"] = r["acc"]
             m["reid_reference_acc"] = best_attacker(ref)[1]
             if tr[2] is not None:
                 A = len(self.activities_)

@@ -37,7 +37,7 @@ def split_time(ds: IMUDataset, test_fraction: float = 0.5, *, gap: int = 1
     train_idx, test_idx = [], []
     for r in np.unique(ds.recording):
         idx = np.flatnonzero(ds.recording == r)
-        n_test = int(round(test_fraction * len(idx)))
+        n_test = round(test_fraction * len(idx))
         n_train = len(idx) - n_test - gap
         if n_test < 1 or n_train < 1:
             continue
