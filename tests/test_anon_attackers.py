@@ -130,3 +130,19 @@ def test_cnn1d_judges_fit_save_and_load(data, tmp_path):
     assert isinstance(back.reid, CNN1D) and torch.equal(back.reid.mean, model.reid.mean)
     with pytest.raises(ParameterError, match="judge_arch"):
         AnonConfig(judge_arch="rnn")
+
+
+def test_feature_net_as_online_attacker(data):
+    train, _ = data
+    with pytest.raises(ParameterError, match="attacker_init"):
+        AnonConfig(attacker_arch="features", attacker_init="reid")
+    cfg = AnonConfig(**{**TINY, "adaptive_weight": 1.0, "adaptive_loss": "confusion",
+                        "attacker_arch": "features", "attacker_real": True})
+    model = IMUAnonymiser(strategy="ag", config=cfg).fit(train)
+    assert all("loss_a" in h for h in model.history_["gan"])
+    from privkit.anon.attackers import FeatureNet
+
+    net = FeatureNet(6, 32, 4)
+    x = torch.rand(8, 32, 6, requires_grad=True)
+    net(x).sum().backward()  # differentiable w.r.t. the windows (the generator's gradient)
+    assert x.grad is not None and torch.isfinite(x.grad).all()

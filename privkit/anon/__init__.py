@@ -9,6 +9,7 @@ from scratch on anonymised windows (:mod:`.attackers`). The user-facing model is
 from .attackers import (
     ATTACKERS,
     CNN1D,
+    FeatureNet,
     attack_suite,
     best_attacker,
     judge_quality,
@@ -26,6 +27,7 @@ __all__ = [
     "AnonConfig",
     "ConvAutoencoder",
     "Discriminator",
+    "FeatureNet",
     "Generator",
     "LatentMapper",
     "accuracy",

@@ -46,6 +46,7 @@ from .train import AnonConfig, predict, train_classifier
 __all__ = [
     "ATTACKERS",
     "CNN1D",
+    "FeatureNet",
     "attack_suite",
     "best_attacker",
     "judge_quality",
@@ -130,6 +131,52 @@ def window_features(x: np.ndarray) -> np.ndarray:
         corr = np.einsum("ntc,ntd->ncd", z, z) / t
         out = np.concatenate([out, corr[:, iu[0], iu[1]]], axis=1)
     return np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0)
+
+
+class FeatureNet(nn.Module):
+    """A differentiable twin of the ``features`` attacker, for *online* training against the
+    generator (``AnonConfig(attacker_arch="features")``): per channel mean, std, max, min,
+    mean absolute difference and the log energy of 8 FFT bands, plus channel-pair correlations,
+    through BatchNorm (an online standardisation) into a small MLP.
+
+    >>> FeatureNet(n_channels=3, window=32, n_classes=4)(torch.rand(5, 32, 3)).shape
+    torch.Size([5, 4])
+    """
+
+    def __init__(self, n_channels: int, window: int, n_classes: int, *, hidden: int = 64
+                 ) -> None:
+        super().__init__()
+        self.n_channels, self.window, self.n_classes = int(n_channels), int(window), int(n_classes)
+        nf = window // 2 + 1
+        bands = []
+        for e0, e1 in itertools.pairwise(_BANDS):
+            lo = max(1, int(e0 * nf))
+            bands.append((lo, min(nf, max(lo + 1, round(e1 * nf)))))
+        self.bands = [(lo, hi) for lo, hi in bands if hi > lo]
+        c = self.n_channels
+        n_feat = c * (5 + len(self.bands)) + c * (c - 1) // 2
+        self.net = nn.Sequential(nn.BatchNorm1d(n_feat), nn.Linear(n_feat, hidden), nn.ReLU(),
+                                 nn.Linear(hidden, n_classes))
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 3 or x.shape[1] != self.window or x.shape[2] != self.n_channels:
+            raise ShapeError(f"FeatureNet expects windows shaped (batch, {self.window}, "
+                             f"{self.n_channels}), got {tuple(x.shape)}")
+        mu = x.mean(1)
+        xc = x - mu[:, None]
+        sd = (xc.pow(2).mean(1) + 1e-8).sqrt()
+        f = [mu, sd, x.amax(1), x.amin(1), (x[:, 1:] - x[:, :-1]).abs().mean(1)]
+        power = torch.fft.rfft(xc, dim=1).abs().pow(2)
+        f += [torch.log1p(power[:, lo:hi].sum(1)) for lo, hi in self.bands]
+        if self.n_channels > 1:
+            z = xc / sd[:, None]
+            corr = torch.einsum("btc,btd->bcd", z, z) / x.shape[1]
+            iu = torch.triu_indices(self.n_channels, self.n_channels, 1)
+            f.append(corr[:, iu[0], iu[1]])
+        return torch.cat(f, dim=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(self.features(x))
 
 
 def _fit_features(x_tr: np.ndarray, y_tr: np.ndarray, seed: int) -> Any:

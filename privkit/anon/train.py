@@ -142,6 +142,10 @@ class AnonConfig:
     adaptive_loss: str = "prob"
     attacker_steps: int = 1
     attacker_init: str = "random"
+    #: the online attacker's model: "judge" (the judges' architecture, ``judge_arch``) or
+    #: "features" (:class:`privkit.anon.attackers.FeatureNet`, a differentiable twin of the
+    #: feature attacker of the evaluation suite; needs ``attacker_init="random"``)
+    attacker_arch: str = "judge"
     attacker_reset: int = 0
     attacker_real: bool = False
     select_attacker: bool = False
@@ -201,6 +205,12 @@ class AnonConfig:
         if self.attacker_init not in ("random", "reid"):
             raise ParameterError(f"attacker_init must be 'random' or 'reid', "
                                  f"got {self.attacker_init!r}")
+        if self.attacker_arch not in ("judge", "features"):
+            raise ParameterError(f"attacker_arch must be 'judge' or 'features', "
+                                 f"got {self.attacker_arch!r}")
+        if self.attacker_arch == "features" and self.attacker_init == "reid":
+            raise ParameterError("attacker_arch='features' cannot start from the ReID judge's "
+                                 "weights; use attacker_init='random'")
         if self.attacker_steps < 1:
             raise ParameterError(f"attacker_steps must be >= 1, got {self.attacker_steps}")
         if isinstance(self.selection_critics, bool) or not isinstance(

@@ -28,6 +28,7 @@ import torch
 from ..anon.attackers import (
     ATTACKERS,
     CNN1D,
+    FeatureNet,
     attack_suite,
     best_attacker,
     judge_quality,
@@ -240,7 +241,10 @@ class IMUAnonymiser(PrivateModel):
         self.selection_critic = selectors[0]
         if cfg.adaptive_weight > 0:
             torch.manual_seed(cfg.seed + 5)
-            attacker = self._judge(K, X[tr])
+            if cfg.attacker_arch == "features":
+                attacker = FeatureNet(self.n_channels, self.window, K)
+            else:
+                attacker = self._judge(K, X[tr])
         har_real = [accuracy(a_idx[va], predict(c, X[va])) for c in selectors]
         gval = torch.Generator().manual_seed(cfg.seed + 11)
         t_val = random_targets(S[va], K, gval) if self.strategy == "dfi" else None
