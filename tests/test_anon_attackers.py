@@ -13,6 +13,7 @@ from privkit.anon.attackers import (
     attack_suite,
     best_attacker,
     judge_quality,
+    judge_warnings,
     window_features,
 )
 from privkit.apps.anonymiser import AnonConfig, IMUAnonymiser
@@ -75,14 +76,13 @@ def test_a_leaky_anonymiser_is_caught_by_the_retrained_attacker(data):
 
 
 def test_judge_quality_warnings():
-    model = IMUAnonymiser()
     near = {"reid_acc_real": 0.12, "reid_chance": 0.1, "reid_reference_acc": 0.7,
             "har_acc_real": 0.9, "har_chance": 0.2, "har_reference_acc": 0.92}
-    w = model._judge_warnings(near)
+    w = judge_warnings(near)
     assert len(w) == 1 and "near chance" in w[0] and "meaningless" in w[0]
     weak = {"reid_acc_real": 0.3, "reid_chance": 0.1, "reid_reference_acc": 0.7}
-    assert "overstates privacy" in model._judge_warnings(weak)[0]
-    assert model._judge_warnings({"reid_acc_real": 0.65, "reid_chance": 0.1,
+    assert "overstates privacy" in judge_warnings(weak)[0]
+    assert judge_warnings({"reid_acc_real": 0.65, "reid_chance": 0.1,
                                   "reid_reference_acc": 0.7}) == []
     q = judge_quality(0.17, 0.1, 0.69)
     assert q.near_chance and q.weak and abs(q.ratio - 0.17 / 0.69) < 1e-12

@@ -13,6 +13,7 @@ from .attackers import (
     attack_suite,
     best_attacker,
     judge_quality,
+    judge_warnings,
     window_features,
 )
 from .metrics import accuracy, mmd_rbf, transfer_rate, weighted_f1
@@ -34,6 +35,7 @@ __all__ = [
     "attack_suite",
     "best_attacker",
     "judge_quality",
+    "judge_warnings",
     "mmd_rbf",
     "transfer_rate",
     "weighted_f1",

@@ -50,6 +50,7 @@ __all__ = [
     "attack_suite",
     "best_attacker",
     "judge_quality",
+    "judge_warnings",
     "window_features",
 ]
 
@@ -319,3 +320,31 @@ def judge_quality(accuracy: float, chance: float, reference: float | None = None
     """
     return JudgeQuality(float(accuracy), float(chance),
                         None if reference is None else float(reference))
+
+
+def judge_warnings(metrics: dict[str, float]) -> list[str]:
+    """What the frozen judges' quality on real windows says about their figures, from the
+    metrics of :meth:`~privkit.apps.anonymiser.IMUAnonymiser.evaluate` (``<judge>_acc_real``,
+    ``<judge>_chance`` and, when measured, ``<judge>_reference_acc`` for ``reid`` and ``har``).
+
+    >>> judge_warnings({"reid_acc_real": 0.12, "reid_chance": 0.1})[0][:36]
+    'the REID judge is near chance on rea'
+    >>> judge_warnings({"reid_acc_real": 0.65, "reid_chance": 0.1, "reid_reference_acc": 0.7})
+    []
+    """
+    out = []
+    for name, what in (("reid", "privacy (frozen ReID)"), ("har", "utility (frozen HAR)")):
+        if f"{name}_acc_real" not in metrics or f"{name}_chance" not in metrics:
+            continue
+        q = judge_quality(metrics[f"{name}_acc_real"], metrics[f"{name}_chance"],
+                          metrics.get(f"{name}_reference_acc"))
+        if q.near_chance:
+            out.append(f"the {name.upper()} judge is near chance on real windows "
+                       f"({q.accuracy:.1%}, chance {q.chance:.1%}): its {what} figure on "
+                       "anonymised windows is meaningless")
+        elif q.weak:
+            out.append(f"the {name.upper()} judge is weak: {q.accuracy:.1%} on real windows where "
+                       f"a from-scratch attacker reaches {q.reference:.1%}; its {what} figure on "
+                       "anonymised windows overstates "
+                       + ("privacy" if name == "reid" else "utility loss"))
+    return out

@@ -32,6 +32,7 @@ from ..anon.attackers import (
     attack_suite,
     best_attacker,
     judge_quality,
+    judge_warnings,
 )
 from ..anon.metrics import accuracy, mmd_rbf, transfer_rate, weighted_f1
 from ..anon.networks import TCNNIMU, ConvAutoencoder, Discriminator, Generator
@@ -381,8 +382,13 @@ class IMUAnonymiser(PrivateModel):
                 m.update(self._attack(tr, X, s_idx, a_idx if reference else None,
                                       attacker_epochs, tuple(attackers)))
                 m["mmd_real_train_vs_test"] = mmd_rbf(tr[0], x)
+        for name in ("reid", "har"):
+            ratio = judge_quality(m[f"{name}_acc_real"], m[f"{name}_chance"],
+                                  m.get(f"{name}_reference_acc")).ratio
+            if ratio is not None:
+                m[f"{name}_judge_quality"] = ratio
         self.metrics_ = m
-        for text in self._judge_warnings(m):
+        for text in judge_warnings(m):
             warnings.warn(text, PrivacyWarning, stacklevel=2)
         return m
 
@@ -437,27 +443,6 @@ class IMUAnonymiser(PrivateModel):
                 m["har_retrained_acc"] = best_attacker(hret)[1]
         return m
 
-    def _judge_warnings(self, m: dict[str, float]) -> list[str]:
-        """What the judges' quality on real windows says about the frozen-judge figures."""
-        out = []
-        for name, what in (("reid", "privacy (frozen ReID)"), ("har", "utility (frozen HAR)")):
-            if f"{name}_acc_real" not in m:
-                continue
-            q = judge_quality(m[f"{name}_acc_real"], m[f"{name}_chance"],
-                              m.get(f"{name}_reference_acc"))
-            if q.ratio is not None:
-                m[f"{name}_judge_quality"] = q.ratio
-            if q.near_chance:
-                out.append(f"the {name.upper()} judge is near chance on real windows "
-                           f"({q.accuracy:.1%}, chance {q.chance:.1%}): its {what} figure on "
-                           "anonymised windows is meaningless")
-            elif q.weak:
-                out.append(f"the {name.upper()} judge is weak: {q.accuracy:.1%} on real windows "
-                           f"where a from-scratch attacker reaches {q.reference:.1%}; its "
-                           f"{what} figure on anonymised windows overstates "
-                           + ("privacy" if name == "reid" else "utility loss"))
-        return out
-
     def best_attacker_(self) -> str | None:
         """Name of the best attacker of the last :meth:`evaluate` (``None`` if none ran)."""
         res = {k[len("reid_attack_"):-len("_acc")]: {"acc": v} for k, v in self.metrics_.items()
@@ -481,7 +466,7 @@ class IMUAnonymiser(PrivateModel):
                 f"an attacker retrained on anonymised data ({best or 'tcnn'}) re-identifies "
                 f"{retr:.1%} of windows (chance {chance:.1%}): identity is not removed, only "
                 "hidden from the frozen judge")
-        warns += self._judge_warnings(dict(m))
+        warns += judge_warnings(m)
         details: dict[str, Any] = {k: v for k, v in m.items() if k not in (
             "reid_acc_real", "reid_acc_anon", "reid_retrained_acc", "reid_chance",
             "har_acc_real", "har_acc_anon")}
