@@ -12,6 +12,7 @@ plots     matplotlib                   figures written by the CLI (--png, --plot
 serve     fastapi, uvicorn, httpx      the HTTP server for encrypted inference
 distributed  ray                       fan-out of encrypted inference over a Ray cluster
 docs      mkdocs, mkdocstrings         the API reference (make docs)
+realdata  seglearn (==1.2.5)           real smartwatch IMU data (its data file only)
 ========  ===========================  ==============================================
 
 >>> import math
@@ -38,6 +39,7 @@ EXTRAS = {
     "httpx": "serve",
     "ray": "distributed",
     "mkdocs": "docs",
+    "seglearn": "realdata",
 }
 
 

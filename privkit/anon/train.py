@@ -73,6 +73,7 @@ from .networks import TCNNIMU, ConvAutoencoder, Discriminator, Generator, Latent
 __all__ = [
     "ADAPTIVE_LOSSES",
     "BEYOND_PAPER",
+    "JUDGE_ARCHS",
     "PAPER",
     "SELECTIONS",
     "STRATEGIES",
@@ -96,6 +97,7 @@ log = logging.getLogger(__name__)
 
 STRATEGIES = ("ag", "acg", "dfi")
 ADAPTIVE_LOSSES = ("prob", "confusion")
+JUDGE_ARCHS = ("tcnn", "cnn1d")
 SELECTIONS = ("constrained", "score")
 
 
@@ -113,7 +115,9 @@ class AnonConfig:
     embed_dim: int = 16
     mapper_hidden: tuple[int, ...] = (128, 256)
     disc_channels: tuple[int, int, int] = (16, 32, 64)
-    # judges (tCNN-IMU)
+    # judges: "tcnn" (tCNN-IMU, the paper's) or "cnn1d" (a plain 1-D CNN on per-channel
+    # standardised windows, :class:`privkit.anon.attackers.CNN1D`: stronger on real data)
+    judge_arch: str = "tcnn"
     judge_filters: int = 64
     judge_kernel: int = 5
     judge_fc: int = 128
@@ -138,6 +142,10 @@ class AnonConfig:
     adaptive_loss: str = "prob"
     attacker_steps: int = 1
     attacker_init: str = "random"
+    #: the online attacker's model: "judge" (the judges' architecture, ``judge_arch``) or
+    #: "features" (:class:`privkit.anon.attackers.FeatureNet`, a differentiable twin of the
+    #: feature attacker of the evaluation suite; needs ``attacker_init="random"``)
+    attacker_arch: str = "judge"
     attacker_reset: int = 0
     attacker_real: bool = False
     select_attacker: bool = False
@@ -185,6 +193,9 @@ class AnonConfig:
             raise ParameterError(f"batch_size must be >= 2 (batch norm), got {self.batch_size}")
         if not 0.0 < self.val_fraction < 0.5:
             raise ParameterError(f"val_fraction must be in (0, 0.5), got {self.val_fraction}")
+        if self.judge_arch not in JUDGE_ARCHS:
+            raise ParameterError(f"judge_arch must be one of {JUDGE_ARCHS}, "
+                                 f"got {self.judge_arch!r}")
         if self.adaptive_loss not in ADAPTIVE_LOSSES:
             raise ParameterError(f"adaptive_loss must be one of {ADAPTIVE_LOSSES}, "
                                  f"got {self.adaptive_loss!r}")
@@ -194,6 +205,12 @@ class AnonConfig:
         if self.attacker_init not in ("random", "reid"):
             raise ParameterError(f"attacker_init must be 'random' or 'reid', "
                                  f"got {self.attacker_init!r}")
+        if self.attacker_arch not in ("judge", "features"):
+            raise ParameterError(f"attacker_arch must be 'judge' or 'features', "
+                                 f"got {self.attacker_arch!r}")
+        if self.attacker_arch == "features" and self.attacker_init == "reid":
+            raise ParameterError("attacker_arch='features' cannot start from the ReID judge's "
+                                 "weights; use attacker_init='random'")
         if self.attacker_steps < 1:
             raise ParameterError(f"attacker_steps must be >= 1, got {self.attacker_steps}")
         if isinstance(self.selection_critics, bool) or not isinstance(

@@ -19,11 +19,21 @@ from __future__ import annotations
 import copy
 import logging
 import time
+import warnings
 from typing import Any
 
 import numpy as np
 import torch
 
+from ..anon.attackers import (
+    ATTACKERS,
+    CNN1D,
+    FeatureNet,
+    attack_suite,
+    best_attacker,
+    judge_quality,
+    judge_warnings,
+)
 from ..anon.metrics import accuracy, mmd_rbf, transfer_rate, weighted_f1
 from ..anon.networks import TCNNIMU, ConvAutoencoder, Discriminator, Generator
 from ..anon.train import (
@@ -38,9 +48,15 @@ from ..anon.train import (
     train_classifier,
     train_gan,
 )
-from ..api import PrivacyReport, PrivateModel, check_config, check_plain, check_state_tensors
+from ..api import (
+    PrivacyReport,
+    PrivateModel,
+    check_config,
+    check_plain,
+    check_state_tensors,
+)
 from ..data.imu import IMUDataset, MinMaxNormaliser
-from ..errors import DataFormatError, ParameterError, ShapeError
+from ..errors import DataFormatError, ParameterError, PrivacyWarning, ShapeError
 
 __all__ = ["AnonConfig", "IMUAnonymiser"]
 
@@ -97,7 +113,8 @@ class IMUAnonymiser(PrivateModel):
         self.utility_critic: TCNNIMU | None = None
         self.selection_critic: TCNNIMU | None = None
         self.selection_critics: list[TCNNIMU] = []
-        self._train: tuple[np.ndarray, np.ndarray] | None = None  # (x, subject idx), not saved
+        # (x, subject idx, activity idx) of fit, not saved
+        self._train: tuple[np.ndarray, np.ndarray, np.ndarray | None] | None = None
 
     # ---------------------------------------------------------------- shapes and labels
     def _map(self, values: Any, known: np.ndarray, what: str) -> np.ndarray:
@@ -123,8 +140,16 @@ class IMUAnonymiser(PrivateModel):
         self.reid = self._judge(K)
         self.har = self._judge(A)
 
-    def _judge(self, n_classes: int) -> TCNNIMU:
+    def _judge(self, n_classes: int, x_scale: torch.Tensor | None = None) -> TCNNIMU:
+        """A judge/critic network of ``cfg.judge_arch``; a ``cnn1d`` one takes its per-channel
+        standardisation from ``x_scale`` (real training windows)."""
         cfg = self.config
+        if cfg.judge_arch == "cnn1d":
+            net = CNN1D(self.n_channels, self.window, n_classes, filters=cfg.judge_filters,
+                        kernel=cfg.judge_kernel)
+            if x_scale is not None:
+                net.fit_scaler(x_scale)
+            return net  # type: ignore[return-value]
         return TCNNIMU(self.device_channels, self.window, n_classes, filters=cfg.judge_filters,
                        kernel=cfg.judge_kernel, fc=cfg.judge_fc)
 
@@ -165,6 +190,9 @@ class IMUAnonymiser(PrivateModel):
         X = torch.as_tensor(x, dtype=torch.float32)
         S, A = torch.as_tensor(s_idx), torch.as_tensor(a_idx)
         self._build()
+        if cfg.judge_arch == "cnn1d":  # standardised with the real training windows
+            for net in (self.reid, self.har):
+                net.fit_scaler(X[tr])
         t0 = time.perf_counter()
         if reuse is not None:
             if (reuse.window, reuse.n_channels, len(reuse.subjects_)) != (
@@ -193,7 +221,7 @@ class IMUAnonymiser(PrivateModel):
         if cfg.utility_weight > 0:
             critic = getattr(reuse, "utility_critic", None)
             if critic is None:
-                critic = self._judge(len(self.activities_))
+                critic = self._judge(len(self.activities_), X[tr])
                 train_classifier(critic, X[tr], A[tr], X[va], A[va], cfg,
                                  name="utility_critic", seed_offset=3)
         self.utility_critic = critic  # not saved: only training uses it
@@ -204,7 +232,7 @@ class IMUAnonymiser(PrivateModel):
         if len(selectors) != cfg.selection_critics:
             selectors = []
             for k in range(cfg.selection_critics):
-                critic_k = self._judge(len(self.activities_))
+                critic_k = self._judge(len(self.activities_), X[tr])
                 train_classifier(critic_k, X[tr], A[tr], X[va], A[va], cfg,
                                  name="selection_critic" + (f"_{k}" if k else ""),
                                  seed_offset=4 if k == 0 else 10 + k)
@@ -214,7 +242,10 @@ class IMUAnonymiser(PrivateModel):
         self.selection_critic = selectors[0]
         if cfg.adaptive_weight > 0:
             torch.manual_seed(cfg.seed + 5)
-            attacker = self._judge(K)
+            if cfg.attacker_arch == "features":
+                attacker = FeatureNet(self.n_channels, self.window, K)
+            else:
+                attacker = self._judge(K, X[tr])
         har_real = [accuracy(a_idx[va], predict(c, X[va])) for c in selectors]
         gval = torch.Generator().manual_seed(cfg.seed + 11)
         t_val = random_targets(S[va], K, gval) if self.strategy == "dfi" else None
@@ -246,7 +277,7 @@ class IMUAnonymiser(PrivateModel):
             self.generator, self.discriminator, self.reid, self.strategy, X[tr], A[tr], S[tr],
             cfg, validate=validate, utility_critic=critic, attacker=attacker)
         self.history_["seconds"] = time.perf_counter() - t0
-        self._train = (x, s_idx)
+        self._train = (x, s_idx, a_idx)
         self._fitted = True
         self.metrics_ = {}
         return self
@@ -305,11 +336,25 @@ class IMUAnonymiser(PrivateModel):
     # ---------------------------------------------------------------- evaluate
     def evaluate(self, test: Any, activity: Any = None, subject: Any = None, *,
                  train: Any = None, retrain_attacker: bool = True,
-                 attacker_epochs: int | None = None) -> dict[str, float]:
+                 attacker_epochs: int | None = None,
+                 attackers: tuple[str, ...] | list[str] = ATTACKERS,
+                 reference: bool = True) -> dict[str, float]:
         """HAR/ReID accuracy and weighted F1 on real vs anonymised test windows, the DFI
-        transfer rate, the ReID accuracy of an attacker retrained on anonymised training data
-        (``train``: an IMUDataset or ``(windows, subject)``; defaults to the data ``fit`` saw)
-        and MMD fidelity figures."""
+        transfer rate, MMD fidelity figures and, with ``retrain_attacker``, the attacker suite.
+
+        The attacker suite (:func:`privkit.anon.attackers.attack_suite`: ``attackers`` among
+        ``"tcnn"``, ``"cnn1d"``, ``"features"``) trains every attacker from scratch on
+        anonymised training windows with their true subjects (``train``: an IMUDataset or
+        ``(windows, subject)``; defaults to the data ``fit`` saw) and tests it on the anonymised
+        test windows: ``reid_attack_<kind>_acc`` / ``_f1``, and ``reid_retrained_acc`` = the
+        best of them (the figure to quote). With ``reference`` the same suite trained on *real*
+        windows gives the accuracy a judge should reach (``reid_reference_acc``,
+        ``har_reference_acc``), the suite trained on anonymised windows with their activities
+        gives the utility left for a retrained activity model (``har_retrained_acc``), and the
+        judges' quality (``*_judge_quality`` = judge accuracy /
+        reference). A judge near chance on real windows makes its anonymised figure
+        meaningless: a :class:`~privkit.errors.PrivacyWarning` says so (and
+        :meth:`privacy_report` repeats it)."""
         self._check_fitted()
         x, act, sub, _ = _labels(test, activity, subject, None)
         s_idx = self._map(sub, self.subjects_, "subject")
@@ -334,27 +379,38 @@ class IMUAnonymiser(PrivateModel):
         if retrain_attacker:
             tr = self._train_for_attacker(train)
             if tr is not None:
-                acc, f1 = self._retrained_attack(tr, X, s_idx, attacker_epochs)
-                m["reid_retrained_acc"], m["reid_retrained_f1"] = acc, f1
+                m.update(self._attack(tr, X, s_idx, a_idx if reference else None,
+                                      attacker_epochs, tuple(attackers)))
                 m["mmd_real_train_vs_test"] = mmd_rbf(tr[0], x)
+        for name in ("reid", "har"):
+            ratio = judge_quality(m[f"{name}_acc_real"], m[f"{name}_chance"],
+                                  m.get(f"{name}_reference_acc")).ratio
+            if ratio is not None:
+                m[f"{name}_judge_quality"] = ratio
         self.metrics_ = m
+        for text in judge_warnings(m):
+            warnings.warn(text, PrivacyWarning, stacklevel=2)
         return m
 
-    def _train_for_attacker(self, train: Any) -> tuple[np.ndarray, np.ndarray] | None:
+    def _train_for_attacker(self, train: Any
+                            ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None] | None:
         if train is None:
             if self._train is None:
                 log.warning("no training data for the retrained attacker (model was loaded); "
                             "pass train=...")
             return self._train
         if isinstance(train, IMUDataset):
-            return train.windows, self._map(train.subject, self.subjects_, "subject")
+            return (train.windows, self._map(train.subject, self.subjects_, "subject"),
+                    self._map(train.activity, self.activities_, "activity"))
         x, s = train
-        return np.asarray(x, np.float32), self._map(s, self.subjects_, "subject")
+        return np.asarray(x, np.float32), self._map(s, self.subjects_, "subject"), None
 
-    def _retrained_attack(self, tr: tuple[np.ndarray, np.ndarray], X_test: torch.Tensor,
-                          s_test: np.ndarray, epochs: int | None) -> tuple[float, float]:
-        """An adaptive attacker: a fresh ReID trained on anonymised training windows (with the
-        true source subjects), tested on anonymised test windows."""
+    def _attack(self, tr: tuple[np.ndarray, np.ndarray, np.ndarray | None], X_test: torch.Tensor,
+                s_test: np.ndarray, a_test: np.ndarray | None, epochs: int | None,
+                kinds: tuple[str, ...]) -> dict[str, float]:
+        """The attacker suite on anonymised windows: every attacker is trained from scratch on
+        anonymised training windows (with the true source subjects) and tested on anonymised
+        test windows. With ``a_test``, the same suite on real windows (the reference)."""
         cfg = self.config
         K = len(self.subjects_)
         g = torch.Generator().manual_seed(cfg.seed + 4242)
@@ -363,37 +419,60 @@ class IMUAnonymiser(PrivateModel):
         xa_tr = self._run(xtr, str_, t, g)
         t2 = random_targets(torch.as_tensor(s_test), K, g) if self.strategy == "dfi" else None
         xa_te = self._run(X_test, torch.as_tensor(s_test), t2, g)
-        perm = np.random.default_rng(cfg.seed + 5).permutation(len(xa_tr))
-        n_val = max(2, round(cfg.val_fraction * len(perm)))
-        va, trn = perm[:n_val], perm[n_val:]
-        torch.manual_seed(cfg.seed + 77)
-        attacker = self._judge(K)
-        train_classifier(attacker, xa_tr[trn], str_[trn], xa_tr[va], str_[va],
-                         dataclasses_replace(cfg, {"checkpoint_dir": None}),
-                         name="retrained attacker", epochs=epochs, seed_offset=9)
-        p = predict(attacker, xa_te)
-        return accuracy(s_test, p), weighted_f1(s_test, p)
+        kw = {"kinds": kinds, "device_channels": self.device_channels,
+              "epochs": cfg.judge_epochs if epochs is None else epochs,
+              "filters": cfg.judge_filters, "batch_size": cfg.batch_size, "lr": cfg.judge_lr,
+              "val_fraction": cfg.val_fraction, "patience": cfg.patience, "seed": cfg.seed + 77}
+        m: dict[str, float] = {}
+        res = attack_suite(xa_tr.numpy(), tr[1], xa_te.numpy(), s_test, n_classes=K, **kw)
+        for kind, r in res.items():
+            m[f"reid_attack_{kind}_acc"], m[f"reid_attack_{kind}_f1"] = r["acc"], r["f1"]
+        best = best_attacker(res)[0]
+        m["reid_retrained_acc"], m["reid_retrained_f1"] = res[best]["acc"], res[best]["f1"]
+        if a_test is not None:
+            ref = attack_suite(tr[0], tr[1], X_test.numpy(), s_test, n_classes=K, **kw)
+            for kind, r in ref.items():
+                m[f"reid_reference_{kind}_acc"] = r["acc"]
+            m["reid_reference_acc"] = best_attacker(ref)[1]
+            if tr[2] is not None:
+                A = len(self.activities_)
+                href = attack_suite(tr[0], tr[2], X_test.numpy(), a_test, n_classes=A, **kw)
+                m["har_reference_acc"] = best_attacker(href)[1]
+                hret = attack_suite(xa_tr.numpy(), tr[2], xa_te.numpy(), a_test, n_classes=A,
+                                    **kw)
+                m["har_retrained_acc"] = best_attacker(hret)[1]
+        return m
+
+    def best_attacker_(self) -> str | None:
+        """Name of the best attacker of the last :meth:`evaluate` (``None`` if none ran)."""
+        res = {k[len("reid_attack_"):-len("_acc")]: {"acc": v} for k, v in self.metrics_.items()
+               if k.startswith("reid_attack_") and k.endswith("_acc")}
+        return best_attacker(res)[0] if res else None
 
     # ---------------------------------------------------------------- report
     def privacy_report(self) -> PrivacyReport:
         m = self.metrics_
-        warnings = []
+        warns = []
         if not m:
-            warnings.append("not evaluated yet: call evaluate(test) to fill in the numbers")
+            warns.append("not evaluated yet: call evaluate(test) to fill in the numbers")
         chance = m.get("reid_chance")
         retr = m.get("reid_retrained_acc")
+        best = self.best_attacker_()
         if m and retr is None:
-            warnings.append("no retrained (adaptive) attacker was run; the frozen judge alone "
-                            "overstates privacy")
+            warns.append("no retrained (adaptive) attacker was run; the frozen judge alone "
+                         "overstates privacy")
         if retr is not None and chance and retr > 2 * chance:
-            warnings.append(
-                f"an attacker retrained on anonymised data re-identifies {retr:.1%} of windows "
-                f"(chance {chance:.1%}): identity is not removed, only hidden from the frozen "
-                "judge")
-        details = {k: v for k, v in m.items() if k not in (
+            warns.append(
+                f"an attacker retrained on anonymised data ({best or 'tcnn'}) re-identifies "
+                f"{retr:.1%} of windows (chance {chance:.1%}): identity is not removed, only "
+                "hidden from the frozen judge")
+        warns += judge_warnings(m)
+        details: dict[str, Any] = {k: v for k, v in m.items() if k not in (
             "reid_acc_real", "reid_acc_anon", "reid_retrained_acc", "reid_chance",
             "har_acc_real", "har_acc_anon")}
         details["strategy"] = self.strategy
+        if best is not None:
+            details["best_attacker"] = best
         return PrivacyReport(
             kind="anonymisation",
             reid_accuracy_before=m.get("reid_acc_real"),
@@ -402,8 +481,12 @@ class IMUAnonymiser(PrivateModel):
             reid_chance=chance,
             har_accuracy_before=m.get("har_acc_real"),
             har_accuracy_after=m.get("har_acc_anon"),
-            judge="tCNN-IMU ReID trained on real data, frozen (the generator trained against it)",
-            warnings=warnings,
+            judge=("tCNN-IMU" if self.config.judge_arch == "tcnn" else "1-D CNN")
+                  + " ReID trained on real data, frozen (the generator trained against it); "
+                  "retrained: the best of the attacker suite "
+                  + (f"({best}) " if best else "")
+                  + "trained from scratch on anonymised windows",
+            warnings=warns,
             details=details,
         )
 
