@@ -95,3 +95,14 @@ def test_real_watch_windows():
     assert len(one.recording_names) == 70 and one.windows.shape[1:] == (64, 6)
     with pytest.raises(ParameterError):
         watch.read_seglearn_watch(side=2)
+
+
+@needs_seglearn
+def test_load_imu_watch_spec_is_the_reader():
+    from privkit.data.imu import load_imu
+
+    a = load_imu("watch", window=128, step=128)
+    b = watch.read_seglearn_watch(window=128, step=128)
+    assert np.array_equal(a.windows, b.windows) and np.array_equal(a.subject, b.subject)
+    with pytest.raises(ParameterError, match="watch"):
+        load_imu("watch:/some/user/path")  # never a user path

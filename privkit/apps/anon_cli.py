@@ -284,7 +284,7 @@ def register(subparsers: Any) -> None:
 
     def data_opts(q: argparse.ArgumentParser, required: bool) -> None:
         q.add_argument("--data", required=required, default=None,
-                       help="synthetic | motionsense:DIR | lara:DIR"
+                       help="synthetic | motionsense:DIR | lara:DIR | watch (real smartwatch data; privkit[realdata])"
                        + ("" if required else " (default: what the model was trained on)"))
 
     def out_opts(q: argparse.ArgumentParser) -> None:

@@ -1,0 +1,203 @@
+"""Settings of the IMU anonymiser: :class:`AnonConfig`, the strategies, and the paper's and
+beyond-the-paper presets (:data:`PAPER`, :data:`BEYOND_PAPER`). The training pipeline that reads
+them is :mod:`privkit.anon.train`."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+from ..errors import ParameterError
+
+__all__ = ["ADAPTIVE_LOSSES", "BEYOND_PAPER", "JUDGE_ARCHS", "PAPER", "SELECTIONS", "STRATEGIES",
+           "AnonConfig"]
+
+STRATEGIES = ("ag", "acg", "dfi")
+ADAPTIVE_LOSSES = ("prob", "confusion")
+JUDGE_ARCHS = ("tcnn", "cnn1d")
+SELECTIONS = ("constrained", "score")
+
+
+@dataclasses.dataclass
+class AnonConfig:
+    """Every knob of the anonymiser (architecture and training)."""
+
+    # generator (autoencoder + latent mapper)
+    ae_channels: tuple[int, int, int] = (16, 32, 64)
+    bottleneck: int = 64
+    kernel: int = 4
+    channel_kernel: int | str = "auto"
+    dropout: float = 0.1
+    z_dim: int = 32
+    embed_dim: int = 16
+    mapper_hidden: tuple[int, ...] = (128, 256)
+    disc_channels: tuple[int, int, int] = (16, 32, 64)
+    # judges: "tcnn" (tCNN-IMU, the paper's) or "cnn1d" (a plain 1-D CNN on per-channel
+    # standardised windows, :class:`privkit.anon.attackers.CNN1D`: stronger on real data)
+    judge_arch: str = "tcnn"
+    judge_filters: int = 64
+    judge_kernel: int = 5
+    judge_fc: int = 128
+    # training
+    batch_size: int = 64
+    ae_epochs: int = 40
+    ae_lr: float = 3e-3
+    ae_noise: float = 0.02
+    judge_epochs: int = 15
+    judge_lr: float = 1e-3
+    gan_epochs: int = 20
+    gen_lr: float = 2e-4
+    disc_lr: float = 2e-4
+    lr_decay: float = 0.97
+    ag_m: float = 0.9
+    # beyond the paper (0 / False / 'prob' = off, i.e. the paper's protocol). Two of them are
+    # on by default (``utility_weight`` and ``dfi_target_mean``, see :data:`PAPER`): without them
+    # ``dfi`` missed the HAR target on some pre-training draws; ``AnonConfig.paper()`` turns them
+    # off
+    utility_weight: float = 3.0
+    adaptive_weight: float = 0.0
+    adaptive_loss: str = "prob"
+    attacker_steps: int = 1
+    attacker_init: str = "random"
+    #: the online attacker's model: "judge" (the judges' architecture, ``judge_arch``) or
+    #: "features" (:class:`privkit.anon.attackers.FeatureNet`, a differentiable twin of the
+    #: feature attacker of the evaluation suite; needs ``attacker_init="random"``)
+    attacker_arch: str = "judge"
+    attacker_reset: int = 0
+    attacker_real: bool = False
+    select_attacker: bool = False
+    warmup_epochs: int = 0
+    dfi_target_mean: bool = True
+    content_weight: float = 0.0
+    # early stopping / bookkeeping
+    #: number of selection critics (activity networks trained on real data, independent of the
+    #: HAR judge) scoring utility during model selection; the score uses the *lowest* of their
+    #: accuracy ratios anonymised / real, so an epoch is kept only if no critic saw its activity
+    #: fade (one critic alone kept epochs that other activity networks misread)
+    selection_critics: int = 3
+    #: model-selection rule after every GAN epoch (:class:`EpochSelector`). ``"constrained"``:
+    #: among the *feasible* epochs - validation privacy meets ``select_reid_factor`` (``ag``,
+    #: ``acg``) or ``select_transfer_min`` (``dfi``) and the activity ratio meets
+    #: ``select_activity_min`` - keep the one with the best combined score ``activity ratio -
+    #: privacy``; while no epoch is feasible, keep the best combined score and do not stop early
+    #: (``patience`` counts from the first feasible epoch). ``"score"``: always the combined
+    #: score (the rule before the constraints; it traded privacy for activity on some draws)
+    selection: str = "constrained"
+    #: ``ag``/``acg`` feasibility: the frozen ReID judge's validation accuracy on anonymised
+    #: windows is at most this multiple of chance (1 / subjects); 1.6 leaves a margin under the
+    #: 2x-chance target of the evaluation
+    select_reid_factor: float = 1.6
+    #: ``dfi`` feasibility: the frozen ReID judge assigns at least this fraction of anonymised
+    #: validation windows to their target (a margin over the 0.90 target)
+    select_transfer_min: float = 0.93
+    #: feasibility for every strategy: the lowest selection-critic accuracy ratio (anonymised /
+    #: real) on the validation windows is at least this
+    select_activity_min: float = 0.9
+    #: constrained selection: when no epoch has been feasible after ``gan_epochs``, train up to
+    #: this many more epochs, stopping at the end of the first extra epoch after which a
+    #: feasible epoch is kept (0 = never train past ``gan_epochs``)
+    select_extra_epochs: int = 8
+    val_fraction: float = 0.15
+    patience: int = 5
+    seed: int = 0
+    progress: bool = True
+    checkpoint_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.ag_m <= 1.0:
+            raise ParameterError(f"ag_m must be in [0, 1] (b = 1 - m), got {self.ag_m}")
+        if self.batch_size < 2:
+            raise ParameterError(f"batch_size must be >= 2 (batch norm), got {self.batch_size}")
+        if not 0.0 < self.val_fraction < 0.5:
+            raise ParameterError(f"val_fraction must be in (0, 0.5), got {self.val_fraction}")
+        if self.judge_arch not in JUDGE_ARCHS:
+            raise ParameterError(f"judge_arch must be one of {JUDGE_ARCHS}, "
+                                 f"got {self.judge_arch!r}")
+        if self.adaptive_loss not in ADAPTIVE_LOSSES:
+            raise ParameterError(f"adaptive_loss must be one of {ADAPTIVE_LOSSES}, "
+                                 f"got {self.adaptive_loss!r}")
+        for name in ("utility_weight", "adaptive_weight", "content_weight"):
+            if getattr(self, name) < 0:
+                raise ParameterError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.attacker_init not in ("random", "reid"):
+            raise ParameterError(f"attacker_init must be 'random' or 'reid', "
+                                 f"got {self.attacker_init!r}")
+        if self.attacker_arch not in ("judge", "features"):
+            raise ParameterError(f"attacker_arch must be 'judge' or 'features', "
+                                 f"got {self.attacker_arch!r}")
+        if self.attacker_arch == "features" and self.attacker_init == "reid":
+            raise ParameterError("attacker_arch='features' cannot start from the ReID judge's "
+                                 "weights; use attacker_init='random'")
+        if self.attacker_steps < 1:
+            raise ParameterError(f"attacker_steps must be >= 1, got {self.attacker_steps}")
+        if isinstance(self.selection_critics, bool) or not isinstance(
+                self.selection_critics, int) or self.selection_critics < 1:
+            raise ParameterError(f"selection_critics must be an integer >= 1, "
+                                 f"got {self.selection_critics!r}")
+        if self.selection not in SELECTIONS:
+            raise ParameterError(f"selection must be one of {SELECTIONS}, got {self.selection!r}")
+        if not (isinstance(self.select_reid_factor, (int, float))
+                and 0.0 < self.select_reid_factor and math.isfinite(self.select_reid_factor)):
+            raise ParameterError("select_reid_factor (feasible frozen ReID accuracy as a multiple "
+                                 f"of chance) must be > 0, got {self.select_reid_factor!r}")
+        for name in ("select_transfer_min", "select_activity_min"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and 0.0 <= v <= 1.0):
+                raise ParameterError(f"{name} must be in [0, 1], got {v!r}")
+        for name in ("attacker_reset", "warmup_epochs", "select_extra_epochs"):
+            if getattr(self, name) < 0:
+                raise ParameterError(f"{name} must be >= 0, got {getattr(self, name)}")
+        self.ae_channels = tuple(self.ae_channels)  # type: ignore[assignment]
+        self.disc_channels = tuple(self.disc_channels)  # type: ignore[assignment]
+        self.mapper_hidden = tuple(self.mapper_hidden)
+
+    @classmethod
+    def beyond_paper(cls, **overrides: Any) -> AnonConfig:
+        """The configuration with every beyond-the-paper term on at the settings chosen on the
+        synthetic bench (:data:`BEYOND_PAPER`); ``overrides`` win. ``AnonConfig()`` has two of
+        them on (the utility critic and the mean-code swap); :meth:`paper` has none."""
+        return cls(**{**BEYOND_PAPER, **overrides})
+
+    @classmethod
+    def paper(cls, **overrides: Any) -> AnonConfig:
+        """The paper's losses only: the default configuration with the two beyond-the-paper
+        terms that are on by default switched off (:data:`PAPER`); ``overrides`` win. Model
+        selection (selection critics, never the HAR judge) is the same as the default's."""
+        return cls(**{**PAPER, **overrides})
+
+    @property
+    def ag_b(self) -> float:
+        return 1.0 - self.ag_m
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: (list(v) if isinstance(v, tuple) else v)
+                for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> AnonConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items()
+                      if k in names})
+
+
+#: The paper's losses (``AnonConfig.paper()``): switches off the beyond-the-paper terms that
+#: ``AnonConfig()`` turns on by default (the auxiliary activity critic and, for ``dfi``, the
+#: mean-code swap).
+PAPER: dict[str, Any] = {
+    "utility_weight": 0.0,
+    "dfi_target_mean": False,
+}
+
+#: Settings of the beyond-the-paper terms used by the bench (``AnonConfig.beyond_paper()``).
+BEYOND_PAPER: dict[str, Any] = {
+    "utility_weight": 1.0,
+    "adaptive_weight": 1.0,
+    "adaptive_loss": "confusion",
+    "attacker_steps": 2,
+    "attacker_init": "reid",
+    "attacker_real": True,
+    "select_attacker": True,
+    "warmup_epochs": 2,
+    "dfi_target_mean": True,
+}
