@@ -1,6 +1,7 @@
 """``privkit anon train | apply | evaluate``: the IMU anonymiser on the command line.
 
-Data: ``--data synthetic`` (seeded synthetic IMU with subject signatures), ``motionsense:DIR``
+Data: ``--data synthetic`` (seeded synthetic IMU with subject signatures), ``motionsense:DIR``,
+``watch`` (the real smartwatch data of the pinned seglearn package, ``privkit[realdata]``)
 or ``lara:DIR``. The data are windowed, split recording-wise (every subject on both sides) and
 scaled to [0, 1] with a normaliser fitted on the training split; the model file keeps the
 normaliser and the data settings, so ``apply`` and ``evaluate`` rebuild the same split.
