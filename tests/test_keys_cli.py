@@ -23,6 +23,13 @@ from privkit.fhe.envelope import (
 
 PW = "s3cret passphrase"
 
+GEN = ("generate", "--preset", "n8192")
+
+
+def run_keys(*argv: str) -> int:
+    """``privkit keys ARGV...`` in-process; its exit code."""
+    return main(["keys", *argv])
+
 
 @pytest.fixture
 def cheap_kdf(monkeypatch):
@@ -49,22 +56,7 @@ def test_keys_subcommand_is_registered():
 
 def test_generate_sim(tmp_path, env_pw, cheap_kdf, capsys):
     out = tmp_path / "client.keys"
-    rc = main(
-        [
-            "keys",
-            "generate",
-            "--preset",
-            "n8192",
-            "--backend",
-            "sim",
-            "--rotations",
-            "1,2,-1",
-            "--password-env",
-            env_pw,
-            "--out",
-            str(out),
-        ]
-    )
+    rc = run_keys(*GEN, "--backend", "sim", "--rotations", "1,2,-1", "--password-env", env_pw, "--out", str(out))
     assert rc == 0
     assert stat.S_IMODE(os.stat(out).st_mode) == 0o600
     keys = KeySet.load(out, password=PW)
@@ -76,41 +68,8 @@ def test_generate_sim(tmp_path, env_pw, cheap_kdf, capsys):
 @pytest.mark.seal
 def test_generate_export_inspect_seal(tmp_path, env_pw, cheap_kdf, capsys):
     keys_path, pub, pub2 = tmp_path / "c.keys", tmp_path / "b.pkb", tmp_path / "b2.pkb"
-    assert (
-        main(
-            [
-                "keys",
-                "generate",
-                "--preset",
-                "n8192",
-                "--rotations",
-                "none",
-                "--no-conjugation",
-                "--password-env",
-                env_pw,
-                "--out",
-                str(keys_path),
-                "--public-out",
-                str(pub),
-            ]
-        )
-        == 0
-    )
-    assert (
-        main(
-            [
-                "keys",
-                "export-public",
-                "--keys",
-                str(keys_path),
-                "--out",
-                str(pub2),
-                "--password-env",
-                env_pw,
-            ]
-        )
-        == 0
-    )
+    assert run_keys(*GEN, "--rotations", "none", "--no-conjugation", "--password-env", env_pw, "--out", str(keys_path), "--public-out", str(pub)) == 0
+    assert run_keys("export-public", "--keys", str(keys_path), "--out", str(pub2), "--password-env", env_pw) == 0
     assert pub.read_bytes() == pub2.read_bytes()
     keys = KeySet.load(keys_path, password=PW)
     bundle = unpack_public_bundle(pub2.read_bytes(), expected_fingerprint=key_fingerprint(keys))
@@ -120,13 +79,13 @@ def test_generate_export_inspect_seal(tmp_path, env_pw, cheap_kdf, capsys):
     capsys.readouterr()
 
     secret_hex = keys.secret_key_bytes()[:64].hex()
-    assert main(["keys", "inspect", str(keys_path), "--json"]) == 0
+    assert run_keys("inspect", str(keys_path), "--json") == 0
     d = json.loads(capsys.readouterr().out)
     assert d["type"] == "sealed key set" and d["protection"] == "aes-256-gcm"
     assert d["fingerprint"] == key_fingerprint(keys) and d["format_version"] == 1
     assert d["kdf"].startswith("scrypt") and d["permissions"] == "0o600"
     assert d["file_bytes"] == keys_path.stat().st_size
-    assert main(["keys", "inspect", str(pub2)]) == 0
+    assert run_keys("inspect", str(pub2)) == 0
     text = capsys.readouterr().out
     assert "public-bundle" in text and key_fingerprint(keys) in text and "public_key=" in text
     for out in (json.dumps(d), text):
@@ -135,27 +94,9 @@ def test_generate_export_inspect_seal(tmp_path, env_pw, cheap_kdf, capsys):
 
 def test_default_cost_is_stated(tmp_path, env_pw, capsys):
     out = tmp_path / "c.keys"
-    assert (
-        main(
-            [
-                "keys",
-                "generate",
-                "--preset",
-                "n8192",
-                "--backend",
-                "sim",
-                "--rotations",
-                "none",
-                "--password-env",
-                env_pw,
-                "--out",
-                str(out),
-            ]
-        )
-        == 0
-    )
+    assert run_keys(*GEN, "--backend", "sim", "--rotations", "none", "--password-env", env_pw, "--out", str(out)) == 0
     assert "scrypt n=2^17 r=8 p=1" in capsys.readouterr().out
-    assert main(["keys", "inspect", str(out)]) == 0
+    assert run_keys("inspect", str(out)) == 0
     assert "scrypt n=2^17 r=8 p=1 (128 MiB)" in capsys.readouterr().out
 
 
@@ -185,58 +126,14 @@ def test_generate_refuses_to_overwrite(tmp_path, env_pw, cheap_kdf, capsys):
 
 def test_wrong_password_and_missing_env(tmp_path, env_pw, cheap_kdf, capsys, monkeypatch):
     out = tmp_path / "c.keys"
-    assert (
-        main(
-            [
-                "keys",
-                "generate",
-                "--preset",
-                "n8192",
-                "--backend",
-                "sim",
-                "--password-env",
-                env_pw,
-                "--out",
-                str(out),
-            ]
-        )
-        == 0
-    )
+    assert run_keys(*GEN, "--backend", "sim", "--password-env", env_pw, "--out", str(out)) == 0
     monkeypatch.setenv("OTHER_PW", "not it")
     capsys.readouterr()
-    assert (
-        main(
-            [
-                "keys",
-                "export-public",
-                "--keys",
-                str(out),
-                "--out",
-                str(tmp_path / "b"),
-                "--password-env",
-                "OTHER_PW",
-            ]
-        )
-        == 1
-    )
+    assert run_keys("export-public", "--keys", str(out), "--out", str(tmp_path / "b"), "--password-env", "OTHER_PW") == 1
     assert "wrong password" in capsys.readouterr().err
     assert not (tmp_path / "b").exists()
     monkeypatch.delenv("OTHER_PW")
-    assert (
-        main(
-            [
-                "keys",
-                "export-public",
-                "--keys",
-                str(out),
-                "--out",
-                str(tmp_path / "b"),
-                "--password-env",
-                "OTHER_PW",
-            ]
-        )
-        == 1
-    )
+    assert run_keys("export-public", "--keys", str(out), "--out", str(tmp_path / "b"), "--password-env", "OTHER_PW") == 1
     assert "OTHER_PW is not set" in capsys.readouterr().err
 
 
@@ -251,103 +148,42 @@ def test_prompts_for_password(tmp_path, cheap_kdf, monkeypatch, capsys):
     answers = iter([PW, PW])
     monkeypatch.setattr("getpass.getpass", lambda prompt="": next(answers))
     assert (
-        main(["keys", "generate", "--preset", "n8192", "--backend", "sim", "--out", str(out)]) == 0
+        run_keys(*GEN, "--backend", "sim", "--out", str(out)) == 0
     )
     assert KeySet.load(out, password=PW)
     answers = iter([PW, PW + "x"])
-    assert (
-        main(
-            [
-                "keys",
-                "generate",
-                "--preset",
-                "n8192",
-                "--backend",
-                "sim",
-                "--out",
-                str(tmp_path / "d.keys"),
-            ]
-        )
-        == 1
-    )
+    assert run_keys(*GEN, "--backend", "sim", "--out", str(tmp_path / "d.keys")) == 1
     assert "differ" in capsys.readouterr().err
     assert not (tmp_path / "d.keys").exists()
 
 
 def test_no_terminal_and_no_env_is_an_error(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr("sys.stdin", io.StringIO(PW + "\n"))
-    assert (
-        main(
-            [
-                "keys",
-                "generate",
-                "--preset",
-                "n8192",
-                "--backend",
-                "sim",
-                "--out",
-                str(tmp_path / "c.keys"),
-            ]
-        )
-        == 1
-    )
+    assert run_keys(*GEN, "--backend", "sim", "--out", str(tmp_path / "c.keys")) == 1
     assert "--password-env" in capsys.readouterr().err
 
 
 def test_insecure_plaintext(tmp_path, capsys):
     out = tmp_path / "c.keys"
-    assert (
-        main(
-            [
-                "keys",
-                "generate",
-                "--preset",
-                "n8192",
-                "--backend",
-                "sim",
-                "--insecure-plaintext",
-                "--out",
-                str(out),
-            ]
-        )
-        == 0
-    )
+    assert run_keys(*GEN, "--backend", "sim", "--insecure-plaintext", "--out", str(out)) == 0
     assert "WITHOUT encryption" in capsys.readouterr().err
-    assert main(["keys", "inspect", str(out)]) == 0
+    assert run_keys("inspect", str(out)) == 0
     assert "UNENCRYPTED" in capsys.readouterr().out
 
 
 def test_inspect_refuses_damaged_or_foreign_files(tmp_path, env_pw, cheap_kdf, capsys):
     junk = tmp_path / "junk"
     junk.write_bytes(b"nothing to see")
-    assert main(["keys", "inspect", str(junk)]) == 1
+    assert run_keys("inspect", str(junk)) == 1
     assert "neither" in capsys.readouterr().err
     out, pub = tmp_path / "c.keys", tmp_path / "b.pkb"
-    assert (
-        main(
-            [
-                "keys",
-                "generate",
-                "--preset",
-                "n8192",
-                "--backend",
-                "sim",
-                "--password-env",
-                env_pw,
-                "--out",
-                str(out),
-                "--public-out",
-                str(pub),
-            ]
-        )
-        == 0
-    )
+    assert run_keys(*GEN, "--backend", "sim", "--password-env", env_pw, "--out", str(out), "--public-out", str(pub)) == 0
     capsys.readouterr()
     pub.write_bytes(pub.read_bytes()[:-3])
-    assert main(["keys", "inspect", str(pub)]) == 1
+    assert run_keys("inspect", str(pub)) == 1
     assert "truncated" in capsys.readouterr().err
     out.write_bytes(out.read_bytes() + b"junk")
-    assert main(["keys", "inspect", str(out)]) == 1
+    assert run_keys("inspect", str(out)) == 1
     assert "unexpected bytes" in capsys.readouterr().err
-    assert main(["keys", "inspect", str(tmp_path / "missing")]) == 1
+    assert run_keys("inspect", str(tmp_path / "missing")) == 1
     assert main(["keys"]) == 2
