@@ -61,11 +61,7 @@ CONFINED = {
 
 # (importer, imported) -> why it is still there. Keep this short: every entry is a debt.
 ALLOWED: dict[tuple[str, str], str] = {
-    # compile() runs nn.check_fhe_compatible (privkit/nn/compat.py) before lowering (fhe -> nn,
-    # deferred import). The validator knows the registered privkit layer classes and the torch
-    # layers they replace, so it cannot simply move below nn; removing the entry needs a
-    # validator on fhe_spec() only, or the callers of compile() running it (a behaviour change).
-    ("privkit.fhe.compiler.core", "privkit.nn"): "compile() calls nn.check_fhe_compatible",
+    # empty: compile() gets privkit.nn's validator through fhe.compiler.register_model_validator
 }
 
 

@@ -17,6 +17,7 @@ import dataclasses
 from torch import nn
 
 from ..errors import UnsupportedLayerError
+from ..fhe.compiler import register_model_validator
 from .layers import (
     AvgPool1d,
     AvgPool2d,
@@ -201,3 +202,8 @@ def make_fhe_compatible(model: nn.Module) -> nn.Module:
 
     walk(model)
     return model
+
+
+# compile() runs this before lowering: registered here because the compiler (fhe) sits below
+# the layers (nn) and must not import them
+register_model_validator(check_fhe_compatible)

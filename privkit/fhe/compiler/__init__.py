@@ -8,7 +8,7 @@
 
 from __future__ import annotations
 
-from .core import compile
+from .core import compile, register_model_validator
 from .lowering import (
     Lowered,
     Lowering,
@@ -22,6 +22,7 @@ from .lowering import (
 
 __all__ = [
     "compile",
+    "register_model_validator",
     "Lowering",
     "Lowered",
     "PlanContext",

@@ -28,11 +28,17 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-from ...errors import DepthExhaustedError, ParameterError, ShapeError, UnsupportedLayerError
+from ...errors import (
+    DepthExhaustedError,
+    ParameterError,
+    ShapeError,
+    UnsupportedLayerError,
+)
 from ..backend import Backend, Ciphertext
 from ..ops import packed
 from ..ops.packed import PackedLayout
@@ -252,6 +258,28 @@ def _mask_step(name: str, layout: PackedLayout) -> Step:
     return Step(name, "mask", 1, [], run, layout, "zero the non-element slots before a padded conv")
 
 
+#: checks run on a model before it is lowered (``fn(model, raise_error=True)``): privkit.nn
+#: registers ``check_fhe_compatible`` when it is imported, which every model of privkit layers
+#: has done; the compiler itself never imports the layers (it reads ``fhe_spec()`` only)
+_MODEL_VALIDATORS: list[Callable[..., Any]] = []
+
+
+def register_model_validator(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Run ``fn(model, raise_error=True)`` on every model :func:`compile` receives, before
+    lowering (it raises to refuse the model). Registering the same function twice is a no-op.
+
+    >>> seen = []
+    >>> def note(model, raise_error=True):
+    ...     seen.append(type(model).__name__)
+    >>> register_model_validator(note) is note
+    True
+    >>> _MODEL_VALIDATORS.remove(note)
+    """
+    if fn not in _MODEL_VALIDATORS:
+        _MODEL_VALIDATORS.append(fn)
+    return fn
+
+
 def compile(model: Any, input_shape: tuple[int, ...], params: CKKSParams | str = "auto", *,
             batch: int = 1, input_sat: bool = False) -> EncryptedProgram:
     """Compile ``model`` (an ``nn.Sequential`` of privkit layers) for inputs of ``input_shape``.
@@ -272,9 +300,8 @@ def compile(model: Any, input_shape: tuple[int, ...], params: CKKSParams | str =
     if int(batch) < 1:
         raise ParameterError(f"batch must be >= 1, got {batch}")
     batch = int(batch)
-    from ...nn import check_fhe_compatible  # the validator lists every problem at once
-
-    check_fhe_compatible(model, raise_error=True)
+    for validate in _MODEL_VALIDATORS:  # privkit.nn's lists every problem at once
+        validate(model, raise_error=True)
     input_shape = tuple(int(v) for v in input_shape)
     if len(input_shape) == 1:
         input_shape = (1, input_shape[0])
