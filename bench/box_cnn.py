@@ -97,11 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         args.train_limit = args.train_limit or 1000
         args.epochs = args.finetune = 1
     print("command: python " + " ".join(shlex.quote(a) for a in [sys.argv[0]] + (argv or sys.argv[1:])))
-    train = ic.load_images("train", args.train_limit)
-    test = ic.load_images("test", None)
-    if train.name == "synthetic":
-        print("NOTE: Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist): "
-              "SYNTHETIC images, accuracies are not Fashion-MNIST accuracies")
+    train, test = ic.load_train_test(args.train_limit)
     print(f"data: {train.name}, {len(train)} training images; encrypted: test images 0..{args.images - 1}")
     torch.manual_seed(0)
     spatial = ic.lenet(tuple(args.channels), args.kernel, hidden=None)

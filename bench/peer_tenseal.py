@@ -195,13 +195,8 @@ def main(argv: list[str] | None = None) -> int:
         args.images = min(args.images, 4)
         args.train_limit = args.train_limit or 2000
         args.epochs = 1
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     print("command: python " + " ".join(shlex.quote(a) for a in [sys.argv[0]] + (argv or sys.argv[1:])))
-    train = ic.load_images("train", args.train_limit)
-    test = ic.load_images("test", None)
-    if train.name == "synthetic":
-        print("NOTE: Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist): "
-              "SYNTHETIC images, accuracies are not Fashion-MNIST accuracies")
+    train, test = ic.load_train_test(args.train_limit)
     print(f"data: {train.name}, {len(train)} training images, test images 0..{args.images - 1} of {len(test)}")
     torch.manual_seed(0)
     model = ic.tenseal_tutorial_model(linear_method=args.linear)

@@ -148,6 +148,17 @@ def load_images(split: str, limit: int | None = None, directory: str | os.PathLi
     return synthetic_images(n, seed=seed + (0 if split == "train" else 1))
 
 
+def load_train_test(train_limit: int | None, test_limit: int | None = None) -> tuple[ImageData, ImageData]:
+    """Fashion-MNIST train and test splits (:func:`load_images`), printing a clear NOTE when the
+    local files are absent and the images are synthetic."""
+    train = load_images("train", train_limit)
+    test = load_images("test", test_limit)
+    if train.name == "synthetic":
+        print("NOTE: Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist): "
+              "SYNTHETIC images, accuracies are not Fashion-MNIST accuracies")
+    return train, test
+
+
 def train_classifier(model: nn.Module, images: np.ndarray, labels: np.ndarray, epochs: int = 3,
                      lr: float = 1e-3, batch: int = 64, seed: int = 0) -> list[float]:
     """Adam + cross-entropy, as in TenSEAL's tutorial. Returns the mean loss of each epoch."""

@@ -36,10 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.smoke:
         args.images, args.epochs, args.backend = 2, 1, "sim"
         args.train_limit = args.train_limit or 500
-    train = ic.load_images("train", args.train_limit)
-    test = ic.load_images("test", args.images if train.name == "synthetic" else None)
-    if train.name == "synthetic":
-        print("NOTE: Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist): SYNTHETIC images")
+    train, test = ic.load_train_test(args.train_limit)
     torch.manual_seed(0)
     model = ic.tenseal_tutorial_model()
     ic.train_classifier(model, train.images, train.labels, epochs=args.epochs)

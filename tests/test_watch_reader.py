@@ -9,6 +9,8 @@ import sys
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from privkit.data import watch
 from privkit.data.imu import split_recordings
@@ -106,3 +108,14 @@ def test_load_imu_watch_spec_is_the_reader():
     assert np.array_equal(a.windows, b.windows) and np.array_equal(a.subject, b.subject)
     with pytest.raises(ParameterError, match="watch"):
         load_imu("watch:/some/user/path")  # never a user path
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.binary(max_size=4096) | st.builds(lambda a, b: a + b, st.just(b"\x93NUMPY\x01\x00"),
+                                              st.binary(max_size=2048)))
+def test_fuzzed_bytes_always_get_a_typed_refusal(blob):
+    """Arbitrary bytes (some with an .npy magic): always DataFormatError, never a crash, never
+    anything unpickled (the hash is checked first)."""
+    with pytest.raises(DataFormatError):
+        watch._parse(blob, "fuzz.npy")
+    assert RAN == []
