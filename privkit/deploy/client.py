@@ -92,12 +92,21 @@ class Client:
         return self.encrypt_batch([x], check_range=check_range)
 
     def encrypt_batch(self, xs: Any, *, check_range: bool = True) -> bytes:
-        """Several inputs -> one ``"ciphertext"`` envelope holding one ciphertext each."""
+        """Several inputs -> one ``"ciphertext"`` envelope holding one ciphertext each.
+
+        Each ciphertext is sent at the spec's ``encrypt_level`` (the level the program starts
+        from): the levels above it would be dropped by the server unused.
+        """
         cts = []
+        level = self.spec.encrypt_level
         for x in xs:
             if check_range:
                 self.spec.check_input(x)
-            cts.append(self.keys.encrypt(self.spec.encode_input(x)))
+            ct = self.keys.encrypt(self.spec.encode_input(x))
+            if level is not None and level < ct.level:
+                # the server drops these levels before its first layer: do not upload them
+                ct = self.keys.backend.mod_switch_to(ct, level)
+            cts.append(ct)
         if not cts:
             raise ParameterError("encrypt_batch needs at least one input")
         return pack_ciphertexts(cts, kind="ciphertext")

@@ -386,6 +386,10 @@ class ClientSpec:
     #: None (the values) or the summed-area-table encoding of a first box convolution
     #: (``{"kind": "sat", "kernel", "stride", "pads"}``, see :mod:`privkit.fhe.encoding`)
     input_encoding: dict[str, Any] | None = None
+    #: the level the client drops a fresh ciphertext to before sending it (the program's
+    #: :meth:`~privkit.fhe.program.EncryptedProgram.start_level`: the server would drop the
+    #: spare levels anyway, so sending them only makes the upload larger); None: fresh
+    encrypt_level: int | None = None
 
     @classmethod
     def from_program(cls, program: EncryptedProgram) -> ClientSpec:
@@ -395,10 +399,13 @@ class ClientSpec:
                 mid = program_fingerprint(program)
             except (ParameterError, UnsupportedLayerError):
                 mid = ""
+        fresh = program.params.depth
+        start = program.start_level(fresh)
         return cls(program.params, tuple(program.rotations), bool(program.conjugation),
                    tuple(program.input_shape), program.input_layout, int(program.batch),
                    int(program.out_features), program.input_range, mid,
-                   input_encoding=_encoding_of(program))
+                   input_encoding=_encoding_of(program),
+                   encrypt_level=start if start < fresh else None)
 
     # -- client operations
     def check_input(self, x: np.ndarray) -> None:
@@ -434,7 +441,7 @@ class ClientSpec:
                 "out_features": self.out_features,
                 "input_range": None if self.input_range is None else list(self.input_range),
                 "model_id": self.model_id, "output": self.output,
-                "input_encoding": self.input_encoding}
+                "input_encoding": self.input_encoding, "encrypt_level": self.encrypt_level}
 
     @classmethod
     def from_dict(cls, d: Any) -> ClientSpec:
@@ -468,10 +475,12 @@ class ClientSpec:
             if not isinstance(rots, list) or len(rots) > slots:
                 raise ValueError(f"rotations must be a list of at most {slots} steps")
             rng = d["input_range"]
+            lvl = d.get("encrypt_level")  # absent in specs written before it existed
             return cls(params, tuple(_int(r, -slots, slots) for r in rots),
                        _bool(d["conjugation"]), shape, layout, batch, outs,
                        None if rng is None else _check_range(rng), _str(d["model_id"]),
-                       _str(d["output"]), input_encoding=enc)
+                       _str(d["output"]), input_encoding=enc,
+                       encrypt_level=None if lvl is None else _int(lvl, 0, params.depth))
         except (KeyError, TypeError, ValueError, OverflowError, AttributeError, ShapeError, ParameterError) as e:
             raise EnvelopeError(f"malformed client spec: {e}") from None
 
