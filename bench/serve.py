@@ -9,7 +9,8 @@ key set (real SEAL keys by default), then measures:
   processes, each with 1, 2, 4 and 8 concurrent clients (each client posts
   ``--windows-per-client`` windows one request at a time): windows/s and p50/p95 latency per
   request (one window);
-* ``ray_infer`` on a local Ray cluster (2 CPUs) with 1 and 2 actors (actor start included);
+* ``ray_infer`` on a local Ray cluster (2 CPUs; or the cluster at ``--ray-address``) with 1 and
+  2 actors (actor start included);
 * ``privkit serve --ray``: the same HTTP server with a :class:`~privkit.deploy.ray.RayPool` of 1
   and 2 actors on that cluster, after a warm-up (steady state);
 * the memory one registered bundle costs a worker (RSS after loading it minus before).
@@ -104,6 +105,9 @@ def main() -> int:
     ap.add_argument("--workers", default="1,2")
     ap.add_argument("--no-ray", action="store_true")
     ap.add_argument("--arch", default="v2", choices=["v1", "v2"])
+    ap.add_argument("--ray-address", default=None,
+                    help="join this Ray cluster (e.g. 127.0.0.1:6379 after `ray start --head`) "
+                         "instead of starting a local one")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
 
@@ -139,7 +143,14 @@ def main() -> int:
 
         from privkit.deploy import ray_infer
 
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        if args.ray_address:
+            ray.init(address=args.ray_address, log_to_driver=False)
+        else:
+            ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        nodes = [n for n in ray.nodes() if n.get("Alive")]
+        results["ray_cluster"] = {"address": args.ray_address or "local", "nodes": len(nodes),
+                                  "cpus": sum(n["Resources"].get("CPU", 0) for n in nodes)}
+        print(f"ray cluster: {results['ray_cluster']}", file=sys.stderr)
         n = 8
         cts = [client.encrypt(windows[i % len(windows)]) for i in range(n)]
         for w in (1, 2):
