@@ -104,6 +104,7 @@ def main() -> int:
     ap.add_argument("--clients", default="1,2,4,8")
     ap.add_argument("--workers", default="1,2")
     ap.add_argument("--no-ray", action="store_true")
+    ap.add_argument("--no-http", action="store_true", help="skip the local worker-process rounds")
     ap.add_argument("--arch", default="v2", choices=["v1", "v2"])
     ap.add_argument("--ray-address", default=None,
                     help="join this Ray cluster (e.g. 127.0.0.1:6379 after `ray start --head`) "
@@ -134,7 +135,7 @@ def main() -> int:
                      "http_ray": []}
     print(f"apnea program: {program}; bundle {len(bundle) / 2**20:.1f} MiB; load average {load0}",
           file=sys.stderr)
-    for n_workers in [int(v) for v in args.workers.split(",")]:
+    for n_workers in [] if args.no_http else [int(v) for v in args.workers.split(",")]:
         app = create_app(work / "apnea.pkprog", work / "keys", workers=n_workers, max_queue=256,
                          allow_insecure=args.backend == "sim")
         http_rounds(results, "http", app, n_workers, args, client, bundle, windows)
