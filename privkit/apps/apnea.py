@@ -98,6 +98,10 @@ class ApneaConfig:
     ema_decay: float = 0.0
     #: label smoothing of the cross-entropy (0: off)
     label_smoothing: float = 0.0
+    #: which epoch of a restart is kept: "best" (the lowest validation loss; stops after
+    #: ``patience`` epochs without a better one) or "last" (every epoch runs; the validation
+    #: split only ranks the restarts)
+    keep_epoch: str = "best"
 
     @classmethod
     def for_arch(cls, arch: str = "v2", **overrides: Any) -> ApneaConfig:
@@ -128,6 +132,8 @@ class ApneaConfig:
             raise ParameterError(f"blocks must be 1, 2 or 3, got {self.blocks}")
         if self.pool not in ("avg", "max"):
             raise ParameterError(f"pool must be 'avg' or 'max', got {self.pool!r}")
+        if self.keep_epoch not in ("best", "last"):
+            raise ParameterError(f"keep_epoch must be 'best' or 'last', got {self.keep_epoch!r}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ParameterError(f"ema_decay must be in [0, 1) (0 turns the weight average off), got {self.ema_decay!r}")
         if not 0.0 <= self.label_smoothing < 1.0:
@@ -251,6 +257,9 @@ class ApneaDetector(PrivateModel):
         #: the largest |logit| on the training windows (the encrypted program's
         #: ``output_bound_hint``: with it the result may come back at the last level, faster)
         self.output_bound_hint: float | None = None
+        #: each restart's kept weights from the last ``fit`` (diagnostics: bench/apnea_seeds.py
+        #: --detail compares their validation and test accuracy); not saved
+        self._restart_states: list[dict[str, torch.Tensor]] = []
 
     # -- training ------------------------------------------------------------------------------
     def fit(self, data: Any, val: Any = None, *, progress: bool = True) -> ApneaDetector:
@@ -347,7 +356,7 @@ class ApneaDetector(PrivateModel):
                     rec = epoch_pass(epoch)
                     if sched is not None:
                         sched.step()
-                    if xv is None:
+                    if xv is None or cfg.keep_epoch == "last":
                         continue
                     if best is None or rec["val_loss"] < best[0]:
                         best, stale = (rec["val_loss"], snapshot()), 0
@@ -356,8 +365,8 @@ class ApneaDetector(PrivateModel):
                         if stale >= cfg.patience:
                             log.info("early stop after epoch %d (best validation loss %.4f)", epoch + 1, best[0])
                             break
-                if best is None:
-                    best = (float("inf"), snapshot())
+                if best is None:  # keep_epoch "last", or no validation split
+                    best = (self.history[-1].get("val_loss", float("inf")) if cfg.epochs else float("inf"), snapshot())
                 self._restart_states.append(best[1])
                 if chosen is None or best[0] < chosen[0]:
                     chosen = (best[0], best[1], r)
