@@ -48,6 +48,9 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "ema0.99-ls0.1": {"ema_decay": 0.99, "label_smoothing": 0.1},
     "last": {"ema_decay": 0.0, "keep_epoch": "last"},
     "ema0.99-last": {"ema_decay": 0.99, "keep_epoch": "last"},
+    "ema0.99-min20": {"ema_decay": 0.99, "min_epochs": 20},
+    "ema0.99-min30": {"ema_decay": 0.99, "min_epochs": 30},
+    "min20": {"ema_decay": 0.0, "min_epochs": 20},
 }
 
 _DATA: dict[tuple[int, int, int], Any] = {}

@@ -22,7 +22,8 @@ def train():
 
 
 @pytest.mark.parametrize("field,value", [("ema_decay", -0.1), ("ema_decay", 1.0), ("ema_decay", math.nan),
-                                         ("label_smoothing", -0.2), ("label_smoothing", 1.0)])
+                                         ("label_smoothing", -0.2), ("label_smoothing", 1.0),
+                                         ("keep_epoch", "median"), ("min_epochs", -1), ("min_epochs", 2.5)])
 def test_bad_ema_decay_and_label_smoothing_are_typed_errors(field, value):
     with pytest.raises(ParameterError, match=field):
         ApneaConfig(**{field: value})
@@ -107,3 +108,24 @@ def test_label_smoothing_bounds_the_training_loss_from_below(train):
     floor = -(0.9 * math.log(0.9) + 0.1 * math.log(0.1))  # cross-entropy against targets (0.9, 0.1)
     assert min(h["loss"] for h in smooth.history) >= floor - 1e-4
     assert min(h["loss"] for h in sharp.history) < floor  # without smoothing the loss goes below it
+
+
+def test_keep_epoch_last_runs_every_epoch_and_ranks_restarts_by_their_last_epoch(train):
+    det = ApneaDetector(arch="v2", epochs=5, restarts=3, patience=1, keep_epoch="last", seed=1).fit(
+        train, progress=False)
+    assert [h["epoch"] for h in det.history] == [1, 2, 3, 4, 5] * 3  # patience does not stop it
+    last = [det.history[4 + 5 * r]["val_loss"] for r in range(3)]
+    assert _val_loss(det, train) == pytest.approx(min(last), rel=1e-5)
+    assert len(det._restart_states) == 3
+
+
+def test_min_epochs_keeps_no_earlier_epoch_and_delays_early_stopping(train):
+    det = ApneaDetector(arch="v2", epochs=8, restarts=1, patience=1, min_epochs=5, seed=2).fit(
+        train, progress=False)
+    n = len(det.history)
+    assert n >= 6  # epochs 1-4 never count towards patience: at least epochs 5 and 6 ran
+    later = [h["val_loss"] for h in det.history[4:]]
+    assert _val_loss(det, train) == pytest.approx(min(later), rel=1e-5)
+    # min_epochs beyond the schedule: only the last epoch qualifies
+    last = ApneaDetector(arch="v2", epochs=3, restarts=1, min_epochs=50, seed=2).fit(train, progress=False)
+    assert len(last.history) == 3 and _val_loss(last, train) == pytest.approx(last.history[-1]["val_loss"], rel=1e-5)

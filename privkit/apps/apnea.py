@@ -102,6 +102,10 @@ class ApneaConfig:
     #: ``patience`` epochs without a better one) or "last" (every epoch runs; the validation
     #: split only ranks the restarts)
     keep_epoch: str = "best"
+    #: with ``keep_epoch="best"``: epochs before this one are neither kept nor counted towards
+    #: ``patience`` (0: from the first). The validation loss of a few held-out subjects can be
+    #: lowest while the learning rate is still high, and stopping there keeps a half-trained net
+    min_epochs: int = 0
 
     @classmethod
     def for_arch(cls, arch: str = "v2", **overrides: Any) -> ApneaConfig:
@@ -134,6 +138,8 @@ class ApneaConfig:
             raise ParameterError(f"pool must be 'avg' or 'max', got {self.pool!r}")
         if self.keep_epoch not in ("best", "last"):
             raise ParameterError(f"keep_epoch must be 'best' or 'last', got {self.keep_epoch!r}")
+        if isinstance(self.min_epochs, bool) or not isinstance(self.min_epochs, int) or self.min_epochs < 0:
+            raise ParameterError(f"min_epochs must be an integer >= 0, got {self.min_epochs!r}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ParameterError(f"ema_decay must be in [0, 1) (0 turns the weight average off), got {self.ema_decay!r}")
         if not 0.0 <= self.label_smoothing < 1.0:
@@ -157,7 +163,7 @@ _LIMITS: dict[str, tuple[float, float]] = {
     "weight_decay": (0, 100), "seed": (0, 2**63), "calibration_margin": (0, 1e3),
     "blocks": (0, 3), "val_fraction": (0, 0.9), "patience": (1, 1e6), "act_penalty": (0, 1e6),
     "act_bound": (0, 1e6), "restarts": (1, 100), "min_quadratic": (0, 1e6),
-    "ema_decay": (0, 1), "label_smoothing": (0, 1),
+    "ema_decay": (0, 1), "label_smoothing": (0, 1), "min_epochs": (0, 1e6),
 }
 
 
@@ -356,7 +362,7 @@ class ApneaDetector(PrivateModel):
                     rec = epoch_pass(epoch)
                     if sched is not None:
                         sched.step()
-                    if xv is None or cfg.keep_epoch == "last":
+                    if xv is None or cfg.keep_epoch == "last" or epoch + 1 < min(cfg.min_epochs, cfg.epochs):
                         continue
                     if best is None or rec["val_loss"] < best[0]:
                         best, stale = (rec["val_loss"], snapshot()), 0
