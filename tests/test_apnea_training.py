@@ -31,6 +31,14 @@ def test_bad_ema_decay_and_label_smoothing_are_typed_errors(field, value):
         ApneaDetector(arch="v2", **{field: value})
 
 
+def test_v2_defaults_average_the_weights_and_v1_keeps_its_training():
+    assert ApneaConfig().ema_decay == 0.99 and ApneaConfig().min_epochs == 20
+    v1 = ApneaConfig.for_arch("v1")
+    assert v1.ema_decay == 0.0 and v1.min_epochs == 0
+    old = ApneaConfig.for_arch("v2", ema_decay=0.0, min_epochs=0)  # v2's training before the average
+    assert (old.ema_decay, old.min_epochs, old.keep_epoch) == (0.0, 0, "best")
+
+
 def test_a_loaded_config_with_a_bad_ema_decay_is_refused(train):
     det = ApneaDetector(arch="v2", epochs=1, restarts=1, seed=0)
     state = det._get_state()
@@ -88,7 +96,7 @@ def _val_loss(det, data):
 
 
 def test_fit_with_ema_keeps_the_averaged_weights_it_validated(train):
-    kw = dict(arch="v2", epochs=4, restarts=2, patience=10, seed=3)
+    kw = dict(arch="v2", epochs=4, restarts=2, patience=10, min_epochs=0, seed=3)
     ema = ApneaDetector(ema_decay=0.9, **kw).fit(train, progress=False)
     plain = ApneaDetector(ema_decay=0.0, **kw).fit(train, progress=False)
     # the kept weights are the ones whose validation loss was the best recorded

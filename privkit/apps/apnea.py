@@ -92,10 +92,11 @@ class ApneaConfig:
     min_quadratic: float = 1e-2
     #: "constant" or "cosine" (the learning rate decays to lr/100 over ``epochs``)
     lr_schedule: str = "cosine"
-    #: decay of an exponential moving average of the weights, updated after every step (0: off).
-    #: With it, validation, early stopping and the kept weights use the average: one run's
-    #: weights then vary less with the last batches seen
-    ema_decay: float = 0.0
+    #: decay of an exponential moving average of the weights, updated after every step (0: off,
+    #: v2 before it). With it, validation, early stopping and the kept weights use the average
+    #: (its BatchNorm statistics recomputed): one run's weights vary less with the last batches
+    #: seen. bench/apnea_seeds.py measured the seed spread with and without it
+    ema_decay: float = 0.99
     #: label smoothing of the cross-entropy (0: off)
     label_smoothing: float = 0.0
     #: which epoch of a restart is kept: "best" (the lowest validation loss; stops after
@@ -105,15 +106,17 @@ class ApneaConfig:
     #: with ``keep_epoch="best"``: epochs before this one are neither kept nor counted towards
     #: ``patience`` (0: from the first). The validation loss of a few held-out subjects can be
     #: lowest while the learning rate is still high, and stopping there keeps a half-trained net
-    min_epochs: int = 0
+    min_epochs: int = 20
 
     @classmethod
     def for_arch(cls, arch: str = "v2", **overrides: Any) -> ApneaConfig:
         """The measured defaults of an architecture, then ``overrides``.
 
         v2: first kernel 32 with stride 8, stride 2 in blocks 2-3, 60 epochs of AdamW at lr 1e-2 with a
-        cosine decay, 20% of the subjects held out for early stopping (patience 20) and the
-        best of 5 restarts (docs/encrypted_inference.md has the measurements).
+        cosine decay, a moving average of the weights (decay 0.99), 20% of the subjects held out
+        for early stopping (from epoch 20, patience 20) and the best of 5 restarts
+        (docs/encrypted_inference.md has the measurements). ``ema_decay=0, min_epochs=0`` gives
+        v2's training before the moving average.
 
         >>> ApneaConfig.for_arch("v2").kernel1, ApneaConfig.for_arch("v2", seed=3).seed
         (32, 3)
@@ -151,7 +154,7 @@ class ApneaConfig:
 _ARCH_DEFAULTS: dict[str, dict[str, Any]] = {
     "v1": {"kernel1": 16, "stride1": 4, "stride2": 4, "epochs": 12, "finetune_epochs": 2, "lr": 3e-3,
            "lr_schedule": "constant", "val_fraction": 0.0, "patience": 6, "restarts": 1,
-           "linear_method": "diag"},
+           "linear_method": "diag", "ema_decay": 0.0, "min_epochs": 0},
     "v2": {},
 }
 
