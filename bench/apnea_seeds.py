@@ -17,12 +17,12 @@ the spread comes from the choice of restart or from the restarts themselves.
 Configs (overrides of the v2 defaults; ``--configs`` takes their names, comma-separated):
   old: ema_decay=0, min_epochs=0: v2's training before this bench (the best epoch of the live
        weights by validation loss, the best of 5 restarts)
-  default: ApneaConfig() as it is now (ema_decay=0.99, min_epochs=20)
+  default: ApneaConfig() as it is now (ema_decay=0.99, min_epochs=0: the same as ema0.99)
   ema0.98, ema0.99, ema0.995: ema_decay 0.98 / 0.99 / 0.995 (min_epochs=0)
   ema0.99-ls0.1: ema_decay=0.99, label_smoothing=0.1 (min_epochs=0)
   last: keep_epoch="last" (all epochs, the last kept; validation only ranks restarts)
   ema0.99-last: ema_decay=0.99, keep_epoch="last"
-  ema0.99-min20, ema0.99-min30: ema_decay=0.99, min_epochs 20 / 30 (ema0.99-min20 = default)
+  ema0.99-min20, ema0.99-min30: ema_decay=0.99, min_epochs 20 / 30 
   min20: ema_decay=0, min_epochs=20
 
 Each process runs torch on one thread; ``--jobs 2`` runs two trainings at a time (the machine

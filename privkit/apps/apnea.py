@@ -106,7 +106,7 @@ class ApneaConfig:
     #: with ``keep_epoch="best"``: epochs before this one are neither kept nor counted towards
     #: ``patience`` (0: from the first). The validation loss of a few held-out subjects can be
     #: lowest while the learning rate is still high, and stopping there keeps a half-trained net
-    min_epochs: int = 20
+    min_epochs: int = 0
 
     @classmethod
     def for_arch(cls, arch: str = "v2", **overrides: Any) -> ApneaConfig:
@@ -114,9 +114,8 @@ class ApneaConfig:
 
         v2: first kernel 32 with stride 8, stride 2 in blocks 2-3, 60 epochs of AdamW at lr 1e-2 with a
         cosine decay, a moving average of the weights (decay 0.99), 20% of the subjects held out
-        for early stopping (from epoch 20, patience 20) and the best of 5 restarts
-        (docs/encrypted_inference.md has the measurements). ``ema_decay=0, min_epochs=0`` gives
-        v2's training before the moving average.
+        for early stopping (patience 20) and the best of 5 restarts (docs/encrypted_inference.md
+        has the measurements). ``ema_decay=0`` gives v2's training before the moving average.
 
         >>> ApneaConfig.for_arch("v2").kernel1, ApneaConfig.for_arch("v2", seed=3).seed
         (32, 3)
