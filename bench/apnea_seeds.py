@@ -22,7 +22,7 @@ Configs (overrides of the v2 defaults; ``--configs`` takes their names, comma-se
   ema0.99-ls0.1: ema_decay=0.99, label_smoothing=0.1 (min_epochs=0)
   last: keep_epoch="last" (all epochs, the last kept; validation only ranks restarts)
   ema0.99-last: ema_decay=0.99, keep_epoch="last"
-  ema0.99-min20, ema0.99-min30: ema_decay=0.99, min_epochs 20 / 30 
+  ema0.99-min20, ema0.99-min30: ema_decay=0.99, min_epochs 20 / 30
   min20: ema_decay=0, min_epochs=20
 
 Each process runs torch on one thread; ``--jobs 2`` runs two trainings at a time (the machine
