@@ -10,8 +10,14 @@ import numpy as np
 import pytest
 import torch
 
-from privkit.apps.apnea import (ApneaConfig, ApneaDetector, _ema_copy, _ema_update, _refresh_batchnorm,
-                                _subject_split)
+from privkit.apps.apnea import (
+    ApneaConfig,
+    ApneaDetector,
+    _ema_copy,
+    _ema_update,
+    _refresh_batchnorm,
+    _subject_split,
+)
 from privkit.data.ecg import synthetic_ecg
 from privkit.errors import DataFormatError, ParameterError
 
@@ -87,7 +93,7 @@ def test_refresh_batchnorm_gives_the_statistics_of_the_model_s_own_outputs():
 def _val_loss(det, data):
     """The validation loss of ``det.model`` on the subjects its fit held out."""
     cfg = det.config
-    xs, ys, xv, yv = _subject_split(data, data.x, data.y, cfg.val_fraction, cfg.seed)
+    _, ys, xv, yv = _subject_split(data, data.x, data.y, cfg.val_fraction, cfg.seed)
     counts = np.bincount(ys, minlength=2).astype(np.float32)
     loss = torch.nn.CrossEntropyLoss(weight=torch.tensor(counts.sum() / np.maximum(counts, 1) / 2))
     det.model.eval()
@@ -96,7 +102,7 @@ def _val_loss(det, data):
 
 
 def test_fit_with_ema_keeps_the_averaged_weights_it_validated(train):
-    kw = dict(arch="v2", epochs=4, restarts=2, patience=10, min_epochs=0, seed=3)
+    kw = {"arch": "v2", "epochs": 4, "restarts": 2, "patience": 10, "min_epochs": 0, "seed": 3}
     ema = ApneaDetector(ema_decay=0.9, **kw).fit(train, progress=False)
     plain = ApneaDetector(ema_decay=0.0, **kw).fit(train, progress=False)
     # the kept weights are the ones whose validation loss was the best recorded
@@ -110,7 +116,7 @@ def test_fit_with_ema_keeps_the_averaged_weights_it_validated(train):
 
 
 def test_label_smoothing_bounds_the_training_loss_from_below(train):
-    kw = dict(arch="v2", epochs=60, restarts=1, val_fraction=0.0, act_penalty=0.0, lr=3e-2, seed=0)
+    kw = {"arch": "v2", "epochs": 60, "restarts": 1, "val_fraction": 0.0, "act_penalty": 0.0, "lr": 3e-2, "seed": 0}
     smooth = ApneaDetector(label_smoothing=0.2, **kw).fit(train, progress=False)
     sharp = ApneaDetector(label_smoothing=0.0, **kw).fit(train, progress=False)
     floor = -(0.9 * math.log(0.9) + 0.1 * math.log(0.1))  # cross-entropy against targets (0.9, 0.1)
