@@ -92,14 +92,30 @@ class ApneaConfig:
     min_quadratic: float = 1e-2
     #: "constant" or "cosine" (the learning rate decays to lr/100 over ``epochs``)
     lr_schedule: str = "cosine"
+    #: decay of an exponential moving average of the weights, updated after every step (0: off,
+    #: v2 before it). With it, validation, early stopping and the kept weights use the average
+    #: (its BatchNorm statistics recomputed): one run's weights vary less with the last batches
+    #: seen. bench/apnea_seeds.py measured the seed spread with and without it
+    ema_decay: float = 0.99
+    #: label smoothing of the cross-entropy (0: off)
+    label_smoothing: float = 0.0
+    #: which epoch of a restart is kept: "best" (the lowest validation loss; stops after
+    #: ``patience`` epochs without a better one) or "last" (every epoch runs; the validation
+    #: split only ranks the restarts)
+    keep_epoch: str = "best"
+    #: with ``keep_epoch="best"``: epochs before this one are neither kept nor counted towards
+    #: ``patience`` (0: from the first). The validation loss of a few held-out subjects can be
+    #: lowest while the learning rate is still high, and stopping there keeps a half-trained net
+    min_epochs: int = 0
 
     @classmethod
     def for_arch(cls, arch: str = "v2", **overrides: Any) -> ApneaConfig:
         """The measured defaults of an architecture, then ``overrides``.
 
         v2: first kernel 32 with stride 8, stride 2 in blocks 2-3, 60 epochs of AdamW at lr 1e-2 with a
-        cosine decay, 20% of the subjects held out for early stopping (patience 20) and the
-        best of 5 restarts (docs/encrypted_inference.md has the measurements).
+        cosine decay, a moving average of the weights (decay 0.99), 20% of the subjects held out
+        for early stopping (patience 20) and the best of 5 restarts (docs/encrypted_inference.md
+        has the measurements). ``ema_decay=0`` gives v2's training before the moving average.
 
         >>> ApneaConfig.for_arch("v2").kernel1, ApneaConfig.for_arch("v2", seed=3).seed
         (32, 3)
@@ -122,6 +138,14 @@ class ApneaConfig:
             raise ParameterError(f"blocks must be 1, 2 or 3, got {self.blocks}")
         if self.pool not in ("avg", "max"):
             raise ParameterError(f"pool must be 'avg' or 'max', got {self.pool!r}")
+        if self.keep_epoch not in ("best", "last"):
+            raise ParameterError(f"keep_epoch must be 'best' or 'last', got {self.keep_epoch!r}")
+        if isinstance(self.min_epochs, bool) or not isinstance(self.min_epochs, int) or self.min_epochs < 0:
+            raise ParameterError(f"min_epochs must be an integer >= 0, got {self.min_epochs!r}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ParameterError(f"ema_decay must be in [0, 1) (0 turns the weight average off), got {self.ema_decay!r}")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ParameterError(f"label_smoothing must be in [0, 1), got {self.label_smoothing!r}")
 
 
 #: per-architecture settings (ApneaConfig.for_arch) where they differ from the dataclass
@@ -129,7 +153,7 @@ class ApneaConfig:
 _ARCH_DEFAULTS: dict[str, dict[str, Any]] = {
     "v1": {"kernel1": 16, "stride1": 4, "stride2": 4, "epochs": 12, "finetune_epochs": 2, "lr": 3e-3,
            "lr_schedule": "constant", "val_fraction": 0.0, "patience": 6, "restarts": 1,
-           "linear_method": "diag"},
+           "linear_method": "diag", "ema_decay": 0.0, "min_epochs": 0},
     "v2": {},
 }
 
@@ -141,6 +165,7 @@ _LIMITS: dict[str, tuple[float, float]] = {
     "weight_decay": (0, 100), "seed": (0, 2**63), "calibration_margin": (0, 1e3),
     "blocks": (0, 3), "val_fraction": (0, 0.9), "patience": (1, 1e6), "act_penalty": (0, 1e6),
     "act_bound": (0, 1e6), "restarts": (1, 100), "min_quadratic": (0, 1e6),
+    "ema_decay": (0, 1), "label_smoothing": (0, 1), "min_epochs": (0, 1e6),
 }
 
 
@@ -240,6 +265,9 @@ class ApneaDetector(PrivateModel):
         #: the largest |logit| on the training windows (the encrypted program's
         #: ``output_bound_hint``: with it the result may come back at the last level, faster)
         self.output_bound_hint: float | None = None
+        #: each restart's kept weights from the last ``fit`` (diagnostics: bench/apnea_seeds.py
+        #: --detail compares their validation and test accuracy); not saved
+        self._restart_states: list[dict[str, torch.Tensor]] = []
 
     # -- training ------------------------------------------------------------------------------
     def fit(self, data: Any, val: Any = None, *, progress: bool = True) -> ApneaDetector:
@@ -263,10 +291,12 @@ class ApneaDetector(PrivateModel):
         xt, yt = torch.from_numpy(xs)[:, None, :], torch.from_numpy(ys)
         counts = np.bincount(ys, minlength=2).astype(np.float32)
         weight = torch.tensor(counts.sum() / np.maximum(counts, 1) / 2)
-        loss_fn = torch.nn.CrossEntropyLoss(weight=weight)
+        loss_fn = torch.nn.CrossEntropyLoss(weight=weight, label_smoothing=cfg.label_smoothing)
+        val_loss_fn = torch.nn.CrossEntropyLoss(weight=weight)
         seen: list[torch.Tensor] = []
         bar = _progress(cfg.restarts * cfg.epochs + cfg.finetune_epochs, progress, "train")
         opt: Any = None
+        ema: torch.nn.Module | None = None
 
         def epoch_pass(epoch: int) -> dict[str, float]:
             self.model.train()
@@ -288,14 +318,19 @@ class ApneaDetector(PrivateModel):
                         for m in self.model.modules():
                             if isinstance(m, pnn.PolyAct) and m.learnable and m.degree == 2:
                                 m.coeffs[:, 2].clamp_(min=cfg.min_quadratic)
+                if ema is not None:
+                    _ema_update(ema, self.model, cfg.ema_decay)
                 tot += float(loss.detach())
                 nb += 1
             rec: dict[str, float] = {"epoch": epoch + 1, "loss": tot / max(nb, 1)}
             if xv is not None:
-                self.model.eval()
+                judged = self.model if ema is None else ema
+                if ema is not None:  # BatchNorm statistics of the averaged weights, not the live ones
+                    _refresh_batchnorm(ema, xt)
+                judged.eval()
                 with torch.no_grad():
-                    out = self.model(torch.from_numpy(xv)[:, None, :])
-                    rec["val_loss"] = float(loss_fn(out, torch.from_numpy(yv)))
+                    out = judged(torch.from_numpy(xv)[:, None, :])
+                    rec["val_loss"] = float(val_loss_fn(out, torch.from_numpy(yv)))
                     rec["val_accuracy"] = float((out.argmax(1).numpy() == yv).mean())
             if val is not None:
                 rec.update({f"heldout_{k}": v for k, v in self.evaluate(val).items() if k != "n"})
@@ -305,9 +340,10 @@ class ApneaDetector(PrivateModel):
             return rec
 
         def snapshot() -> dict[str, torch.Tensor]:
-            return {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+            return {k: v.detach().clone() for k, v in (self.model if ema is None else ema).state_dict().items()}
 
         chosen: tuple[float, dict[str, torch.Tensor], int] | None = None
+        self._restart_states = []
         hooks: list[Any] = []
         try:
             for r in range(cfg.restarts):
@@ -316,6 +352,7 @@ class ApneaDetector(PrivateModel):
                     self.model = build_apnea_model(cfg)
                 for h in hooks:
                     h.remove()
+                ema = _ema_copy(self.model) if cfg.ema_decay > 0 else None
                 acts = [m for m in self.model.modules() if isinstance(m, pnn.PolyAct)] if cfg.act_penalty > 0 else []
                 hooks = [m.register_forward_pre_hook(lambda _m, inp: seen.append(inp[0])) for m in acts]
                 opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -327,7 +364,7 @@ class ApneaDetector(PrivateModel):
                     rec = epoch_pass(epoch)
                     if sched is not None:
                         sched.step()
-                    if xv is None:
+                    if xv is None or cfg.keep_epoch == "last" or epoch + 1 < min(cfg.min_epochs, cfg.epochs):
                         continue
                     if best is None or rec["val_loss"] < best[0]:
                         best, stale = (rec["val_loss"], snapshot()), 0
@@ -336,13 +373,15 @@ class ApneaDetector(PrivateModel):
                         if stale >= cfg.patience:
                             log.info("early stop after epoch %d (best validation loss %.4f)", epoch + 1, best[0])
                             break
-                if best is None:
-                    best = (float("inf"), snapshot())
+                if best is None:  # keep_epoch "last", or no validation split
+                    best = (self.history[-1].get("val_loss", float("inf")) if cfg.epochs else float("inf"), snapshot())
+                self._restart_states.append(best[1])
                 if chosen is None or best[0] < chosen[0]:
                     chosen = (best[0], best[1], r)
             assert chosen is not None
             log.info("kept restart %d of %d (validation loss %.4f)", chosen[2] + 1, cfg.restarts, chosen[0])
             self.model.load_state_dict(chosen[1])
+            ema = None  # the fine-tuning epochs train the kept weights themselves
             # freeze the approximations' input ranges at what the data shows, then fine-tune
             pnn.calibrate(self.model, xt, margin=cfg.calibration_margin)
             if cfg.finetune_epochs:
@@ -479,6 +518,50 @@ class ApneaDetector(PrivateModel):
             raise DataFormatError(f"ApneaDetector output_bound_hint must be a finite number >= 0, got {hint!r:.40}")
         det.output_bound_hint = None if hint is None else float(hint)
         return det
+
+
+def _ema_copy(model: torch.nn.Module) -> torch.nn.Module:
+    """A frozen copy of ``model`` that holds the moving average (no hooks, no gradients)."""
+    import copy
+
+    avg = copy.deepcopy(model)
+    for m in avg.modules():
+        m._forward_pre_hooks.clear()
+        m._forward_hooks.clear()
+    for p in avg.parameters():
+        p.requires_grad_(False)
+    return avg
+
+
+@torch.no_grad()
+def _ema_update(avg: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    """``avg = decay * avg + (1 - decay) * model`` for every float tensor of the state (BatchNorm's
+    running statistics included; integer counters are copied)."""
+    live = model.state_dict()
+    for k, v in avg.state_dict().items():
+        if v.is_floating_point():
+            v.mul_(decay).add_(live[k], alpha=1 - decay)
+        else:
+            v.copy_(live[k])
+
+
+@torch.no_grad()
+def _refresh_batchnorm(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 256) -> None:
+    """Recompute every BatchNorm's running statistics on ``x`` for ``model``'s own weights (an
+    average of weights is not normalised by the statistics the live weights gathered)."""
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not bns:
+        return
+    saved = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # a cumulative average over the batches below
+    model.train()
+    for i in range(0, len(x), batch_size):
+        model(x[i : i + batch_size])
+    for m, mom in zip(bns, saved):
+        m.momentum = mom
+    model.eval()
 
 
 class _NoBar:
