@@ -80,11 +80,11 @@ class AnonConfig:
     #: share and the gradient-reversal weight grow with it
     removal_strength: float = 0.5
     #: size of the small code the identity adversary reads
-    removal_dim: int = 32
+    removal_dim: int = 64
     #: gradient-reversal weight at strength 1 (it is scaled by the strength)
     removal_adv_weight: float = 1.0
     #: reconstruction (MSE) weight at strength 0 (scaled by ``1 - strength``)
-    removal_rec_weight: float = 50.0
+    removal_rec_weight: float = 200.0
     removal_lr: float = 1e-3
     # early stopping / bookkeeping
     #: number of selection critics (activity networks trained on real data, independent of the
