@@ -10,10 +10,14 @@ from typing import Any
 
 from ..errors import ParameterError
 
-__all__ = ["ADAPTIVE_LOSSES", "BEYOND_PAPER", "JUDGE_ARCHS", "PAPER", "SELECTIONS", "STRATEGIES",
-           "AnonConfig"]
+__all__ = ["ADAPTIVE_LOSSES", "BEYOND_PAPER", "JUDGE_ARCHS", "PAPER", "PAPER_STRATEGIES",
+           "SELECTIONS", "STRATEGIES", "AnonConfig"]
 
-STRATEGIES = ("ag", "acg", "dfi")
+#: the paper's strategies (identity hidden from a frozen judge, or transferred)
+PAPER_STRATEGIES = ("ag", "acg", "dfi")
+#: every strategy: the paper's and ``"remove"`` (identity removed from the code, beyond the
+#: paper: :mod:`privkit.anon.removal`, strength ``AnonConfig.removal_strength``)
+STRATEGIES = (*PAPER_STRATEGIES, "remove")
 ADAPTIVE_LOSSES = ("prob", "confusion")
 JUDGE_ARCHS = ("tcnn", "cnn1d")
 SELECTIONS = ("constrained", "score")
@@ -70,6 +74,18 @@ class AnonConfig:
     warmup_epochs: int = 0
     dfi_target_mean: bool = True
     content_weight: float = 0.0
+    # strategy "remove" (beyond the paper, :mod:`privkit.anon.removal`)
+    #: 0 = autoencoder with an activity-conditioned decoder (utility max), 1 = the decoder
+    #: sees only the activity label and noise (privacy max); in between, the bottleneck noise
+    #: share and the gradient-reversal weight grow with it
+    removal_strength: float = 0.5
+    #: size of the small code the identity adversary reads
+    removal_dim: int = 64
+    #: gradient-reversal weight at strength 1 (it is scaled by the strength)
+    removal_adv_weight: float = 1.0
+    #: reconstruction (MSE) weight at strength 0 (scaled by ``1 - strength``)
+    removal_rec_weight: float = 200.0
+    removal_lr: float = 1e-3
     # early stopping / bookkeeping
     #: number of selection critics (activity networks trained on real data, independent of the
     #: HAR judge) scoring utility during model selection; the score uses the *lowest* of their
@@ -117,7 +133,19 @@ class AnonConfig:
         if self.adaptive_loss not in ADAPTIVE_LOSSES:
             raise ParameterError(f"adaptive_loss must be one of {ADAPTIVE_LOSSES}, "
                                  f"got {self.adaptive_loss!r}")
-        for name in ("utility_weight", "adaptive_weight", "content_weight"):
+        if not (isinstance(self.removal_strength, (int, float))
+                and not isinstance(self.removal_strength, bool)
+                and 0.0 <= self.removal_strength <= 1.0):
+            raise ParameterError("removal_strength must be a number in [0, 1] (0: autoencoder, "
+                                 f"1: activity-conditional generator), got "
+                                 f"{self.removal_strength!r}")
+        if isinstance(self.removal_dim, bool) or not isinstance(self.removal_dim, int) or \
+                self.removal_dim < 1:
+            raise ParameterError(f"removal_dim must be an integer >= 1, got {self.removal_dim!r}")
+        if not self.removal_lr > 0:
+            raise ParameterError(f"removal_lr must be > 0, got {self.removal_lr!r}")
+        for name in ("utility_weight", "adaptive_weight", "content_weight", "removal_adv_weight",
+                     "removal_rec_weight"):
             if getattr(self, name) < 0:
                 raise ParameterError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.attacker_init not in ("random", "reid"):

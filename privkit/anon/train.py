@@ -72,6 +72,7 @@ from .config import (
     BEYOND_PAPER,
     JUDGE_ARCHS,
     PAPER,
+    PAPER_STRATEGIES,
     SELECTIONS,
     STRATEGIES,
     AnonConfig,
@@ -84,6 +85,7 @@ __all__ = [
     "BEYOND_PAPER",
     "JUDGE_ARCHS",
     "PAPER",
+    "PAPER_STRATEGIES",
     "SELECTIONS",
     "STRATEGIES",
     "AnonConfig",
@@ -256,8 +258,10 @@ def build_generator(ae: ConvAutoencoder, strategy: str, n_subjects: int,
                     cfg: AnonConfig) -> Generator:
     """The generator for ``strategy``: subject embedding for ``acg`` (source) and ``dfi``
     (target); code means for ``dfi``."""
-    if strategy not in STRATEGIES:
-        raise ParameterError(f"unknown strategy {strategy!r}; choose one of {STRATEGIES}")
+    if strategy not in PAPER_STRATEGIES:
+        raise ParameterError(f"build_generator builds the paper's strategies {PAPER_STRATEGIES}, "
+                             f"got {strategy!r} (strategy 'remove' uses "
+                             "privkit.anon.removal.RemovalGenerator)")
     mapper = LatentMapper(ae.code_shape, z_dim=cfg.z_dim,
                           n_subjects=n_subjects if strategy in ("acg", "dfi") else None,
                           embed_dim=cfg.embed_dim, hidden=cfg.mapper_hidden)
@@ -321,10 +325,10 @@ def _reset(net: nn.Module) -> None:
 
 def generate(gen: Generator, strategy: str, x: torch.Tensor, subject: torch.Tensor,
              target: torch.Tensor | None, g: torch.Generator) -> torch.Tensor:
-    """X' for ``strategy``: ``ag`` ignores the subject, ``acg`` conditions on it, ``dfi``
-    subtracts the source's mean code and conditions on ``target``; z ~ N(0, I) from ``g``."""
+    """X' for ``strategy``: ``ag`` (and ``remove``) ignores the subject, ``acg`` conditions on
+    it, ``dfi`` subtracts the source's mean code and conditions on ``target``; z ~ N(0, I) from ``g``."""
     z = torch.randn(len(x), gen.z_dim, generator=g)
-    if strategy == "ag":
+    if strategy in ("ag", "remove"):  # remove: z is the bottleneck noise
         return gen(x, z)
     if strategy == "acg":
         return gen(x, z, condition=subject)

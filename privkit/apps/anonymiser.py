@@ -36,6 +36,8 @@ from ..anon.attackers import (
 )
 from ..anon.metrics import accuracy, mmd_rbf, transfer_rate, weighted_f1
 from ..anon.networks import TCNNIMU, ConvAutoencoder, Discriminator, Generator
+from ..anon.removal import RemovalGenerator, train_removal
+from ..anon.selection import EpochSelector
 from ..anon.train import (
     STRATEGIES,
     AnonConfig,
@@ -89,7 +91,9 @@ _LIMITS: dict[str, tuple[float, float]] = {
 
 
 class IMUAnonymiser(PrivateModel):
-    """Anonymise IMU windows with strategy ``"ag"``, ``"acg"`` or ``"dfi"`` (identity transfer).
+    """Anonymise IMU windows with strategy ``"ag"``, ``"acg"`` or ``"dfi"`` (identity transfer),
+    the paper's, or ``"remove"`` (identity removed from the code, beyond the paper:
+    :mod:`privkit.anon.removal`, strength ``AnonConfig.removal_strength``).
 
     Windows are ``(N, T, C)`` arrays scaled to [0, 1] (see
     :class:`privkit.data.imu.MinMaxNormaliser`; a normaliser can be attached as ``normaliser``
@@ -133,8 +137,14 @@ class IMUAnonymiser(PrivateModel):
         self.ae_pretrained = ConvAutoencoder(C, T, channels=cfg.ae_channels, kernel=cfg.kernel,
                                              channel_kernel=cfg.channel_kernel,
                                              dropout=cfg.dropout, bottleneck=cfg.bottleneck)
-        self.generator: Generator = build_generator(copy.deepcopy(self.ae_pretrained),
-                                                    self.strategy, K, cfg)
+        self.generator: Generator | RemovalGenerator
+        if self.strategy == "remove":
+            self.generator = RemovalGenerator(copy.deepcopy(self.ae_pretrained), n_activities=A,
+                                              n_subjects=K, dim=cfg.removal_dim,
+                                              strength=cfg.removal_strength)
+        else:
+            self.generator = build_generator(copy.deepcopy(self.ae_pretrained), self.strategy, K,
+                                             cfg)
         self.discriminator = Discriminator(C, T, channels=cfg.disc_channels, kernel=cfg.kernel,
                                            channel_kernel=cfg.channel_kernel)
         self.reid = self._judge(K)
@@ -215,7 +225,8 @@ class IMUAnonymiser(PrivateModel):
         self.har.eval()
         self.generator.ae.load_state_dict(self.ae_pretrained.state_dict())
         K = len(self.subjects_)
-        compute_code_means(self.generator, X[tr], S[tr], K)
+        if self.strategy != "remove":
+            compute_code_means(self.generator, X[tr], S[tr], K)
 
         critic = attacker = None
         if cfg.utility_weight > 0:
@@ -240,7 +251,7 @@ class IMUAnonymiser(PrivateModel):
         # not saved: only model selection uses them
         self.selection_critics = selectors
         self.selection_critic = selectors[0]
-        if cfg.adaptive_weight > 0:
+        if cfg.adaptive_weight > 0 and self.strategy != "remove":
             torch.manual_seed(cfg.seed + 5)
             if cfg.attacker_arch == "features":
                 attacker = FeatureNet(self.n_channels, self.window, K)
@@ -273,9 +284,14 @@ class IMUAnonymiser(PrivateModel):
             out["score"] = har - priv
             return out
 
-        self.history_["gan"] = train_gan(
-            self.generator, self.discriminator, self.reid, self.strategy, X[tr], A[tr], S[tr],
-            cfg, validate=validate, utility_critic=critic, attacker=attacker)
+        if self.strategy == "remove":
+            self.history_["gan"] = train_removal(
+                self.generator, self.discriminator, X[tr], A[tr], S[tr], cfg,
+                validate=validate, selector=EpochSelector(cfg, K), utility_critic=critic)
+        else:
+            self.history_["gan"] = train_gan(
+                self.generator, self.discriminator, self.reid, self.strategy, X[tr], A[tr],
+                S[tr], cfg, validate=validate, utility_critic=critic, attacker=attacker)
         self.history_["seconds"] = time.perf_counter() - t0
         self._train = (x, s_idx, a_idx)
         self._fitted = True
@@ -301,7 +317,7 @@ class IMUAnonymiser(PrivateModel):
         """Anonymised windows (same shape, in [0, 1]).
 
         ``source``: the subject of each window (required by ``acg`` and ``dfi``; ignored by
-        ``ag``). ``target`` (``dfi`` only): a subject id or one per window; ``None`` picks a
+        ``ag`` and ``remove``). ``target`` (``dfi`` only): a subject id or one per window; ``None`` picks a
         random other subject per window (returned too when ``return_target``).
         """
         self._check_fitted()
@@ -311,7 +327,7 @@ class IMUAnonymiser(PrivateModel):
                              f"got {x.shape}")
         g = torch.Generator().manual_seed(self.config.seed + 999 if seed is None else seed)
         n = len(x)
-        if self.strategy == "ag":
+        if self.strategy in ("ag", "remove"):
             s = torch.zeros(n, dtype=torch.long)
         else:
             if source is None:
