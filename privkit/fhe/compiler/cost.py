@@ -1,0 +1,70 @@
+"""A simple latency model of compiled programs, for ``params="auto"``'s packing choice.
+
+``estimate_seconds(program)`` runs the program once on the simulator (exact operation counts
+per layer, no encryption) and prices every operation with :data:`UNIT_COSTS`: seconds of one
+SEAL operation at ring size ``N`` and level ``l``, ``a + b * l``, measured once per ring by
+
+    python bench/unit_costs.py
+
+(SEAL through TenSEAL, one thread; the numbers are a model, not a promise: real runs add
+plaintext-encoding caches, memory traffic and the machine's load). Each layer's operations are
+priced at the level its input has when the program runs (:meth:`EncryptedProgram.start_level`).
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import numpy as np
+
+__all__ = ["UNIT_COSTS", "unit_cost", "estimate_seconds"]
+
+#: N -> op -> (a, b): seconds of one operation at level l = a + b * l
+#: (from ``python bench/unit_costs.py``, see the module docstring)
+UNIT_COSTS: dict[int, dict[str, tuple[float, float]]] = {
+    8192: {"rotation": (1.0e-3, 1.0e-3), "pt_mult": (3.0e-4, 3.0e-4), "ct_mult": (1.0e-3, 1.0e-3),
+           "add": (2.0e-5, 2.0e-5)},
+}
+
+
+def unit_cost(n: int, op: str, level: int) -> float:
+    """Seconds of one ``op`` ("rotation", "pt_mult", "ct_mult", "add") at ring ``n``, ``level``.
+
+    A ring missing from the table is extrapolated from the nearest one (cost ~ N log N).
+
+    >>> unit_cost(8192, "rotation", 2) < unit_cost(8192, "rotation", 3)
+    True
+    """
+    if n in UNIT_COSTS:
+        a, b = UNIT_COSTS[n][op]
+        return a + b * level
+    near = min(UNIT_COSTS, key=lambda k: abs(np.log2(k) - np.log2(n)))
+    a, b = UNIT_COSTS[near][op]
+    f = (n * np.log2(n)) / (near * np.log2(near))
+    return (a + b * level) * f
+
+
+def estimate_seconds(program: Any) -> tuple[float, dict[str, int]]:
+    """(estimated seconds of one :meth:`run` on SEAL, total operation counts) of ``program``."""
+    from ..keys import KeySet
+
+    keys = KeySet.generate(program.params, backend="sim", rotations=program.rotations,
+                           conjugation=program.conjugation)
+    cts = [keys.encrypt(np.zeros(lay.span)) for lay in program.input_layouts]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program.run(cts if program.multi else cts[0], keys.public_bundle(), backend=keys.backend,
+                    allow_insecure=True)
+    reports = program._last
+    n = program.params.poly_degree
+    total = 0.0
+    counts = {"rotations": 0, "pt_mults": 0, "ct_mults": 0, "adds": 0}
+    for r in reports:
+        lv = r.level_after + r.depth
+        total += (r.rotations * unit_cost(n, "rotation", lv) + r.pt_mults * unit_cost(n, "pt_mult", lv)
+                  + r.ct_mults * unit_cost(n, "ct_mult", lv) + r.adds * unit_cost(n, "add", lv))
+        for k in counts:
+            counts[k] += getattr(r, k)
+    program._last = []
+    return total, counts
