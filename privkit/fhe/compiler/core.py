@@ -357,8 +357,6 @@ def _needs_more_than_one(items: list[_Item], input_shape: tuple[int, ...], candi
                         batch: int, sat: Any) -> bool:
     """True when no candidate holds the model in one ciphertext for lack of slots (then the
     multi-ciphertext packing is considered; a single-ciphertext model compiles as before)."""
-    if batch != 1 or sat is not None:
-        return False
     try:
         _plan_fitting(items, input_shape, candidates[0].slots, batch, sat)
     except ShapeError:

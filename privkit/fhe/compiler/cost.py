@@ -20,11 +20,12 @@ import numpy as np
 
 __all__ = ["UNIT_COSTS", "unit_cost", "estimate_seconds"]
 
-#: N -> op -> (a, b): seconds of one operation at level l = a + b * l
-#: (from ``python bench/unit_costs.py``, see the module docstring)
-UNIT_COSTS: dict[int, dict[str, tuple[float, float]]] = {
-    8192: {"rotation": (1.0e-3, 1.0e-3), "pt_mult": (3.0e-4, 3.0e-4), "ct_mult": (1.0e-3, 1.0e-3),
-           "add": (2.0e-5, 2.0e-5)},
+#: N -> op -> {level: median seconds of one operation} (from ``python bench/unit_costs.py``, see
+#: the module docstring); levels in between are interpolated linearly, beyond them extrapolated
+#: from the last two
+UNIT_COSTS: dict[int, dict[str, dict[int, float]]] = {
+    8192: {"rotation": {1: 1.2e-3, 3: 2.7e-3}, "pt_mult": {1: 5.1e-4, 3: 9.0e-4},
+           "ct_mult": {1: 1.6e-3, 3: 7.6e-3}, "add": {1: 3.9e-5, 3: 6.8e-5}},
 }
 
 
@@ -33,16 +34,20 @@ def unit_cost(n: int, op: str, level: int) -> float:
 
     A ring missing from the table is extrapolated from the nearest one (cost ~ N log N).
 
-    >>> unit_cost(8192, "rotation", 2) < unit_cost(8192, "rotation", 3)
+    >>> unit_cost(8192, "rotation", 1) < unit_cost(8192, "rotation", 3)
     True
     """
-    if n in UNIT_COSTS:
-        a, b = UNIT_COSTS[n][op]
-        return a + b * level
-    near = min(UNIT_COSTS, key=lambda k: abs(np.log2(k) - np.log2(n)))
-    a, b = UNIT_COSTS[near][op]
-    f = (n * np.log2(n)) / (near * np.log2(near))
-    return (a + b * level) * f
+    near = n if n in UNIT_COSTS else min(UNIT_COSTS, key=lambda k: abs(np.log2(k) - np.log2(n)))
+    table = UNIT_COSTS[near][op]
+    lv = sorted(table)
+    t = [table[v] for v in lv]
+    if len(lv) == 1:
+        cost = t[0]
+    elif level <= lv[-1]:
+        cost = float(np.interp(max(level, 0), lv, t))
+    else:  # beyond the top measured level: the slope of the last two
+        cost = t[-1] + (t[-1] - t[-2]) / (lv[-1] - lv[-2]) * (level - lv[-1])
+    return max(cost, 0.0) * ((n * np.log2(n)) / (near * np.log2(near)))
 
 
 def estimate_seconds(program: Any) -> tuple[float, dict[str, int]]:

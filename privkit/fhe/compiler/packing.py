@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ...errors import ShapeError, UnsupportedLayerError
+from ...errors import ParameterError, ShapeError, UnsupportedLayerError
 from ..params import PRESETS, CKKSParams
 from ..program import EncryptedProgram
 
@@ -44,31 +44,37 @@ def compile_packed(ref: Any, items: list[Any], input_shape: tuple[int, ...], can
     from .core import _depth_error, _plan_fitting
 
     forced = cpc is not None
-    if batch != 1 or sat is not None:
-        raise ShapeError(
-            f"the model's activations do not fit one ciphertext with batch={batch}"
-            f"{' and input_sat=True' if sat is not None else ''}; packing across several "
-            "ciphertexts supports batch=1 without input_sat: lower the batch or use a larger preset")
+    can_split = batch == 1 and sat is None and max_cts != 1
+    if forced and not can_split:
+        raise ParameterError(
+            f"channels_per_ciphertext splits channels over ciphertexts, which supports batch=1 "
+            f"without input_sat (got batch={batch}, input_sat={sat is not None})")
     options: list[EncryptedProgram] = []
     reasons: list[str] = []
     need_depth: int | None = None
     refused: Exception | None = None
+    depth_err: Exception | None = None
     for p in candidates:
         if not forced:
             try:
-                steps, in_layout, outs = _plan_fitting(items, input_shape, p.slots, 1, None)
+                steps, in_layout, outs = _plan_fitting(items, input_shape, p.slots, batch, sat)
                 need = sum(s.depth for s in steps)
                 need_depth = need
                 if need <= p.depth:
-                    options.append(EncryptedProgram(p, steps, in_layout, input_shape, outs, False,
-                                                    reference=ref))
+                    options.append(EncryptedProgram(p, steps, in_layout, input_shape, outs // batch, False,
+                                                    reference=ref, batch=batch,
+                                                    input_encoding=("sat", sat) if sat else None))
                     break  # one ciphertext fits: larger rings only cost more
                 reasons.append(f"{p.name}: depth {need} > {p.depth}")
+                depth_err = _depth_error(steps, p, auto=auto)
                 if not auto:
-                    raise _depth_error(steps, p, auto=False)
+                    raise depth_err
                 continue  # the same depth split over several ciphertexts does not fit either
             except ShapeError as e:
+                depth_err = None
                 reasons.append(f"{p.name}, 1 ciphertext: {e}")
+        if not can_split:
+            continue
         try:
             steps, in_layouts, outs, cap = _multi_fitting(items, input_shape, p.slots, cpc, max_cts)
         except UnsupportedLayerError as e:
@@ -92,6 +98,14 @@ def compile_packed(ref: Any, items: list[Any], input_shape: tuple[int, ...], can
         if forced:
             break
     if not options:
+        if depth_err is not None:  # the largest ring held the model in one ciphertext but not its depth
+            raise depth_err
+        if not can_split:
+            raise ShapeError(
+                ("the model does not fit any preset: " if auto else f"the model does not fit {candidates[0].name}: ")
+                + "; ".join(reasons) + (f"; packing across several ciphertexts supports batch=1 without "
+                                        f"input_sat (got batch={batch}, input_sat={sat is not None})"
+                                        if max_cts != 1 else ""))
         if refused is not None and all("several" not in r or "does not support" in r for r in reasons):
             raise refused
         fits = [n for n in PRESETS if need_depth is None or CKKSParams.preset(n).depth >= need_depth]
