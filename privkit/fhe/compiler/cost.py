@@ -6,7 +6,7 @@ SEAL operation at ring size ``N`` and level ``l``, ``a + b * l``, measured once 
 
     python bench/unit_costs.py
 
-(SEAL through TenSEAL, one thread; the numbers are a model, not a promise: real runs add
+(SEAL through TenSEAL; the numbers are a model, not a promise: real runs add
 plaintext-encoding caches, memory traffic and the machine's load). Each layer's operations are
 priced at the level its input has when the program runs (:meth:`EncryptedProgram.start_level`).
 """
@@ -20,12 +20,29 @@ import numpy as np
 
 __all__ = ["UNIT_COSTS", "unit_cost", "estimate_seconds"]
 
-#: N -> op -> {level: median seconds of one operation} (from ``python bench/unit_costs.py``, see
-#: the module docstring); levels in between are interpolated linearly, beyond them extrapolated
+#: N -> op -> {level: seconds of one operation} (the fastest of 15 runs, printed by
+#: ``python bench/unit_costs.py`` on 2026-12-05, SEAL via TenSEAL on a shared 2-core x86
+#: machine); levels in between are interpolated linearly, beyond them extrapolated
 #: from the last two
 UNIT_COSTS: dict[int, dict[str, dict[int, float]]] = {
-    8192: {"rotation": {1: 1.2e-3, 3: 2.7e-3}, "pt_mult": {1: 5.1e-4, 3: 9.0e-4},
-           "ct_mult": {1: 1.6e-3, 3: 7.6e-3}, "add": {1: 3.9e-5, 3: 6.8e-5}},
+    8192: {
+        "rotation": {1: 1.168e-03, 2: 1.871e-03, 3: 2.667e-03},
+        "pt_mult": {1: 4.954e-04, 2: 7.209e-04, 3: 8.890e-04},
+        "ct_mult": {1: 1.596e-03, 2: 2.615e-03, 3: 3.505e-03},
+        "add": {1: 3.933e-05, 2: 5.892e-05, 3: 7.270e-05},
+    },
+    16384: {
+        "rotation": {1: 2.305e-03, 2: 3.786e-03, 4: 7.759e-03, 8: 2.432e-02},
+        "pt_mult": {1: 1.037e-03, 2: 1.445e-03, 4: 2.437e-03, 8: 4.422e-03},
+        "ct_mult": {1: 3.318e-03, 2: 5.231e-03, 4: 1.068e-02, 8: 2.899e-02},
+        "add": {1: 6.890e-05, 2: 1.102e-04, 4: 2.307e-04, 8: 4.713e-04},
+    },
+    32768: {
+        "rotation": {1: 5.069e-03, 2: 8.558e-03, 4: 1.853e-02, 8: 5.150e-02, 16: 1.532e-01, 19: 2.113e-01},
+        "pt_mult": {1: 2.119e-03, 2: 3.117e-03, 4: 5.077e-03, 8: 8.911e-03, 16: 1.751e-02, 19: 2.299e-02},
+        "ct_mult": {1: 7.274e-03, 2: 1.191e-02, 4: 2.447e-02, 8: 6.068e-02, 16: 1.727e-01, 19: 2.332e-01},
+        "add": {1: 1.681e-04, 2: 3.008e-04, 4: 5.245e-04, 8: 1.010e-03, 16: 1.775e-03, 19: 2.102e-03},
+    },
 }
 
 
