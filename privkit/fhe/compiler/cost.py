@@ -51,7 +51,7 @@ def unit_cost(n: int, op: str, level: int) -> float:
 
     A ring missing from the table is extrapolated from the nearest one (cost ~ N log N).
 
-    >>> unit_cost(8192, "rotation", 1) < unit_cost(8192, "rotation", 3)
+    >>> unit_cost(8192, "rotation", 1) < unit_cost(8192, "rotation", 3) < unit_cost(32768, "rotation", 3)
     True
     """
     near = n if n in UNIT_COSTS else min(UNIT_COSTS, key=lambda k: abs(np.log2(k) - np.log2(n)))
@@ -64,7 +64,7 @@ def unit_cost(n: int, op: str, level: int) -> float:
         cost = float(np.interp(max(level, 0), lv, t))
     else:  # beyond the top measured level: the slope of the last two
         cost = t[-1] + (t[-1] - t[-2]) / (lv[-1] - lv[-2]) * (level - lv[-1])
-    return max(cost, 0.0) * ((n * np.log2(n)) / (near * np.log2(near)))
+    return float(max(cost, 0.0) * ((n * np.log2(n)) / (near * np.log2(near))))
 
 
 def estimate_seconds(program: Any) -> tuple[float, dict[str, int]]:
