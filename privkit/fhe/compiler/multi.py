@@ -199,11 +199,12 @@ def _group_step(it: Any, kind: str, table: list[list[Lowered]], how: str, notes:
             return [row[0](be, ct) for row, ct in zip(runs, cts)]
     else:
         def run(be: Backend, cts: list[Ciphertext]) -> list[Ciphertext]:
+            view = _SharedWork(be) if len(runs) > 1 else be
             outs = []
             for row in runs:
                 acc = None
                 for fn, ct in zip(row, cts):
-                    y = fn(be, ct)
+                    y = fn(view, ct)  # type: ignore[arg-type]
                     acc = y if acc is None else be.add(acc, y)
                 outs.append(acc)
             return outs
@@ -214,6 +215,43 @@ def _group_step(it: Any, kind: str, table: list[list[Lowered]], how: str, notes:
     return Step(it.name, first.kind or kind, depth, rots, run, first.out_layout, detail,
                 ref_name=it.ref_name, ref_scale=_mul(ref_scale, first.ref_scale), ref_shift=ref_shift,
                 groups=[row[0].out_layout for row in table])
+
+
+class _SharedWork:
+    """The backend as one mixing step sees it: a rotation (or a ciphertext sum) of the same
+    ciphertext data with the same metadata is computed once and reused, so every output group
+    of a convolution shares its input group's tap rotations and replication instead of redoing
+    them. Everything else goes to the backend. Lives for one step run (the inputs of memoised
+    results are kept alive, so ``id`` values cannot be reused meanwhile)."""
+
+    def __init__(self, be: Backend) -> None:
+        self._be = be
+        self._memo: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._be, name)
+
+    @staticmethod
+    def _key(a: Ciphertext) -> tuple[Any, ...]:
+        return (id(a.data), a.level, a.scale, a.length, a.is_complex, a.layout)
+
+    def rotate(self, a: Ciphertext, k: int) -> Ciphertext:
+        key = ("rot", self._key(a), int(k) % self._be.slots)
+        hit = self._memo.get(key)
+        if hit is None:
+            hit = (a, self._be.rotate(a, k))
+            self._memo[key] = hit
+        return hit[-1]
+
+    def add(self, a: Ciphertext, b: Any) -> Ciphertext:
+        if not isinstance(b, Ciphertext):
+            return self._be.add(a, b)
+        key = ("add", self._key(a), self._key(b))
+        hit = self._memo.get(key)
+        if hit is None:
+            hit = (a, b, self._be.add(a, b))
+            self._memo[key] = hit
+        return hit[-1]
 
 
 def mask_run(layouts: list[PackedLayout]) -> Any:
