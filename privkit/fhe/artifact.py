@@ -102,6 +102,12 @@ def plan_summary(program: EncryptedProgram) -> dict[str, Any]:
         "batch": int(program.batch),
         "conjugation": bool(program.conjugation),
         "input_encoding": _encoding_of(program),
+        # multi-ciphertext programs only (a single-ciphertext plan stays as it was)
+        **({"groups": {"channels_per_ciphertext": int(program.channels_per_ciphertext or 0),
+                       "input_layouts": json.loads(json.dumps([dataclasses.asdict(lay) for lay in
+                                                               program.input_layouts])),
+                       "steps": [len(s.groups or ()) for s in program.steps]}}
+           if program.multi else {}),
     }
 
 
@@ -150,7 +156,9 @@ def _describe(program: EncryptedProgram) -> tuple[dict[str, Any], bytes]:
         "tensors": tensors,
         "compile": {"input_shape": [int(v) for v in program.input_shape],
                     "params": program.params.to_dict(), "batch": int(program.batch),
-                    "input_sat": program.input_encoding is not None},
+                    "input_sat": program.input_encoding is not None,
+                    **({"channels_per_ciphertext": int(program.channels_per_ciphertext or 0)}
+                       if program.multi else {})},
         "input_range": None if program.input_range is None else [float(v) for v in program.input_range],
         "output_bound_hint": None if program.output_bound_hint is None else float(program.output_bound_hint),
         "plan": plan_summary(program),
@@ -296,9 +304,13 @@ def program_from_bytes(blob: bytes, *, verify_with: Any = None) -> EncryptedProg
             raise ValueError(f"input shape {shape}")
         if type(input_sat) is not bool:
             raise ValueError(f"input_sat {input_sat!r}")
+        cpc = comp.get("channels_per_ciphertext")
+        if cpc is not None and (type(cpc) is not int or not 1 <= cpc <= params.slots):
+            raise ValueError(f"channels_per_ciphertext {cpc!r}")
     except (KeyError, TypeError, ValueError) as e:
         raise _bad(f"compile arguments are malformed: {e}") from None
-    program = fhe_compile(model, input_shape=shape, params=params, batch=batch, input_sat=input_sat)
+    program = fhe_compile(model, input_shape=shape, params=params, batch=batch, input_sat=input_sat,
+                          channels_per_ciphertext=cpc)
     rebuilt = plan_summary(program)
     if rebuilt != desc["plan"]:
         raise PlanMismatchError(
@@ -393,6 +405,13 @@ class ClientSpec:
 
     @classmethod
     def from_program(cls, program: EncryptedProgram) -> ClientSpec:
+        if len(program.input_layouts) > 1:
+            raise ShapeError(
+                f"this program takes its input in {len(program.input_layouts)} ciphertexts (the "
+                f"input {tuple(program.input_shape)} does not fit one ciphertext of "
+                f"{program.params.slots} slots); the client spec and the deploy Client / Server / "
+                "HTTP path carry ONE input ciphertext: use program.encrypt_input / run in process, "
+                "or a preset whose ciphertext holds the input")
         mid = getattr(program, "_artifact_id", None)
         if not mid:
             try:

@@ -55,6 +55,9 @@ class Step:
     #: folded forward, an activation's scaling folded back; scalars or per-channel arrays)
     ref_scale: Any = 1.0
     ref_shift: Any = 0.0
+    #: multi-ciphertext programs: the output layout of every channel group (then ``run`` maps a
+    #: list of ciphertexts to a list); None: one ciphertext in, one out
+    groups: list[PackedLayout] | None = None
 
 
 @dataclasses.dataclass
@@ -87,6 +90,8 @@ class EncryptedProgram:
         reference: Any = None,
         batch: int = 1,
         input_encoding: tuple[str, Any] | None = None,
+        input_layouts: list[PackedLayout] | None = None,
+        choice: str = "",
     ) -> None:
         self.params = params
         self.steps = steps
@@ -100,6 +105,12 @@ class EncryptedProgram:
         #: ("sat", SatGeometry): the summed-area table of the zero-padded channel, for a first
         #: box convolution (see privkit.fhe.encoding)
         self.input_encoding = input_encoding
+        #: multi-ciphertext programs (channels split in groups, see privkit.fhe.compiler.multi):
+        #: the layout of every input ciphertext; the value between steps is a list
+        self.multi = input_layouts is not None
+        self.input_layouts = list(input_layouts) if input_layouts is not None else [input_layout]
+        #: why ``params="auto"`` chose this packing (empty when there was no choice to make)
+        self.choice = choice
         self._last: list[LayerReport] = []
         #: calibrated input range (low, high), public (part of client_info and the client spec);
         #: set it with calibrate_input(data), or assign a number r (meaning [-r, r]) or a pair.
@@ -178,15 +189,27 @@ class EncryptedProgram:
         keys = KeySet.generate(self.params, backend="sim", rotations=self.rotations,
                                conjugation=self.conjugation)
         be = keys.backend
-        ct = keys.encrypt(np.zeros(self.input_layout.span))
-        ct = ct.replace(bound=self._input_bound_vector(be.slots, ct.length))
+        cts = [keys.encrypt(np.zeros(lay.span)) for lay in self.input_layouts]
+        cts = [ct.replace(bound=self._input_bound_vector(be.slots, ct.length)) for ct in cts]
+        val: Any = cts if self.multi else cts[0]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             for step in self.steps:
-                ct = step.run(be, ct)
+                val = step.run(be, val)
+        ct = val[0] if self.multi else val
         value = None if ct.bound is None else float(np.mean(ct.bound))
         self._output_bound_cache = (self._input_range, value)
         return value
+
+    @property
+    def ciphertexts(self) -> int:
+        """The most ciphertexts one activation of the program uses (1 unless channels are split)."""
+        return max([len(self.input_layouts)] + [len(s.groups) for s in self.steps if s.groups])
+
+    @property
+    def channels_per_ciphertext(self) -> int | None:
+        """The channel cap per ciphertext of a multi-ciphertext program (None otherwise)."""
+        return getattr(self, "_group_cap", None) if self.multi else None
 
     @property
     def rotations(self) -> list[int]:
@@ -198,8 +221,16 @@ class EncryptedProgram:
         return sorted(out)
 
     def plan_table(self) -> str:
-        """The level plan, one row per layer."""
-        rows = [f"{'layer':<24}{'op':<14}{'levels':>7}{'left':>6}{'rots':>6}  detail"]
+        """The level plan, one row per layer (a multi-ciphertext program says how many
+        ciphertexts each layer maps, ``[in->out ct]``, and ``params="auto"`` why it chose)."""
+        head = []
+        if self.multi:
+            head.append(f"packing: up to {self.ciphertexts} ciphertexts per activation "
+                        f"({self.channels_per_ciphertext} channels each), input in "
+                        f"{len(self.input_layouts)} ciphertext(s), output in 1")
+        if self.choice:
+            head.append(f"auto: {self.choice}")
+        rows = head + [f"{'layer':<24}{'op':<14}{'levels':>7}{'left':>6}{'rots':>6}  detail"]
         left = self.params.depth
         for s in self.steps:
             left -= s.depth
@@ -208,7 +239,7 @@ class EncryptedProgram:
 
     def client_info(self) -> dict[str, Any]:
         """What a client needs to make keys and encode inputs (no weights)."""
-        return {
+        info = {
             "params": self.params.to_dict(),
             "rotations": self.rotations,
             "conjugation": self.conjugation,
@@ -219,6 +250,9 @@ class EncryptedProgram:
             "input_range": None if self.input_range is None else list(self.input_range),
             "input_encoding": self.input_encoding[0] if self.input_encoding else "values",
         }
+        if len(self.input_layouts) > 1:
+            info["input_layouts"] = [dataclasses.asdict(lay) for lay in self.input_layouts]
+        return info
 
     @property
     def input_range(self) -> tuple[float, float] | None:
@@ -323,8 +357,23 @@ class EncryptedProgram:
 
         x = np.asarray(x, dtype=np.float64)
         self._check_input_range(x, self.on_range if on_range is None else on_range)
+        if len(self.input_layouts) > 1:
+            return self._encode_groups(x)
         sat = self.input_encoding[1] if self.input_encoding is not None else None
         return encode_slots(x, self.input_shape, self.batch, self.input_layout, self.params.slots, sat)
+
+    def _encode_groups(self, x: np.ndarray) -> list[np.ndarray]:
+        """An input whose channels do not fit one ciphertext -> one vector per channel group."""
+        from .encoding import encode_slots
+
+        if x.shape != tuple(self.input_shape):
+            raise ShapeError(f"the program expects input of shape {tuple(self.input_shape)}, got {x.shape}")
+        out, start = [], 0
+        for lay in self.input_layouts:
+            part = x[start : start + lay.channels]
+            out.append(encode_slots(part, part.shape, 1, lay, self.params.slots))
+            start += lay.channels
+        return out
 
     def _check_input_range(self, x: np.ndarray, on_range: str) -> None:
         if on_range not in ("warn", "raise", "ignore"):
@@ -350,8 +399,11 @@ class EncryptedProgram:
 
         warnings.warn(msg, InputRangeWarning, stacklevel=3)
 
-    def encrypt_input(self, keys: KeySet, x: np.ndarray, *, on_range: str | None = None) -> Ciphertext:
-        return keys.encrypt(self.encode_input(x, on_range=on_range))
+    def encrypt_input(self, keys: KeySet, x: np.ndarray, *, on_range: str | None = None) -> Any:
+        """The encrypted input: one ciphertext, or a list of them when the input's channels do
+        not fit one (a multi-ciphertext program with ``len(input_layouts) > 1``)."""
+        vec = self.encode_input(x, on_range=on_range)
+        return [keys.encrypt(v) for v in vec] if isinstance(vec, list) else keys.encrypt(vec)
 
     def decrypt_output(self, keys: KeySet, out: Ciphertext) -> np.ndarray:
         """Decrypted logits, shape ``(out_features,)`` (``(batch, out_features)`` when batched)."""
@@ -385,45 +437,58 @@ class EncryptedProgram:
             )
         return be
 
-    def run(self, ct: Ciphertext, bundle: PublicBundle | None = None, backend: Backend | None = None,
-            *, allow_insecure: bool = False,
-            _trace: Callable[[int, Ciphertext], None] | None = None) -> Ciphertext:
+    def run(self, ct: Ciphertext | list[Ciphertext], bundle: PublicBundle | None = None,
+            backend: Backend | None = None, *, allow_insecure: bool = False,
+            _trace: Callable[[int, Any], None] | None = None) -> Ciphertext:
         """Evaluate the program on an encrypted input with public keys only.
 
         Refuses (:class:`~privkit.errors.SecurityDowngradeError`) a simulator bundle/backend or
         parameters below 128-bit security unless ``allow_insecure=True``; :meth:`report` then
         says so. The input must hold exactly the program's input length
-        (:class:`~privkit.errors.ShapeError` otherwise).
+        (:class:`~privkit.errors.ShapeError` otherwise). A multi-ciphertext program whose input
+        does not fit one ciphertext takes the list :meth:`encrypt_input` returns; the result is
+        always one ciphertext.
         """
         from .keys import require_secure_backend
 
-        be = self._backend_for(ct, bundle, backend)
-        insecure = require_secure_backend(be, allow_insecure, "EncryptedProgram.run")
-        be._check(ct)  # same key set
-        if ct.backend is not be:
-            ct = ct.replace(backend=be)
-        if ct.length != self.input_layout.span:
+        cts = list(ct) if isinstance(ct, (list, tuple)) else [ct]
+        if len(cts) != len(self.input_layouts):
             raise ShapeError(
-                f"the encrypted input has {ct.length} values but the program expects "
-                f"{self.input_layout.span} (input shape {self.input_shape}); encode it with "
-                "program.encode_input"
-            )
-        if ct.bound is None and self.input_bound is not None:
-            # a received ciphertext carries no bound; the calibrated range is public
-            ct = ct.replace(bound=self._input_bound_vector(be.slots, ct.length))
+                f"the program takes its input in {len(self.input_layouts)} ciphertext(s), got "
+                f"{len(cts)}; encrypt it with program.encrypt_input")
+        be = self._backend_for(cts[0], bundle, backend)
+        insecure = require_secure_backend(be, allow_insecure, "EncryptedProgram.run")
+        checked = []
+        for c, lay in zip(cts, self.input_layouts):
+            if not isinstance(c, Ciphertext):
+                raise ParameterError(f"expected a Ciphertext input, got {type(c).__name__}")
+            be._check(c)  # same key set
+            if c.backend is not be:
+                c = c.replace(backend=be)
+            if c.length != lay.span:
+                raise ShapeError(
+                    f"the encrypted input has {c.length} values but the program expects "
+                    f"{lay.span} (input shape {self.input_shape}); encode it with "
+                    "program.encode_input"
+                )
+            if c.bound is None and self.input_bound is not None:
+                # a received ciphertext carries no bound; the calibrated range is public
+                c = c.replace(bound=self._input_bound_vector(be.slots, c.length))
+            checked.append(c)
         stats_before = dict(be.range_stats)
-        be.require_levels(ct, self.depth, "the compiled program")
-        start = self.start_level(ct.level)
-        if start < ct.level:
-            ct = be.mod_switch_to(ct, start)
+        level = min(c.level for c in checked)
+        be.require_levels(min(checked, key=lambda c: c.level), self.depth, "the compiled program")
+        start = self.start_level(level)
+        checked = [be.mod_switch_to(c, start) if start < c.level else c for c in checked]
         reports = []
         sink: list[tuple[float, float, int]] = []
         outer_sink = getattr(be, "overflow_sink", None)
         be.overflow_sink = sink
         try:
-            ct = self._run_steps(be, ct, reports, _trace)
+            val = self._run_steps(be, checked if self.multi else checked[0], reports, _trace)
         finally:
             be.overflow_sink = outer_sink
+        ct = val[0] if self.multi else val
         if sink:
             self._warn_overflow(sink)
         self._last = reports
@@ -456,8 +521,8 @@ class EncryptedProgram:
             stacklevel=3,
         )
 
-    def _run_steps(self, be: Backend, ct: Ciphertext, reports: list[LayerReport],
-                   _trace: Callable[[int, Ciphertext], None] | None) -> Ciphertext:
+    def _run_steps(self, be: Backend, ct: Any, reports: list[LayerReport],
+                   _trace: Callable[[int, Any], None] | None) -> Any:
         for i, step in enumerate(self.steps):
             before = be.counter.snapshot()
             t = time.perf_counter()
@@ -470,7 +535,7 @@ class EncryptedProgram:
                     step.name, step.kind, step.detail,
                     after.adds - before.adds, after.pt_mults - before.pt_mults,
                     after.ct_mults - before.ct_mults, after.rotations - before.rotations,
-                    step.depth, ct.level, dt,
+                    step.depth, (ct[0] if isinstance(ct, list) else ct).level, dt,
                 )
             )
             if _trace is not None:
@@ -501,17 +566,19 @@ class EncryptedProgram:
         acts = _torch_activations(self._reference, x, self.input_shape)
         errors: list[tuple[float, float] | None] = []
 
-        def cb(i: int, ct: Ciphertext) -> None:
+        def cb(i: int, val: Any) -> None:
             step = self.steps[i]
             ref = acts.get(step.ref_name or step.name)
             if ref is None or step.out_layout is None and step.kind != "linear":
                 errors.append(None)
                 return
-            vec = keys.decrypt(ct.replace(length=self.params.slots))
+            cts = val if isinstance(val, list) else [val]
+            vecs = [keys.decrypt(c.replace(length=self.params.slots)) for c in cts]
             if step.kind == "linear":
-                got = vec[: ref.size]
+                got = vecs[0][: ref.size]
             else:
-                got = unpack(vec, step.out_layout).reshape(ref.shape)
+                lays = step.groups or [step.out_layout]
+                got = np.concatenate([unpack(v, lay) for v, lay in zip(vecs, lays)]).reshape(ref.shape)
             shape = (-1,) + (1,) * (ref.ndim - 1)
             sc = np.reshape(step.ref_scale, shape) if np.ndim(step.ref_scale) else step.ref_scale
             sh = np.reshape(step.ref_shift, shape) if np.ndim(step.ref_shift) else step.ref_shift

@@ -281,7 +281,8 @@ def register_model_validator(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def compile(model: Any, input_shape: tuple[int, ...], params: CKKSParams | str = "auto", *,
-            batch: int = 1, input_sat: bool = False) -> EncryptedProgram:
+            batch: int = 1, input_sat: bool = False, max_ciphertexts: int | None = None,
+            channels_per_ciphertext: int | None = None) -> EncryptedProgram:
     """Compile ``model`` (an ``nn.Sequential`` of privkit layers) for inputs of ``input_shape``.
 
     Args:
@@ -296,6 +297,14 @@ def compile(model: Any, input_shape: tuple[int, ...], params: CKKSParams | str =
         input_sat: the first layer is a box convolution and the client encrypts the summed-area
             table of each zero-padded input channel (``encode_input`` computes it): the server
             skips the prefix-sum rotations. Values grow to ``sum(|x|)`` of a channel.
+        max_ciphertexts: the most ciphertexts one activation may use. ``None`` (default): when
+            the channels of an activation do not fit one ciphertext, they are split over
+            several (:mod:`.multi`); with ``params="auto"`` the packing (several ciphertexts at
+            a smaller ring or one at a larger ring) is chosen by estimated latency
+            (:mod:`.cost`) and :meth:`EncryptedProgram.plan_table` says why. ``1``: one
+            ciphertext only (a model that does not fit raises :class:`ShapeError`).
+        channels_per_ciphertext: force the split: at most this many channels per ciphertext
+            (the program is multi-ciphertext even where one would fit; for tests and tuning).
     """
     if int(batch) < 1:
         raise ParameterError(f"batch must be >= 1, got {batch}")
@@ -313,6 +322,18 @@ def compile(model: Any, input_shape: tuple[int, ...], params: CKKSParams | str =
     items = _items(_leaf_layers(ref))
     sat = _sat_input(items, input_shape) if input_sat else None
     candidates = [CKKSParams.preset(n) for n in _AUTO_ORDER] if params == "auto" else [CKKSParams.coerce(params)]
+    if max_ciphertexts is not None and (type(max_ciphertexts) is not int or max_ciphertexts < 1):
+        raise ParameterError(f"max_ciphertexts must be an integer >= 1 or None, got {max_ciphertexts!r}")
+    if channels_per_ciphertext is not None and (type(channels_per_ciphertext) is not int
+                                                or channels_per_ciphertext < 1):
+        raise ParameterError(f"channels_per_ciphertext must be an integer >= 1 or None, got "
+                             f"{channels_per_ciphertext!r}")
+    if max_ciphertexts != 1 and (max_ciphertexts is not None or channels_per_ciphertext is not None
+                                 or _needs_more_than_one(items, input_shape, candidates, batch, sat)):
+        from .packing import compile_packed
+
+        return compile_packed(ref, items, input_shape, candidates, params == "auto", batch, sat,
+                              max_ciphertexts, channels_per_ciphertext)
     last_err: Exception | None = None
     for p in candidates:
         try:
@@ -330,6 +351,19 @@ def compile(model: Any, input_shape: tuple[int, ...], params: CKKSParams | str =
     if isinstance(last_err, ShapeError) and params == "auto":
         raise ShapeError(f"the model does not fit any preset: {last_err}") from last_err
     raise last_err
+
+
+def _needs_more_than_one(items: list[_Item], input_shape: tuple[int, ...], candidates: list[CKKSParams],
+                        batch: int, sat: Any) -> bool:
+    """True when no candidate holds the model in one ciphertext for lack of slots (then the
+    multi-ciphertext packing is considered; a single-ciphertext model compiles as before)."""
+    try:
+        _plan_fitting(items, input_shape, candidates[0].slots, batch, sat)
+    except ShapeError:
+        return True
+    except UnsupportedLayerError:
+        return False
+    return False
 
 
 def _depth_error(steps: list[Step], p: CKKSParams, auto: bool) -> DepthExhaustedError:

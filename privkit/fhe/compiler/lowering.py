@@ -9,6 +9,12 @@ its *kind* (``"conv2d"``, ``"polyact"``...). For each kind a :class:`Lowering` r
 * :meth:`Lowering.plan`: given the spec and a :class:`PlanContext` (the packed layout of its
   input, the slot count, what the layers around it folded), a :class:`Lowered` with the levels,
   the rotation steps, the output layout and the ``run(backend, ct)`` function;
+* multi-ciphertext packing (activations wider than one ciphertext, channels split in groups):
+  ``groups = "channelwise"`` for layers that act on each channel alone (run once per group on a
+  sub-spec from :meth:`Lowering.split`), ``groups = "mixing"`` for affine layers whose weight is
+  ``(out, in, ...)`` (convolutions, a Linear after Flatten: per output group, the sum over input
+  groups of the layer on the sub-weight); the default ``None`` refuses multi-ciphertext programs
+  with a clear error, so user lowerings keep working for single-ciphertext programs;
 * optional folds: ``affine = True`` for layers whose spec carries ``weight`` (output channels
   first) and ``bias``, so that a following BatchNorm, an average pool's ``1/k`` and the next
   activation's :meth:`Lowering.prefold` are folded into them; ``transparent = True`` for layout
@@ -120,6 +126,8 @@ class Lowering:
     affine: bool = False
     #: computes nothing (a layout change or a no-op at inference)
     transparent: bool = False
+    #: multi-ciphertext support: "channelwise", "mixing" or None (refused; see the module doc)
+    groups: str | None = None
 
     def depth(self, spec: dict[str, Any]) -> int | None:
         """Levels the layer consumes on its own (no folds from the layers around it); None when
@@ -139,6 +147,22 @@ class Lowering:
     def needs_clean(self, spec: dict[str, Any]) -> bool:
         """True when the input's non-element slots must be zero (the compiler masks them)."""
         return False
+
+    def split(self, spec: dict[str, Any], out: slice, inp: slice, first: bool) -> dict[str, Any]:
+        """The spec acting on one channel group (multi-ciphertext packing).
+
+        ``"channelwise"`` layers get ``out == inp`` (the group's channels) and return the spec of
+        the layer on those channels (the default returns ``spec``: nothing per channel).
+        ``"mixing"`` layers get the output channels ``out`` and the input channels ``inp``
+        (for a Linear after Flatten, ``inp`` indexes its input *features*) and return the spec
+        with ``weight[out, inp]``; ``first`` is True for one input group only, which keeps the
+        bias (the partial results are summed).
+        """
+        if self.groups == "mixing":
+            w = np.asarray(spec["weight"], float)
+            b = spec.get("bias")
+            return dict(spec, weight=w[out, inp], bias=None if (b is None or not first) else np.asarray(b, float)[out])
+        return spec
 
     # -- folds into affine layers (used when ``affine`` is True) ----------------------------------
     def fold_output(self, spec: dict[str, Any], scale: Any, shift: Any) -> dict[str, Any]:

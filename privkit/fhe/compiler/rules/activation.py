@@ -41,6 +41,8 @@ class ReluLowering(Lowering):
     """PolyReLU: a minimax polynomial of ReLU (``mode="poly"``) or the composite sign
     approximation (``mode="composite"``)."""
 
+    groups = "channelwise"
+
     def depth(self, spec: dict[str, Any]) -> int:
         b = spec["bound"] if spec["bound"] > 0 else 1.0
         return relu_depth(spec["mode"], spec["degree"], spec["precision_bits"], b)
@@ -106,6 +108,12 @@ def _one(v: np.ndarray) -> Any:
 class PolyActLowering(Lowering):
     """A polynomial activation ``sum_i a_i x^i`` (per layer or per channel), degree <= 4, at the
     minimum depth: see the module docstring."""
+
+    groups = "channelwise"
+
+    def split(self, spec: dict[str, Any], out: slice, inp: slice, first: bool) -> dict[str, Any]:
+        a = np.atleast_2d(np.asarray(spec["coeffs"], dtype=np.float64))
+        return spec if a.shape[0] == 1 else dict(spec, coeffs=a[inp])
 
     def depth(self, spec: dict[str, Any]) -> int:
         a = _coeffs(spec)

@@ -24,6 +24,7 @@ class ConvLowering(Lowering):
     rotation per tap, one per channel offset; strides multiply the gaps of the output."""
 
     affine = True
+    groups = "mixing"
 
     def depth(self, spec: dict[str, Any]) -> int | None:
         if spec.get("method", "spatial") == "freq":

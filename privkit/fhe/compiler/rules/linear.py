@@ -21,6 +21,7 @@ class LinearLowering(Lowering):
     ``method="dft"``: slot sums through the DC term of a homomorphic DFT (the paper's FC)."""
 
     affine = True
+    groups = "mixing"
 
     def depth(self, spec: dict[str, Any]) -> int | None:
         return {"diag": 2, "bsgs": 1}.get(spec.get("method", "diag"))
@@ -104,6 +105,15 @@ class BatchNormLowering(Lowering):
 
     def depth(self, spec: dict[str, Any]) -> int:
         return 1
+
+    groups = "channelwise"
+
+    def split(self, spec: dict[str, Any], out: slice, inp: slice, first: bool) -> dict[str, Any]:
+        def part(v: Any) -> Any:
+            a = np.asarray(v, dtype=np.float64)
+            return a if a.size == 1 else a.reshape(-1)[inp]
+
+        return dict(spec, scale=part(spec["scale"]), shift=part(spec["shift"]))
 
     def plan(self, spec: dict[str, Any], ctx: PlanContext) -> Lowered:
         lay = ctx.layout

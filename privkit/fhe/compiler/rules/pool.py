@@ -55,6 +55,8 @@ class AvgPoolLowering(Lowering):
     """Window sums by rotations (separable, no level); the ``1/prod(k)`` goes into the next conv
     or linear layer when one follows (else one scalar product, one level)."""
 
+    groups = "channelwise"
+
     def depth(self, spec: dict[str, Any]) -> int:
         return 1  # on its own; 0 when the compiler folds the 1/k forward
 
@@ -126,6 +128,8 @@ class GlobalAvgPoolLowering(Lowering):
     """Mean over the length axis: a logarithmic rotate-and-sum (no level); the ``1/L`` goes
     into the next conv or linear layer when one follows (else one scalar product, one level)."""
 
+    groups = "channelwise"
+
     def depth(self, spec: dict[str, Any]) -> int:
         return 1  # on its own; 0 when the compiler folds the 1/L forward
 
@@ -157,6 +161,8 @@ class GlobalAvgPoolLowering(Lowering):
 class MaxPoolLowering(Lowering):
     """max(a, b) = (a + b)/2 + |a - b|/2 with an approximated ``|.|``, combined by
     :func:`max_tree` along each spatial axis (last axis first), on the gapped layout."""
+
+    groups = "channelwise"
 
     def depth(self, spec: dict[str, Any]) -> int:
         nd = _nd_of(self.kind)
