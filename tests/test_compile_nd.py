@@ -9,11 +9,11 @@ lowering kind to the test that covers it: a kind registered without one fails th
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import pytest
 import torch
+from cnn_models import build_stack as _build
+from cnn_models import torch_forward as _torch_out
 from hypothesis import HealthCheck, assume, given, settings, target
 from hypothesis import strategies as st
 from strategies import cnn_stacks, poly_act_coeffs
@@ -93,46 +93,6 @@ def test_every_registered_layer_lowers_to_a_property_tested_kind():
         assert kind in PROPERTY_TESTS, f"{name}: kind {kind!r} has no property test"
         assert pnn.check_fhe_compatible(torch.nn.Sequential(layer)) == [], name
 
-
-def _build(plan, nd, seed):
-    torch.manual_seed(seed)
-    conv = {1: pnn.Conv1d, 2: pnn.Conv2d, 3: pnn.Conv3d}[nd]
-    bn = {2: torch.nn.BatchNorm2d, 3: torch.nn.BatchNorm3d}[nd]
-    avg = {2: pnn.AvgPool2d, 3: pnn.AvgPool3d}[nd]
-    layers = []
-    for item in plan:
-        kind = item[0]
-        if kind == "conv":
-            _, c, co, k, s, p = item
-            layers.append(conv(c, co, k, stride=s, padding=p))
-        elif kind == "bn":
-            m = bn(item[1])
-            m.running_mean.uniform_(-0.5, 0.5)
-            m.running_var.uniform_(0.5, 2.0)
-            m.weight.data.uniform_(0.5, 1.5)
-            m.bias.data.uniform_(-0.5, 0.5)  # the shift (beta) must be folded too
-            layers.append(m)
-        elif kind == "square":
-            layers.append(pnn.Square())
-        elif kind == "polyact":
-            coeffs, per_ch = item[1], item[2]
-            layers.append(pnn.PolyAct(coeffs=coeffs if per_ch else coeffs[0], per_channel=per_ch,
-                                      channels=len(coeffs) if per_ch else None))
-        elif kind == "relu":
-            layers.append(pnn.PolyReLU(degree=3))
-        elif kind == "avg":
-            layers.append(avg(2))
-        elif kind == "max":
-            layers.append(pnn.ApproxMaxPool2d(2, degree=4))
-        elif kind == "linear":
-            layers += [pnn.Flatten(), pnn.Linear(item[1], item[2], method=item[3])]
-    return torch.nn.Sequential(*layers).eval()
-
-
-def _torch_out(model, x):
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return model.double()(torch.tensor(x, dtype=torch.float64)[None]).numpy()[0]
 
 
 def _compile_run(model, shape, seed, params="auto", backend="sim", batch=1, skip_deep=False, input_sat=False):
