@@ -217,11 +217,5 @@ def train_removal(
         elif selector.stop:
             break
     bar.close()
-    for r in history:
-        r["selected"] = float(r["epoch"] == selector.best_epoch)
-    if best_state is not None:
-        gen.load_state_dict(best_state[0])
-        disc.load_state_dict(best_state[1])
-    gen.eval()
-    disc.eval()
+    selector.restore(history, best_state, gen, disc)
     return history

@@ -72,6 +72,16 @@ class EpochSelector:
         """Whether early stopping should end training now."""
         return self.bad >= self.cfg.patience
 
+    def restore(self, history: list[dict[str, float]], best_state: tuple | None, *nets) -> None:
+        """Mark the kept epoch in ``history`` and load its saved ``best_state`` (one state dict
+        per net, in order) into ``nets``, which are left in eval mode."""
+        for rec in history:
+            rec["selected"] = float(rec["epoch"] == self.best_epoch)
+        for net, state in zip(nets, best_state or (None,) * len(nets)):
+            if state is not None:
+                net.load_state_dict(state)
+            net.eval()
+
 
 def select_epoch(history: list[dict[str, float]], cfg: AnonConfig, n_subjects: int) -> int | None:
     """The epoch :func:`train_gan` keeps for a history of validation records (one per epoch, in

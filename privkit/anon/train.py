@@ -483,11 +483,5 @@ def train_gan(
         elif selector.stop:
             break
     bar.close()
-    for rec in history:
-        rec["selected"] = float(rec["epoch"] == selector.best_epoch)
-    if best_state is not None:
-        gen.load_state_dict(best_state[0])
-        disc.load_state_dict(best_state[1])
-    gen.eval()
-    disc.eval()
+    selector.restore(history, best_state, gen, disc)
     return history
