@@ -51,7 +51,7 @@ from torch import nn
 from ..errors import ParameterError
 from .config import AnonConfig
 from .networks import ConvAutoencoder, Discriminator
-from .train import _bar, _batches
+from .train import _bar, _batches, discriminator_step
 
 __all__ = ["RemovalGenerator", "grad_reverse", "train_removal"]
 
@@ -170,13 +170,7 @@ def train_removal(
             u = gen.squeeze(xb)
             eps = torch.randn(u.shape, generator=g)
             fake = gen.synthesise(u, eps, ab)
-            # discriminator
-            d_real, d_fake = disc(xb), disc(fake.detach())
-            loss_d = (F.binary_cross_entropy_with_logits(d_real, torch.ones_like(d_real))
-                      + F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake)))
-            opt_d.zero_grad()
-            loss_d.backward()
-            opt_d.step()
+            loss_d = discriminator_step(disc, opt_d, xb, fake)
             # the identity adversary on a detached code (it always keeps up with the encoder)
             adv_logits = gen.identity_logits(u.detach())
             loss_a = F.cross_entropy(adv_logits, sb)

@@ -111,6 +111,18 @@ log = logging.getLogger(__name__)
 # --------------------------------------------------------------------------------------------
 
 
+def discriminator_step(disc: nn.Module, opt: torch.optim.Optimizer, real: torch.Tensor,
+                       fake: torch.Tensor) -> torch.Tensor:
+    """One update of the real-vs-anonymised discriminator (``fake`` is detached); its loss."""
+    d_real, d_fake = disc(real), disc(fake.detach())
+    loss = (F.binary_cross_entropy_with_logits(d_real, torch.ones_like(d_real))
+            + F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake)))
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    return loss
+
+
 def _batches(n: int, batch: int, gen: torch.Generator, drop_last: bool = True):
     perm = torch.randperm(n, generator=gen)
     stop = n - n % batch if (drop_last and n >= batch) else n
@@ -421,13 +433,7 @@ def train_gan(
             xb, sb = x_train[idx], s_train[idx]
             tb = random_targets(sb, n_subjects, g) if strategy == "dfi" else None
             fake = generate(gen, strategy, xb, sb, tb, g)
-            # discriminator step
-            d_real, d_fake = disc(xb), disc(fake.detach())
-            loss_d = (F.binary_cross_entropy_with_logits(d_real, torch.ones_like(d_real))
-                      + F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake)))
-            opt_d.zero_grad()
-            loss_d.backward()
-            opt_d.step()
+            loss_d = discriminator_step(disc, opt_d, xb, fake)
             # online attacker steps (beyond the paper): learns the source subject of X'
             if attacker is not None and opt_a is not None:
                 attacker.train()
