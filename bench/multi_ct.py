@@ -29,7 +29,6 @@ import argparse
 import shlex
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -52,20 +51,9 @@ def wide_cnn(channels: int) -> torch.nn.Sequential:
 
 
 def run(label: str, program, images: np.ndarray, plain: np.ndarray, backend: str) -> dict:
-    keys = program.keygen(backend=backend)
-    bundle = keys.public_bundle()
     est, _ = estimate_seconds(program)
-    secs, logits, counts = [], [], None
-    for img in images:
-        ct = program.encrypt_input(keys, img)
-        t = time.perf_counter()
-        out = program.run(ct, bundle, allow_insecure=backend == "sim")
-        secs.append(time.perf_counter() - t)
-        logits.append(program.decrypt_output(keys, out))
-        if counts is None:
-            reps = program.layer_reports()
-            counts = {k: sum(r[k] for r in reps) for k in ("rotations", "pt_mults", "ct_mults", "adds")}
-    logits = np.array(logits)
+    r = ic.run_program(program, images, backend=backend)
+    logits, secs, counts = r["logits"], r["seconds"], r["counts"]
     return {"label": label, "N": program.params.poly_degree, "cts": program.ciphertexts,
             "keys": len(program.rotations), "median_s": statistics.median(secs), "est_s": est,
             "agree": float((logits.argmax(1) == plain.argmax(1)).mean()),

@@ -200,7 +200,6 @@ def run_encrypted(model: nn.Module, images: np.ndarray, *, params: str = "auto",
     ciphertext), ``counts`` (ops of the first run: adds, pt_mults, ct_mults, rotations) and the
     ``program``. ``backend="sim"`` is the plaintext twin (exact counts, not real encryption)."""
     import copy
-    import time
 
     from privkit import fhe
 
@@ -208,6 +207,16 @@ def run_encrypted(model: nn.Module, images: np.ndarray, *, params: str = "auto",
     ref = copy.deepcopy(model).double().eval()
     program = fhe.compile(ref, input_shape=tuple(images.shape[1:]), params=params, batch=batch,
                            input_sat=input_sat)
+    return dict(run_program(program, images, backend=backend, batch=batch), program=program)
+
+
+def run_program(program, images: np.ndarray, *, backend: str = "sim", batch: int = 1) -> dict:
+    """Run a compiled ``program`` on each image (each ``batch`` per ciphertext) with fresh keys:
+    ``logits`` (decrypted), ``seconds`` (server time per ciphertext) and ``counts`` (ops of the
+    first run: adds, pt_mults, ct_mults, rotations)."""
+    import time
+
+    images = np.asarray(images, dtype=np.float64)
     keys = program.keygen(backend=backend)
     bundle = keys.public_bundle()
     logits, secs, counts = [], [], None
@@ -223,4 +232,4 @@ def run_encrypted(model: nn.Module, images: np.ndarray, *, params: str = "auto",
         if counts is None:
             reps = program.layer_reports()
             counts = {k: sum(r[k] for r in reps) for k in ("adds", "pt_mults", "ct_mults", "rotations")}
-    return {"logits": np.array(logits[: len(images)]), "seconds": secs, "counts": counts, "program": program}
+    return {"logits": np.array(logits[: len(images)]), "seconds": secs, "counts": counts}
