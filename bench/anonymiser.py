@@ -42,6 +42,7 @@ the load average and the command.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -55,6 +56,69 @@ from privkit.anon.train import BEYOND_PAPER, PAPER
 from privkit.apps.anonymiser import AnonConfig, IMUAnonymiser
 from privkit.data.imu import MinMaxNormaliser, split_recordings, synthetic_imu
 from privkit.data.splits import split_time
+
+
+def expand_strategies(strategies: str, strengths: str) -> list[tuple[str, float | None]]:
+    """``"ag,remove"`` with strengths ``"0.25,0.5"`` -> ag, remove@0.25, remove@0.5 (labels and
+    the removal strength of each run; ``remove@0.3`` names one strength directly)."""
+    out: list[tuple[str, float | None]] = []
+    for item in [x for x in strategies.split(",") if x]:
+        name, _, value = item.partition("@")
+        if name == "remove":
+            for v in ([float(value)] if value else
+                      [float(x) for x in strengths.split(",") if x]):
+                out.append((f"remove@{v:g}", v))
+        else:
+            out.append((name, None))
+    return out
+
+
+def write_png(runs: dict, path: str, command: str) -> None:
+    """The privacy/utility plane: one point per method and per removal strength, one panel per
+    data set and mode. x: best retrained attacker's ReID accuracy in multiples of chance; y:
+    frozen HAR accuracy in % of real; the target region (x <= 2, y >= 90%) is shaded."""
+    from privkit._optional import require
+
+    matplotlib = require("matplotlib", extra="plots", feature="the privacy/utility plot")
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    import textwrap
+
+    fig, axes = plt.subplots(1, len(runs), figsize=(max(6.5, 5.6 * len(runs)), 5.0),
+                             squeeze=False)
+    for ax, (key, r) in zip(axes[0], runs.items()):
+        xs, ys = [], []
+        for strat, m in r["results"].items():
+            x = m["reid_retrained_acc"] / m["reid_chance"]
+            y = 100 * m["har_acc_anon"] / max(m["har_acc_real"], 1e-9)
+            xs.append(x)
+            ys.append(y)
+            remove = strat.startswith("remove")
+            ax.plot(x, y, "o" if remove else "s", color="tab:blue" if remove else "tab:red",
+                    ms=7)
+            ax.annotate(strat, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
+        raw = next(iter(r["results"].values()))
+        x_raw = raw.get("reid_reference_acc", float("nan")) / raw["reid_chance"]
+        ax.plot(x_raw, 100, "k^", ms=7)
+        ax.annotate("raw data", (x_raw, 100), textcoords="offset points", xytext=(5, -10),
+                    fontsize=8)
+        top = max(ys + [100]) + 5
+        ax.fill_between([0, 2], 90, top, color="tab:green", alpha=0.12, label="target")
+        ax.axvline(1, color="grey", lw=0.8, ls=":")
+        ax.set_xlim(0, max(xs + [x_raw, 2.5]) * 1.1)
+        ax.set_ylim(min(ys + [85]) - 5, top)
+        ax.set_xlabel("best retrained attacker ReID (x chance)  [less is more private]")
+        ax.set_ylabel("frozen HAR accuracy (% of real)  [more is more useful]")
+        ax.set_title(key, fontsize=9)
+        ax.legend(loc="lower right", fontsize=8)
+    fig.suptitle("privkit IMU anonymiser: privacy vs utility\nsquares: the paper's strategies, "
+                 "circles: remove@strength", fontsize=9)
+    wrapped = textwrap.wrap(command, 140)
+    fig.text(0.01, 0.005, "\n".join(wrapped), fontsize=6, family="monospace")
+    fig.tight_layout(rect=(0, 0.015 * (len(wrapped) + 1), 1, 0.93))
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def run_mode(a, mode: str, extra: dict, ds, train, test, data_desc: str) -> dict:
@@ -76,9 +140,10 @@ def run_mode(a, mode: str, extra: dict, ds, train, test, data_desc: str) -> dict
              "AnonConfig() with " + ", ".join(f"{k}={v}" for k, v in extra.items())))
     sys.stdout.flush()
 
-    results, base, pretrain_s = {}, None, 0.0
-    for strat in a.strategies.split(","):
-        model = IMUAnonymiser(strategy=strat, config=cfg)
+    results, histories, base, pretrain_s = {}, {}, None, 0.0
+    for strat, strength in expand_strategies(a.strategies, a.strengths):
+        model = IMUAnonymiser(strategy=strat.split("@")[0], config=cfg if strength is None
+                              else dataclasses.replace(cfg, removal_strength=strength))
         t0 = time.perf_counter()
         model.fit(train, reuse=base)
         fit_s = time.perf_counter() - t0
@@ -101,6 +166,7 @@ def run_mode(a, mode: str, extra: dict, ds, train, test, data_desc: str) -> dict
                  gan_epoch_kept=-1 if kept is None else kept["epoch"],
                  gan_kept_feasible=bool(kept and kept.get("feasible")))
         results[strat] = m
+        histories[strat] = hist
         how = "feasible" if m["gan_kept_feasible"] else "no feasible epoch: best score"
         print(f"# {strat}: GAN {gan_s:.0f} s ({len(hist)} epochs, kept epoch "
               f"{m['gan_epoch_kept']}, {how}), evaluation {m['eval_s']:.0f} s")
@@ -109,14 +175,14 @@ def run_mode(a, mode: str, extra: dict, ds, train, test, data_desc: str) -> dict
     print(f"\npre-training (autoencoder, ReID + HAR judges, utility and selection critics; "
           "shared): "
           f"{pretrain_s:.0f} s")
-    hdr = (f"{'strategy':<8} {'HAR acc':>13} {'HAR F1':>13} {'ReID acc':>13} {'ReID F1':>13} "
+    hdr = (f"{'strategy':<11} {'HAR acc':>13} {'HAR F1':>13} {'ReID acc':>13} {'ReID F1':>13} "
            f"{'retrained':>9} {'chance':>6} {'transfer':>8} {'MMD2':>6} {'GAN s':>6} "
            f"{'win/s':>7}")
     print(hdr)
     print("-" * len(hdr))
     for strat, m in results.items():
         tr = f"{m['dfi_transfer_rate']:.3f}" if "dfi_transfer_rate" in m else "-"
-        print(f"{strat:<8} {m['har_acc_real']:.3f}->{m['har_acc_anon']:.3f} "
+        print(f"{strat:<11} {m['har_acc_real']:.3f}->{m['har_acc_anon']:.3f} "
               f"{m['har_f1_real']:.3f}->{m['har_f1_anon']:.3f} "
               f"{m['reid_acc_real']:.3f}->{m['reid_acc_anon']:.3f} "
               f"{m['reid_f1_real']:.3f}->{m['reid_f1_anon']:.3f} "
@@ -131,18 +197,18 @@ def run_mode(a, mode: str, extra: dict, ds, train, test, data_desc: str) -> dict
           f"windows): ReID {first['reid_acc_real']:.3f} / {first.get('reid_reference_acc', 0):.3f}"
           f" (chance {first['reid_chance']:.3f}), HAR {first['har_acc_real']:.3f} / "
           f"{first.get('har_reference_acc', 0):.3f} (chance {first['har_chance']:.3f})")
-    hdr2 = (f"{'strategy':<8} {'HAR frozen':>10} {'HAR retr.':>9} {'HAR chance':>10} "
+    hdr2 = (f"{'strategy':<11} {'HAR frozen':>10} {'HAR retr.':>9} {'HAR chance':>10} "
             f"{'ReID frozen':>11} " + " ".join(f"{'ReID ' + k:>13}" for k in kinds)
             + f" {'best':>8} {'ReID chance':>11}")
     print(hdr2)
     print("-" * len(hdr2))
     for strat, m in results.items():
         best = max(kinds, key=lambda k: m[f"reid_attack_{k}_acc"])
-        print(f"{strat:<8} {m['har_acc_anon']:>10.3f} {m.get('har_retrained_acc', float('nan')):>9.3f} "
+        print(f"{strat:<11} {m['har_acc_anon']:>10.3f} {m.get('har_retrained_acc', float('nan')):>9.3f} "
               f"{m['har_chance']:>10.3f} {m['reid_acc_anon']:>11.3f} "
               + " ".join(f"{m[f'reid_attack_{k}_acc']:>13.3f}" for k in kinds)
               + f" {best:>8} {m['reid_chance']:>11.3f}")
-    print(f"{'raw':<8} {first['har_acc_real']:>10.3f} {first.get('har_reference_acc', float('nan')):>9.3f} "
+    print(f"{'raw':<11} {first['har_acc_real']:>10.3f} {first.get('har_reference_acc', float('nan')):>9.3f} "
           f"{first['har_chance']:>10.3f} {first['reid_acc_real']:>11.3f} "
           + " ".join(f"{first.get(f'reid_reference_{k}_acc', float('nan')):>13.3f}" for k in kinds)
           + f" {'ref ' + format(first.get('reid_reference_acc', float('nan')), '.3f'):>8} "
@@ -169,7 +235,7 @@ def run_mode(a, mode: str, extra: dict, ds, train, test, data_desc: str) -> dict
         for text, ok in checks:
             print(f"  {strat:<4} {'met   ' if ok else 'MISSED'} {text}")
     return {"config": cfg.to_dict(), "pretrain_s": pretrain_s, "results": results,
-            "data": data_desc}
+            "data": data_desc, "gan_history": histories}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -191,7 +257,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--step", type=int, default=32)
     p.add_argument("--identity-strength", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--strategies", default="ag,acg,dfi")
+    p.add_argument("--strategies", default="ag,acg,dfi,remove",
+                   help="comma-separated; 'remove' runs once per --strengths value, "
+                        "'remove@0.3' one strength")
+    p.add_argument("--strengths", default="0.25,0.5,0.75",
+                   help="removal strengths for 'remove' (AnonConfig.removal_strength)")
+    p.add_argument("--png", help="write the privacy/utility plot here (matplotlib: the plots "
+                                 "extra)")
     p.add_argument("--judge-filters", type=int, default=32,
                    help="tCNN-IMU filters (paper: 64; 32 keeps the CPU bench short)")
     p.add_argument("--ae-epochs", type=int, default=40)
@@ -270,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
             runs[key] = run_mode(a, mode, mode_extra[mode], ds, train, test, desc)
     if len(runs) > 1:
         print("\n######## side by side (HAR anon / frozen ReID anon / retrained ReID / transfer)")
-        for strat in a.strategies.split(","):
+        for strat, _ in expand_strategies(a.strategies, a.strengths):
             cells = []
             for mode, r in runs.items():
                 m = r["results"][strat]
@@ -283,8 +355,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nwall time {wall:.0f} s ({wall / 60:.1f} min); load average (1/5/15 min) at start "
           f"{'/'.join(f'{v:.1f}' for v in load_start)}, at end "
           f"{'/'.join(f'{v:.1f}' for v in load_end)}; {os.cpu_count()} cores")
-    print("command: python " + " ".join(shlex.quote(x) for x in
-                                        ["bench/anonymiser.py", *(argv or sys.argv[1:])]))
+    command = "python " + " ".join(shlex.quote(x) for x in
+                                   ["bench/anonymiser.py", *(argv or sys.argv[1:])])
+    print("command: " + command)
+    if a.png and runs:
+        write_png(runs, a.png, command)
+        print(f"privacy/utility plot written to {a.png}")
     if a.json:
         with open(a.json, "w") as fh:
             json.dump({"args": vars(a), "runs": runs, "wall_s": wall, "load_start": load_start,

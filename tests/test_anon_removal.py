@@ -45,3 +45,26 @@ def test_remove_trains_saves_and_loads(tmp_path):
     again = IMUAnonymiser.load(path)
     assert again.strategy == "remove" and again.config.removal_strength == 0.7
     np.testing.assert_allclose(again.anonymise(x, seed=3), xa, atol=1e-6)
+
+
+def test_remove_trains_extra_epochs_only_while_none_is_feasible():
+    ds = synthetic_imu(n_subjects=3, n_activities=2, trials=2, seconds=8, window=32, step=16)
+    train = ds.with_windows(MinMaxNormaliser.fit(ds.windows).transform(ds.windows))
+    never = AnonConfig(**TINY, select_extra_epochs=2, select_reid_factor=1e-9)
+    model = IMUAnonymiser(strategy="remove", config=never).fit(train)
+    hist = model.history_["gan"]
+    assert len(hist) == 4 and not any(h["feasible"] for h in hist)  # 2 + 2 extra
+    assert sum(h["selected"] for h in hist) == 1
+    # the same run with the "score" rule never trains past gan_epochs
+    score = AnonConfig(**TINY, select_extra_epochs=2, select_reid_factor=1e-9,
+                       selection="score")
+    assert len(IMUAnonymiser(strategy="remove", config=score).fit(train).history_["gan"]) == 2
+
+
+def test_selector_budget():
+    from privkit.anon.selection import EpochSelector
+
+    sel = EpochSelector(AnonConfig(gan_epochs=3, select_extra_epochs=2), n_subjects=4)
+    assert sel.max_epochs == 5 and not sel.past_budget(2) and sel.past_budget(3) is False
+    sel.update(0, {"score": 0.5, "activity_ratio": 0.95, "reid": 0.1})  # feasible: 0.1 <= 0.4
+    assert sel.found_feasible and sel.past_budget(3) and not sel.past_budget(2)

@@ -251,6 +251,22 @@ def test_cli_paper_flag(tmp_path, capsys):
     assert "not allowed with argument" in capsys.readouterr().err
 
 
+def test_cli_remove_strategy_and_strength(tmp_path, capsys):
+    model = str(tmp_path / "r.privkit")
+    data = ["--data", "synthetic", "--subjects", "3", "--activities", "2", "--seconds", "6",
+            "--window", "32", "--step", "16"]
+    assert _cli(["anon", "train", *data, "--strategy", "remove", "--strength", "0.3",
+                 "--judge-arch", "cnn1d", "--out", model, "--smoke", "--quiet",
+                 "--no-eval"]) == 0
+    back = IMUAnonymiser.load(model)
+    assert back.strategy == "remove" and back.config.removal_strength == 0.3
+    assert back.config.judge_arch == "cnn1d"
+    with pytest.raises(ParameterError, match="removal_strength"):
+        _cli(["anon", "train", *data, "--strategy", "remove", "--strength", "1.5",
+              "--out", str(tmp_path / "bad.privkit"), "--smoke", "--quiet", "--no-eval"])
+    assert not (tmp_path / "bad.privkit").exists()
+
+
 def test_example_smoke_runs():
     import os
     import subprocess

@@ -160,7 +160,13 @@ def train_removal(
     use_u = utility_critic is not None and cfg.utility_weight > 0
     best_state, history = None, []
     bar = _bar(cfg.gan_epochs, "gan[remove]", cfg)
-    for epoch in range(cfg.gan_epochs):
+    for epoch in range(selector.max_epochs):
+        if selector.past_budget(epoch):
+            break  # extra epochs only while no epoch has been feasible (as train_gan)
+        if epoch == cfg.gan_epochs:
+            bar.total = selector.max_epochs
+            bar.set_description("gan[remove] (extra: none feasible yet)")
+            bar.refresh()
         t0 = time.perf_counter()
         gen.train()
         disc.train()

@@ -68,6 +68,18 @@ class EpochSelector:
         return False
 
     @property
+    def max_epochs(self) -> int:
+        """``gan_epochs`` plus the extra epochs a run may take while none has been feasible."""
+        return self.cfg.gan_epochs + self.cfg.select_extra_epochs
+
+    def past_budget(self, epoch: int) -> bool:
+        """Whether ``epoch`` (0-based) should not be trained: it is beyond ``gan_epochs`` and
+        either a feasible epoch exists or the rule is ``"score"`` (extra epochs are trained only
+        while the constrained rule has found no feasible epoch)."""
+        return epoch >= self.cfg.gan_epochs and (self.cfg.selection != "constrained"
+                                                 or self.found_feasible)
+
+    @property
     def stop(self) -> bool:
         """Whether early stopping should end training now."""
         return self.bad >= self.cfg.patience

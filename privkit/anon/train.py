@@ -412,12 +412,11 @@ def train_gan(
     use_u = utility_critic is not None and cfg.utility_weight > 0
     use_a = attacker is not None and cfg.adaptive_weight > 0
     bar = _bar(cfg.gan_epochs, f"gan[{strategy}]", cfg)
-    for epoch in range(cfg.gan_epochs + cfg.select_extra_epochs):
-        if epoch >= cfg.gan_epochs and (cfg.selection != "constrained"
-                                        or selector.found_feasible):
+    for epoch in range(selector.max_epochs):
+        if selector.past_budget(epoch):
             break  # extra epochs only while no epoch has been feasible
         if epoch == cfg.gan_epochs:  # the bar's total grows with the extra epochs it runs
-            bar.total = cfg.gan_epochs + cfg.select_extra_epochs
+            bar.total = selector.max_epochs
             bar.set_description(f"gan[{strategy}] (extra: none feasible yet)")
             bar.refresh()
         t0 = time.perf_counter()

@@ -206,14 +206,16 @@ def _cmd_train(args: argparse.Namespace) -> int:
         "ae_epochs": args.ae_epochs, "judge_epochs": args.judge_epochs,
         "gan_epochs": args.gan_epochs, "judge_filters": args.judge_filters,
         "utility_weight": args.utility_weight, "adaptive_weight": args.adaptive_weight,
-        "checkpoint_dir": args.checkpoint_dir}.items() if v is not None}
+        "checkpoint_dir": args.checkpoint_dir, "removal_strength": args.strength,
+        "judge_arch": args.judge_arch}.items() if v is not None}
     base = _SMOKE if args.smoke else {}
     if getattr(args, "extras", False):
         base = {**BEYOND_PAPER, **base}
     elif getattr(args, "paper", False):
         base = {**PAPER, **base}
     cfg = AnonConfig(**{**base, **over, "seed": args.seed, "progress": not args.quiet})
-    model = IMUAnonymiser(strategy=args.strategy, config=cfg)
+    model = IMUAnonymiser(config=cfg) if args.strategy is None else \
+        IMUAnonymiser(strategy=args.strategy, config=cfg)
     model.normaliser, model.data_spec = norm, spec
     model.fit(train)
     if not args.no_eval:
@@ -297,10 +299,17 @@ def register(subparsers: Any) -> None:
                        description="Window, split recording-wise, normalise, pre-train the "
                        "autoencoder and the ReID/HAR judges, train the GAN, evaluate, save.")
     data_opts(t, True)
-    t.add_argument("--strategy", choices=("ag", "acg", "dfi"), default="acg",
+    t.add_argument("--strategy", choices=("ag", "acg", "dfi", "remove"), default=None,
                    help="ag: adversarial generalisation; acg: adversarial classification "
                    "(subject predicted as someone else); dfi: deep feature injection (transfer "
-                   "to a chosen target subject)")
+                   "to a chosen target subject); remove: identity removed from the code "
+                   "(beyond the paper, strength --strength) (default: IMUAnonymiser's)")
+    t.add_argument("--strength", type=float, default=None,
+                   help="remove: removal strength in [0, 1] (0: autoencoder, 1: activity and "
+                        "noise only; default AnonConfig's)")
+    t.add_argument("--judge-arch", choices=("tcnn", "cnn1d"), default=None,
+                   help="ReID/HAR judges and critics: tcnn (the paper's) or cnn1d (a plain 1-D "
+                        "CNN, stronger on real data) (default AnonConfig's)")
     t.add_argument("--out", required=True, help="model file to write (e.g. anon.privkit)")
     t.add_argument("--window", type=int, default=None,
                    help="window length in samples (default: the data set's)")
