@@ -48,6 +48,7 @@ import os
 import platform
 import shlex
 import sys
+import textwrap
 import time
 
 import torch
@@ -82,8 +83,6 @@ def write_png(runs: dict, path: str, command: str) -> None:
     matplotlib = require("matplotlib", extra="plots", feature="the privacy/utility plot")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    import textwrap
 
     fig, axes = plt.subplots(1, len(runs), figsize=(max(6.5, 5.6 * len(runs)), 5.0),
                              squeeze=False)
