@@ -17,7 +17,8 @@ TINY = dict(ae_epochs=1, judge_epochs=1, gan_epochs=2, judge_filters=8, progress
 
 @pytest.mark.parametrize("bad", [{"removal_strength": -0.1}, {"removal_strength": 1.5},
                                  {"removal_strength": True}, {"removal_dim": 0},
-                                 {"removal_adv_weight": -1.0}, {"removal_lr": 0.0}])
+                                 {"removal_adv_weight": -1.0}, {"removal_lr": 0.0},
+                                 {"removal_labels": "oracle"}])
 def test_bad_removal_settings_are_typed_errors(bad):
     with pytest.raises(ParameterError, match=next(iter(bad))):
         AnonConfig(**bad)
@@ -131,3 +132,33 @@ def test_full_strength_defeats_the_retrained_attacker_that_reads_the_autoencoder
     assert attack(train.windows, test.windows) >= 0.9  # the data really identifies people
     assert leaked >= 0.8, leaked
     assert removed <= chance + 0.12, removed
+
+
+def test_labels_come_from_the_critic_or_the_head(tmp_path):
+    ds = synthetic_imu(n_subjects=3, n_activities=2, trials=2, seconds=8, window=32, step=16)
+    train = ds.with_windows(MinMaxNormaliser.fit(ds.windows).transform(ds.windows))
+    x = torch.as_tensor(train.windows[:20])
+    critic = IMUAnonymiser(strategy="remove", config=AnonConfig(**TINY)).fit(train)
+    gen = critic.generator
+    assert critic.config.removal_labels == "critic" and gen.labeller is not None
+    with torch.no_grad():  # the labeller is the utility critic, frozen, and labels real windows
+        torch.testing.assert_close(gen.labeller(x), critic.utility_critic(x))
+        torch.testing.assert_close(gen.predict_activity(x), gen.labeller(x).argmax(1))
+    assert not any(p.requires_grad for p in gen.labeller.parameters())
+    head = IMUAnonymiser(strategy="remove",
+                         config=AnonConfig(**TINY, removal_labels="head", utility_weight=0.0))
+    head.fit(train)
+    assert head.generator.labeller is None and head.utility_critic is None
+    with torch.no_grad():
+        got = head.generator.predict_activity(x)
+        want = head.generator.activity_head(head.generator.squeeze(x)).argmax(1)
+    torch.testing.assert_close(got, want)
+    # a file saved before the labeller existed (no removal_labels) loads as "head"
+    head.save(tmp_path / "h.privkit")
+    from privkit.api import load_state, save_state
+
+    state = load_state(tmp_path / "h.privkit", IMUAnonymiser.model_kind)
+    del state["config"]["removal_labels"]
+    save_state(tmp_path / "old.privkit", IMUAnonymiser.model_kind, state)
+    old = IMUAnonymiser.load(tmp_path / "old.privkit")
+    assert old.config.removal_labels == "head" and old.generator.labeller is None

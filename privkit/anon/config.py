@@ -21,6 +21,7 @@ STRATEGIES = (*PAPER_STRATEGIES, "remove")
 ADAPTIVE_LOSSES = ("prob", "confusion")
 JUDGE_ARCHS = ("tcnn", "cnn1d")
 SELECTIONS = ("constrained", "score")
+REMOVAL_LABELS = ("critic", "head")
 
 
 @dataclasses.dataclass
@@ -86,6 +87,10 @@ class AnonConfig:
     #: reconstruction (MSE) weight at strength 0 (scaled by ``1 - strength``)
     removal_rec_weight: float = 200.0
     removal_lr: float = 1e-3
+    #: where the decoder's activity label comes from when anonymising: "critic" (an activity
+    #: network trained on the real windows, the judges' architecture, kept with the model) or
+    #: "head" (the small head on the identity-free code)
+    removal_labels: str = "critic"
     # early stopping / bookkeeping
     #: number of selection critics (activity networks trained on real data, independent of the
     #: HAR judge) scoring utility during model selection; the score uses the *lowest* of their
@@ -142,6 +147,9 @@ class AnonConfig:
         if isinstance(self.removal_dim, bool) or not isinstance(self.removal_dim, int) or \
                 self.removal_dim < 1:
             raise ParameterError(f"removal_dim must be an integer >= 1, got {self.removal_dim!r}")
+        if self.removal_labels not in REMOVAL_LABELS:
+            raise ParameterError(f"removal_labels must be one of {REMOVAL_LABELS}, got "
+                                 f"{self.removal_labels!r}")
         if not self.removal_lr > 0:
             raise ParameterError(f"removal_lr must be > 0, got {self.removal_lr!r}")
         for name in ("utility_weight", "adaptive_weight", "content_weight", "removal_adv_weight",

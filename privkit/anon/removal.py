@@ -83,7 +83,8 @@ class RemovalGenerator(nn.Module):
     -> decoder. ``z`` (shaped ``(B, dim)``) is the bottleneck noise ``eps``."""
 
     def __init__(self, ae: ConvAutoencoder, *, n_activities: int, n_subjects: int,
-                 dim: int = 32, strength: float = 0.5, hidden: int = 128) -> None:
+                 dim: int = 32, strength: float = 0.5, hidden: int = 128,
+                 labeller: nn.Module | None = None) -> None:
         super().__init__()
         if not 0.0 <= strength <= 1.0:
             raise ParameterError(f"removal_strength must be in [0, 1], got {strength}")
@@ -99,6 +100,12 @@ class RemovalGenerator(nn.Module):
         self.adversary = nn.Sequential(nn.Linear(self.dim, hidden), nn.ReLU(),
                                        nn.Linear(hidden, hidden), nn.ReLU(),
                                        nn.Linear(hidden, self.n_subjects))
+        #: an activity classifier of the real window (frozen; trained before the removal
+        #: stage) that labels the windows when anonymising; None: the activity head
+        self.labeller = labeller
+        if labeller is not None:
+            for p in labeller.parameters():
+                p.requires_grad_(False)
 
     @property
     def z_dim(self) -> int:
@@ -126,8 +133,20 @@ class RemovalGenerator(nn.Module):
         uses)."""
         u = self.squeeze(x)
         if activity is None:
-            activity = self.activity_head(u).argmax(1)
+            activity = self.predict_activity(x, u)
         return self.synthesise(u, z, activity)
+
+    def predict_activity(self, x: torch.Tensor, u: torch.Tensor | None = None) -> torch.Tensor:
+        """The label the decoder gets when anonymising: the labeller's on the real window,
+        else the activity head's on the code."""
+        if self.labeller is not None:
+            was = self.labeller.training
+            self.labeller.eval()
+            try:
+                return self.labeller(x).argmax(1)
+            finally:
+                self.labeller.train(was)
+        return self.activity_head(self.squeeze(x) if u is None else u).argmax(1)
 
 
 def train_removal(
@@ -152,7 +171,8 @@ def train_removal(
         utility_critic.eval()
         for p in utility_critic.parameters():
             p.requires_grad_(False)
-    main = [p for n, p in gen.named_parameters() if not n.startswith("adversary.")]
+    main = [p for n, p in gen.named_parameters()
+            if not n.startswith(("adversary.", "labeller."))]
     opt_g = torch.optim.Adam(main, lr=cfg.removal_lr)
     opt_a = torch.optim.Adam(gen.adversary.parameters(), lr=cfg.removal_lr)
     opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.disc_lr, betas=(0.5, 0.999))

@@ -139,9 +139,10 @@ class IMUAnonymiser(PrivateModel):
                                              dropout=cfg.dropout, bottleneck=cfg.bottleneck)
         self.generator: Generator | RemovalGenerator
         if self.strategy == "remove":
-            self.generator = RemovalGenerator(copy.deepcopy(self.ae_pretrained), n_activities=A,
-                                              n_subjects=K, dim=cfg.removal_dim,
-                                              strength=cfg.removal_strength)
+            self.generator = RemovalGenerator(
+                copy.deepcopy(self.ae_pretrained), n_activities=A, n_subjects=K,
+                dim=cfg.removal_dim, strength=cfg.removal_strength,
+                labeller=self._judge(A) if cfg.removal_labels == "critic" else None)
         else:
             self.generator = build_generator(copy.deepcopy(self.ae_pretrained), self.strategy, K,
                                              cfg)
@@ -229,13 +230,17 @@ class IMUAnonymiser(PrivateModel):
             compute_code_means(self.generator, X[tr], S[tr], K)
 
         critic = attacker = None
-        if cfg.utility_weight > 0:
+        labeller = getattr(self.generator, "labeller", None)
+        if cfg.utility_weight > 0 or labeller is not None:
             critic = getattr(reuse, "utility_critic", None)
             if critic is None:
                 critic = self._judge(len(self.activities_), X[tr])
                 train_classifier(critic, X[tr], A[tr], X[va], A[va], cfg,
                                  name="utility_critic", seed_offset=3)
         self.utility_critic = critic  # not saved: only training uses it
+        if labeller is not None:  # remove: the critic also labels real windows (saved)
+            labeller.load_state_dict(critic.state_dict())
+            labeller.eval()
         # early stopping scores activity with its own critic, never with the HAR judge (the
         # independent judge of the evaluation), and never with the utility critic (which the
         # generator is trained against and can fool)
@@ -534,6 +539,8 @@ class IMUAnonymiser(PrivateModel):
         raw_cfg = state.get("config")
         if isinstance(raw_cfg, dict):
             raw_cfg = {k: (tuple(v) if isinstance(v, list) else v) for k, v in raw_cfg.items()}
+        if isinstance(raw_cfg, dict) and "removal_labels" not in raw_cfg:
+            raw_cfg["removal_labels"] = "head"  # saved before the labeller existed
         cfg = check_config(AnonConfig, raw_cfg, _LIMITS, where)
         if state.get("strategy") not in STRATEGIES:
             raise DataFormatError(f"{where}: strategy {str(state.get('strategy'))[:40]!r} is not "
