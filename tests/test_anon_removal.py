@@ -146,7 +146,8 @@ def test_labels_come_from_the_critic_or_the_head(tmp_path):
         torch.testing.assert_close(gen.predict_activity(x), gen.labeller(x).argmax(1))
     assert not any(p.requires_grad for p in gen.labeller.parameters())
     head = IMUAnonymiser(strategy="remove",
-                         config=AnonConfig(**TINY, removal_labels="head", utility_weight=0.0))
+                         config=AnonConfig(**TINY, removal_labels="head",
+                                           removal_utility_weight=0.0))
     head.fit(train)
     assert head.generator.labeller is None and head.utility_critic is None
     with torch.no_grad():

@@ -17,7 +17,7 @@ taken out of the code itself, before the decoder sees it:
   training, the head's prediction when anonymising);
 * the decoder (initialised from the autoencoder's) re-synthesises the window from ``u'`` and the
   label, trained with ``(1 - s) x`` reconstruction, the discriminator (realism) and the
-  activity critic (``utility_weight``, as for the other strategies).
+  activity critic (``removal_utility_weight``; the other strategies' term, with its own weight).
 
 The strength ``s = removal_strength`` moves between an autoencoder with an activity-conditioned
 decoder (``s = 0``: utility max, no removal) and an activity-conditional generator (``s = 1``:
@@ -177,7 +177,7 @@ def train_removal(
     opt_a = torch.optim.Adam(gen.adversary.parameters(), lr=cfg.removal_lr)
     opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.disc_lr, betas=(0.5, 0.999))
     lam = cfg.removal_adv_weight * s
-    use_u = utility_critic is not None and cfg.utility_weight > 0
+    use_u = utility_critic is not None and cfg.removal_utility_weight > 0
     best_state, history = None, []
     bar = _bar(cfg.gan_epochs, "gan[remove]", cfg)
     for epoch in range(selector.max_epochs):
@@ -213,7 +213,8 @@ def train_removal(
                 # reversed gradient: the encoder makes the (frozen-for-this-step) adversary wrong
                 loss_g = loss_g + F.cross_entropy(gen.identity_logits(grad_reverse(u, lam)), sb)
             if use_u:
-                loss_g = loss_g + cfg.utility_weight * F.cross_entropy(utility_critic(fake), ab)
+                loss_g = loss_g + cfg.removal_utility_weight * F.cross_entropy(
+                    utility_critic(fake), ab)
             opt_g.zero_grad()
             loss_g.backward()
             opt_g.step()

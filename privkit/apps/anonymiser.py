@@ -231,7 +231,11 @@ class IMUAnonymiser(PrivateModel):
 
         critic = attacker = None
         labeller = getattr(self.generator, "labeller", None)
-        if cfg.utility_weight > 0 or labeller is not None:
+        if self.strategy == "remove":
+            need_critic = cfg.removal_utility_weight > 0 or labeller is not None
+        else:
+            need_critic = cfg.utility_weight > 0
+        if need_critic:
             critic = getattr(reuse, "utility_critic", None)
             if critic is None:
                 critic = self._judge(len(self.activities_), X[tr])
