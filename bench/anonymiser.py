@@ -263,6 +263,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="removal strengths for 'remove' (AnonConfig.removal_strength)")
     p.add_argument("--png", help="write the privacy/utility plot here (matplotlib: the plots "
                                  "extra)")
+    p.add_argument("--replot", metavar="JSON[,JSON]",
+                   help="no training: draw --png from the --json files of earlier runs (their "
+                        "panels side by side)")
     p.add_argument("--judge-filters", type=int, default=32,
                    help="tCNN-IMU filters (paper: 64; 32 keeps the CPU bench short)")
     p.add_argument("--ae-epochs", type=int, default=40)
@@ -285,6 +288,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", help="also write the results to this JSON file")
     p.add_argument("--progress", action="store_true", help="tqdm bars on stderr")
     a = p.parse_args(argv)
+    if a.replot:
+        if not a.png:
+            p.error("--replot needs --png")
+        runs, commands = {}, []
+        for path in a.replot.split(","):
+            with open(path) as fh:
+                saved = json.load(fh)
+            stem = os.path.splitext(os.path.basename(path))[0]
+            for key, r in saved["runs"].items():
+                runs[f"{stem}: {key}"] = r
+            commands.append(saved.get("command", path))
+        write_png(runs, a.png, " ; ".join(commands))
+        print(f"privacy/utility plot of {len(runs)} run(s) written to {a.png}")
+        return 0
     t_start = time.perf_counter()
     load_start = os.getloadavg()
     torch.set_num_threads(a.threads)
@@ -363,7 +380,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.json:
         with open(a.json, "w") as fh:
             json.dump({"args": vars(a), "runs": runs, "wall_s": wall, "load_start": load_start,
-                       "load_end": load_end}, fh, indent=2)
+                       "load_end": load_end, "command": command}, fh, indent=2)
     return 0
 
 
