@@ -40,13 +40,13 @@ class AnonConfig:
     disc_channels: tuple[int, int, int] = (16, 32, 64)
     # judges: "tcnn" (tCNN-IMU, the paper's) or "cnn1d" (a plain 1-D CNN on per-channel
     # standardised windows, :class:`privkit.anon.attackers.CNN1D`: stronger on real data)
-    judge_arch: str = "tcnn"
-    judge_filters: int = 64
+    judge_arch: str = "cnn1d"
+    judge_filters: int = 32
     judge_kernel: int = 5
     judge_fc: int = 128
     # training
     batch_size: int = 64
-    ae_epochs: int = 40
+    ae_epochs: int = 15
     ae_lr: float = 3e-3
     ae_noise: float = 0.02
     judge_epochs: int = 15
@@ -99,8 +99,9 @@ class AnonConfig:
     #: number of selection critics (activity networks trained on real data, independent of the
     #: HAR judge) scoring utility during model selection; the score uses the *lowest* of their
     #: accuracy ratios anonymised / real, so an epoch is kept only if no critic saw its activity
-    #: fade (one critic alone kept epochs that other activity networks misread)
-    selection_critics: int = 3
+    #: fade (with tCNN critics, one critic alone kept epochs that other activity networks
+    #: misread; the default is one since the judges became 1-D CNNs, measured on the watch data)
+    selection_critics: int = 1
     #: model-selection rule after every GAN epoch (:class:`EpochSelector`). ``"constrained"``:
     #: among the *feasible* epochs - validation privacy meets ``select_reid_factor`` (``ag``,
     #: ``acg``) or ``select_transfer_min`` (``dfi``) and the activity ratio meets

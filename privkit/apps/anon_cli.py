@@ -324,11 +324,12 @@ def register(subparsers: Any) -> None:
                    help="synthetic: number of activities (--smoke: 3)")
     t.add_argument("--seconds", type=float, default=_DATA_DEFAULTS["seconds"],
                    help="synthetic: seconds per trial (--smoke: 6)")
-    t.add_argument("--ae-epochs", type=int, help="autoencoder epochs (default: AnonConfig's, 40)")
+    t.add_argument("--ae-epochs", type=int, help="autoencoder epochs (default: AnonConfig's, 15)")
     t.add_argument("--judge-epochs", type=int,
                    help="epochs of the HAR and ReID judges (default: AnonConfig's, 15)")
     t.add_argument("--gan-epochs", type=int, help="GAN epochs (default: AnonConfig's, 20)")
-    t.add_argument("--judge-filters", type=int, help="tCNN-IMU filters (paper: 64)")
+    t.add_argument("--judge-filters", type=int,
+                   help="filters of the judges and critics (default AnonConfig's, 32; the paper's tCNN: 64)")
     losses = t.add_mutually_exclusive_group()
     losses.add_argument("--extras", action="store_true",
                         help="beyond the paper: every extra term on at the bench's settings "
