@@ -281,8 +281,9 @@ def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "anon", help="IMU anonymisation (GAN around a convolutional autoencoder)",
         description="Anonymise windowed IMU data so that activities stay recognisable but "
-        "subjects cannot be re-identified (ag, acg) or are re-identified as a chosen target "
-        "(dfi). Privacy is empirical: see the retrained-attacker row.")
+        "subjects cannot be re-identified (remove, the default; the paper's ag, acg) or are "
+        "re-identified as a chosen target (dfi). Privacy is empirical: see the "
+        "retrained-attacker row.")
     sub = p.add_subparsers(dest="anon_command", metavar="ACTION", required=True)
 
     def data_opts(q: argparse.ArgumentParser, required: bool) -> None:

@@ -91,9 +91,11 @@ _LIMITS: dict[str, tuple[float, float]] = {
 
 
 class IMUAnonymiser(PrivateModel):
-    """Anonymise IMU windows with strategy ``"ag"``, ``"acg"`` or ``"dfi"`` (identity transfer),
-    the paper's, or ``"remove"`` (identity removed from the code, beyond the paper:
-    :mod:`privkit.anon.removal`, strength ``AnonConfig.removal_strength``).
+    """Anonymise IMU windows with strategy ``"remove"`` (the default: identity removed from the
+    code, beyond the paper, :mod:`privkit.anon.removal`, strength
+    ``AnonConfig.removal_strength``) or one of the paper's, ``"ag"``, ``"acg"`` or ``"dfi"``
+    (identity transfer). ``remove`` is the default because it is the one whose privacy survives
+    an attacker retrained on its output (docs/anonymisation.md, "Measured trade-off").
 
     Windows are ``(N, T, C)`` arrays scaled to [0, 1] (see
     :class:`privkit.data.imu.MinMaxNormaliser`; a normaliser can be attached as ``normaliser``
@@ -103,7 +105,7 @@ class IMUAnonymiser(PrivateModel):
 
     model_kind = "imu-anonymiser"
 
-    def __init__(self, strategy: str = "acg", config: AnonConfig | None = None,
+    def __init__(self, strategy: str = "remove", config: AnonConfig | None = None,
                  **overrides: Any) -> None:
         if strategy not in STRATEGIES:
             raise ParameterError(f"unknown strategy {strategy!r}; choose one of {STRATEGIES}")
