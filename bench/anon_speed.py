@@ -79,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     model = IMUAnonymiser(config=cfg) if a.strategy is None else \
         IMUAnonymiser(strategy=a.strategy, config=cfg)
     load0 = os.getloadavg()
+    cpu0 = time.process_time()
     t0 = time.perf_counter()
     try:
         model.fit(ds)
@@ -86,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         for mod, name, fn in saved:
             setattr(mod, name, fn)
     total = time.perf_counter() - t0
+    cpu = time.process_time() - cpu0
     load1 = os.getloadavg()
     t1 = time.perf_counter()
     model.anonymise(ds.windows, source=ds.subject, seed=1)
@@ -103,7 +105,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name:<28} {s:>8.1f} {s / total:>6.1%}")
     other = total - sum(stages.values())
     print(f"{'other (setup, code means)':<28} {other:>8.1f} {other / total:>6.1%}")
-    print(f"{'fit total':<28} {total:>8.1f}")
+    print(f"{'fit total':<28} {total:>8.1f}   (CPU time of this process: {cpu:.0f} s; on a "
+          "loaded machine the wall time is inflated by the other jobs)")
     print(f"GAN epochs run: {len(h['gan'])} of {cfg.gan_epochs} (early stopping: patience "
           f"{cfg.patience})")
     print(f"anonymising all {len(ds)} windows afterwards: {anon_s:.1f} s "
