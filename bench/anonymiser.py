@@ -88,7 +88,8 @@ def write_png(runs: dict, path: str, command: str) -> None:
                              squeeze=False)
     for ax, (key, r) in zip(axes[0], runs.items()):
         xs, ys = [], []
-        for strat, m in r["results"].items():
+        offsets = [(6, 4), (6, -11), (-10, 9), (-10, -15)]  # labels of close points apart
+        for i, (strat, m) in enumerate(r["results"].items()):
             x = m["reid_retrained_acc"] / m["reid_chance"]
             y = 100 * m["har_acc_anon"] / max(m["har_acc_real"], 1e-9)
             xs.append(x)
@@ -96,7 +97,9 @@ def write_png(runs: dict, path: str, command: str) -> None:
             remove = strat.startswith("remove")
             ax.plot(x, y, "o" if remove else "s", color="tab:blue" if remove else "tab:red",
                     ms=7)
-            ax.annotate(strat, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
+            dx, dy = offsets[i % len(offsets)]
+            ax.annotate(strat, (x, y), textcoords="offset points", xytext=(dx, dy), fontsize=8,
+                        ha="left" if dx > 0 else "right")
         raw = next(iter(r["results"].values()))
         x_raw = raw.get("reid_reference_acc", float("nan")) / raw["reid_chance"]
         ax.plot(x_raw, 100, "k^", ms=7)
