@@ -266,6 +266,7 @@ class ApneaDetector(PrivateModel):
         #: each restart's kept weights from the last ``fit`` (diagnostics: bench/apnea_seeds.py
         #: --detail compares their validation and test accuracy); not saved
         self._restart_states: list[dict[str, torch.Tensor]] = []
+        self._restart_scores: list[float] = []
         #: with ``selection="cv"``: the pooled cross-validated loss after each epoch, and the
         #: epoch count it chose (diagnostics of the last ``fit``; not saved)
         self.cv_curve: list[float] | None = None

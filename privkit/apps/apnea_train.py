@@ -270,6 +270,7 @@ def _fit_holdout(det: Any, data: Any, x: np.ndarray, y: np.ndarray, val: Any, ba
             _fresh(det, build, cfg.seed + _RESTART_STRIDE * r)
         res = tr.run(xs, ys, xv, yv, epochs=cfg.epochs, early_stop=xv is not None, tag={})
         det._restart_states.append(res.state)
+        det._restart_scores.append(res.score)
         if chosen is None or res.score < chosen[0]:
             chosen = (res.score, res.state, r)
     assert chosen is not None
@@ -305,6 +306,7 @@ def _fit_cv(det: Any, data: Any, x: np.ndarray, y: np.ndarray, val: Any, bar: An
         _fresh(det, build, cfg.seed + _FINAL_OFFSET + _RESTART_STRIDE * r)
         res = tr.run(x, y, None, None, epochs=n_epochs, early_stop=False, tag={"restart": r})
         det._restart_states.append(res.state)
+        det._restart_scores.append(res.score)
         if chosen is None or res.score < chosen[0]:
             chosen = (res.score, res.state, r)
     assert chosen is not None
@@ -317,7 +319,7 @@ def fit_detector(det: Any, data: Any, x: np.ndarray, y: np.ndarray, val: Any, ba
     """Train ``det.model`` (see the module docstring), then calibrate and fine-tune it."""
     cfg = det.config
     torch.manual_seed(cfg.seed)
-    det._restart_states = []
+    det._restart_states, det._restart_scores = [], []
     det.cv_curve, det.cv_epochs = None, None
     fit = _fit_cv if cfg.selection == "cv" else _fit_holdout
     tr, kept, xs, ys = fit(det, data, x, y, val, bar, build)
