@@ -59,11 +59,10 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "ema0.99-min30": {**_H, "ema_decay": 0.99, "min_epochs": 30},
     "min20": {**_H, "ema_decay": 0.0, "min_epochs": 20},
     "ema0.99-val0.4": {**_H, "ema_decay": 0.99, "val_fraction": 0.4},
-    "cv5": {"selection": "cv", "cv_folds": 5, "ema_decay": 0.99, "restarts": 5},
-    "cv5-r3": {"selection": "cv", "cv_folds": 5, "ema_decay": 0.99, "restarts": 3},
-    "cv5-r1": {"selection": "cv", "cv_folds": 5, "ema_decay": 0.99, "restarts": 1},
-    "cv4-r3": {"selection": "cv", "cv_folds": 4, "ema_decay": 0.99, "restarts": 3},
-    "cv3-r3": {"selection": "cv", "cv_folds": 3, "ema_decay": 0.99, "restarts": 3},
+    "cv5": {"selection": "cv", "cv_folds": 5, "ema_decay": 0.99, "restarts": 5, "cv_score": "loss"},
+    "cv5-acc": {"selection": "cv", "cv_folds": 5, "ema_decay": 0.99, "restarts": 5, "cv_score": "accuracy"},
+    "cv5-full": {"selection": "cv", "cv_folds": 5, "ema_decay": 0.99, "restarts": 5, "min_epochs": 60},
+    "cv5-r3": {"selection": "cv", "cv_folds": 5, "ema_decay": 0.99, "restarts": 3, "cv_score": "accuracy"},
 }
 
 _DATA: dict[tuple[int, int, int], Any] = {}

@@ -42,12 +42,14 @@ import torch
 from .. import nn as pnn
 from ..errors import ParameterError
 
-__all__ = ["subject_folds"]
+__all__ = ["choose_epochs", "subject_folds"]
 
 log = logging.getLogger(__name__)
 
 #: seed offset between restarts (and folds): each gets its own initialisation
 _RESTART_STRIDE = 7919
+#: epochs in the moving average of the pooled cross-validated accuracy (``cv_score="accuracy"``)
+CV_SMOOTH = 5
 #: seed offset of the final restarts of ``selection="cv"`` (not the folds' initialisations)
 _FINAL_OFFSET = 104729
 
@@ -74,9 +76,10 @@ def subject_folds(subject: Any, k: int, seed: int) -> list[np.ndarray]:
     """``k`` boolean masks over the windows, one per fold; each subject's windows all fall in
     one fold, the subjects shuffled by ``seed`` and dealt into folds of equal size (+-1).
 
-    >>> masks = subject_folds([1, 1, 2, 3, 3, 4], 2, seed=0)
-    >>> [int(m.sum()) for m in masks], bool(sum(m.astype(int) for m in masks).min() == 1)
-    ([3, 3], True)
+    >>> subj = np.array([1, 1, 2, 3, 3, 4])
+    >>> masks = subject_folds(subj, 2, seed=0)
+    >>> [len(set(subj[m])) for m in masks], bool((sum(m.astype(int) for m in masks) == 1).all())
+    ([2, 2], True)
     """
     if subject is None:
         raise ParameterError("selection='cv' needs data with subject ids (ECGWindows); pass "
@@ -278,6 +281,33 @@ def _fit_holdout(det: Any, data: Any, x: np.ndarray, y: np.ndarray, val: Any, ba
     return tr, chosen[1], xs, ys
 
 
+def choose_epochs(curve: Any, score: str, min_epochs: int = 0, smooth: int = CV_SMOOTH) -> int:
+    """The epoch count (1-based) a pooled cross-validation curve points to, at least ``min_epochs``.
+
+    ``score="loss"``: the epoch of the lowest loss. ``"accuracy"``: the epoch of the highest
+    accuracy after a centred moving average over ``smooth`` epochs (the ends padded with their
+    own value): accuracy moves in steps of one window and plateaus for many epochs, so its raw
+    maximum is a coin toss among near-equal epochs; the average picks the middle of the best
+    stretch instead.
+
+    >>> choose_epochs([0.9, 0.5, 0.4, 0.45, 0.6], "loss")
+    3
+    >>> choose_epochs([0.60, 0.80, 0.90, 0.88, 0.91, 0.90, 0.90, 0.89], "accuracy", smooth=3)
+    6
+    >>> choose_epochs([0.9, 0.5, 0.4, 0.45, 0.6], "loss", min_epochs=4)
+    4
+    """
+    c = np.asarray(curve, dtype=float)
+    if len(c) == 0:
+        return 0
+    first = min(max(min_epochs, 1), len(c)) - 1
+    if score == "loss":
+        return first + int(np.argmin(c[first:])) + 1
+    half = max(smooth, 1) // 2
+    avg = np.convolve(np.pad(c, half, mode="edge"), np.ones(2 * half + 1) / (2 * half + 1), mode="valid")
+    return first + int(np.argmax(avg[first:])) + 1
+
+
 def _fit_cv(det: Any, data: Any, x: np.ndarray, y: np.ndarray, val: Any, bar: Any,
             build: Callable[[Any], torch.nn.Module]) -> tuple[_Trainer, dict[str, torch.Tensor], np.ndarray, np.ndarray]:
     cfg = det.config
@@ -292,15 +322,18 @@ def _fit_cv(det: Any, data: Any, x: np.ndarray, y: np.ndarray, val: Any, bar: An
     pooled = np.zeros(cfg.epochs)
     for f, held in enumerate(folds):
         _fresh(det, build, cfg.seed + _RESTART_STRIDE * f)
+        n_hist = len(det.history)
         res = tr.run(x[~held], y[~held], x[held], y[held], epochs=cfg.epochs, early_stop=False, tag={"fold": f})
-        pooled += np.asarray(res.curve) * held.sum()
+        curve = (res.curve if cfg.cv_score == "loss" else
+                 [-h["val_accuracy"] for h in det.history[n_hist:]])  # lower is better for both
+        pooled += np.asarray(curve) * held.sum()
     pooled /= len(x)
-    first = min(cfg.min_epochs, cfg.epochs) - 1 if cfg.min_epochs > 0 else 0
-    n_epochs = first + int(np.argmin(pooled[first:])) + 1 if cfg.epochs else 0
+    if cfg.cv_score == "accuracy":
+        pooled = -pooled
     det.cv_curve = pooled.tolist()
-    det.cv_epochs = n_epochs
-    log.info("cross-validated epoch count %d of %d (pooled validation loss %.4f over %d folds)",
-             n_epochs, cfg.epochs, pooled[n_epochs - 1] if cfg.epochs else float("nan"), cfg.cv_folds)
+    det.cv_epochs = n_epochs = choose_epochs(pooled, cfg.cv_score, cfg.min_epochs)
+    log.info("cross-validated epoch count %d of %d (pooled validation %s %.4f over %d folds)", n_epochs,
+             cfg.epochs, cfg.cv_score, pooled[n_epochs - 1] if cfg.epochs else float("nan"), cfg.cv_folds)
     chosen: tuple[float, dict[str, torch.Tensor], int] | None = None
     for r in range(cfg.restarts):
         _fresh(det, build, cfg.seed + _FINAL_OFFSET + _RESTART_STRIDE * r)
