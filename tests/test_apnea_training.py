@@ -19,6 +19,7 @@ from privkit.apps.apnea import (
     _subject_split,
     subject_folds,
 )
+from privkit.apps.apnea_train import choose_epochs
 from privkit.data.ecg import synthetic_ecg
 from privkit.errors import DataFormatError, ParameterError
 
@@ -150,7 +151,7 @@ def test_min_epochs_keeps_no_earlier_epoch_and_delays_early_stopping(train):
 
 # -- selection="cv": k-fold cross-validation over subjects picks the epoch count -----------------
 
-@pytest.mark.parametrize("field,value", [("selection", "kfold"), ("selection", ""), ("cv_folds", 1),
+@pytest.mark.parametrize("field,value", [("selection", "kfold"), ("selection", ""), ("cv_score", "auc"), ("cv_folds", 1),
                                          ("cv_folds", 21), ("cv_folds", 2.5), ("cv_folds", True)])
 def test_bad_selection_and_cv_folds_are_typed_errors(field, value):
     with pytest.raises(ParameterError, match=field):
@@ -185,16 +186,19 @@ def _weighted_loss(det, x, y, y_for_weights):
         return float(loss(det.model(torch.from_numpy(x)[:, None, :]), torch.from_numpy(y)))
 
 
-def test_cv_picks_the_epoch_count_of_the_pooled_fold_losses_then_trains_on_everything(train):
-    det = ApneaDetector(arch="v2", epochs=5, cv_folds=3, restarts=2, seed=4).fit(train, progress=False)
+@pytest.mark.parametrize("score", ["loss", "accuracy"])
+def test_cv_picks_the_epoch_count_of_the_pooled_fold_curves_then_trains_on_everything(train, score):
+    det = ApneaDetector(arch="v2", epochs=5, cv_folds=3, restarts=2, seed=4, cv_score=score).fit(
+        train, progress=False)
     assert det.config.selection == "cv"
     folds = subject_folds(train.subject, 3, seed=4)
     runs = [[h for h in det.history if h.get("fold") == f] for f in range(3)]
     assert [[h["epoch"] for h in r] for r in runs] == [[1, 2, 3, 4, 5]] * 3  # no early stop in a fold
-    # the pooled curve weighs each fold's validation loss by its windows: the CV loss over all subjects
-    pooled = sum(np.array([h["val_loss"] for h in r]) * m.sum() for r, m in zip(runs, folds)) / len(train.x)
+    # the pooled curve weighs each fold's validation score by its windows: the CV score over all subjects
+    key = "val_loss" if score == "loss" else "val_accuracy"
+    pooled = sum(np.array([h[key] for h in r]) * m.sum() for r, m in zip(runs, folds)) / len(train.x)
     np.testing.assert_allclose(det.cv_curve, pooled, rtol=1e-12)
-    assert det.cv_epochs == int(np.argmin(pooled)) + 1
+    assert det.cv_epochs == choose_epochs(pooled, score)
     finals = [[h for h in det.history if h.get("restart") == r] for r in range(2)]
     assert [len(r) for r in finals] == [det.cv_epochs] * 2
     assert not any("val_loss" in h for r in finals for h in r)  # nothing held out in the final nets
@@ -205,8 +209,21 @@ def test_cv_picks_the_epoch_count_of_the_pooled_fold_losses_then_trains_on_every
     assert kept < max(det._restart_scores) or det._restart_scores[0] == det._restart_scores[1]
 
 
+def test_choose_epochs_by_loss_and_by_smoothed_accuracy():
+    loss = [0.9, 0.5, 0.45, 0.4, 0.42, 0.5]
+    assert choose_epochs(loss, "loss") == 4
+    assert choose_epochs(loss, "loss", min_epochs=5) == 5
+    assert choose_epochs(loss, "loss", min_epochs=99) == 6  # beyond the schedule: its last epoch
+    # a lone accuracy spike loses to a stretch of good epochs once averaged over 3
+    acc = [0.5, 0.7, 0.95, 0.7, 0.8, 0.88, 0.9, 0.89, 0.9, 0.7]
+    assert int(np.argmax(acc)) + 1 == 3
+    assert choose_epochs(acc, "accuracy", smooth=3) == 8
+    assert choose_epochs(acc, "accuracy", smooth=1) == 3
+    assert choose_epochs([], "accuracy") == 0
+
+
 def test_cv_honours_min_epochs_and_refuses_keep_epoch_last(train):
-    det = ApneaDetector(arch="v2", epochs=4, cv_folds=2, restarts=1, min_epochs=3, seed=0).fit(
+    det = ApneaDetector(arch="v2", epochs=4, cv_folds=2, restarts=1, min_epochs=3, seed=0, cv_score="loss").fit(
         train, progress=False)
     assert det.cv_epochs >= 3 and det.cv_epochs == 3 + int(np.argmin(det.cv_curve[2:]))
     with pytest.raises(ParameterError, match="keep_epoch='last'"):
@@ -216,7 +233,7 @@ def test_cv_honours_min_epochs_and_refuses_keep_epoch_last(train):
 
 
 def test_selection_defaults_and_save_load(tmp_path, train):
-    assert ApneaConfig().selection == "cv" and ApneaConfig().cv_folds == 5
+    assert (ApneaConfig().selection, ApneaConfig().cv_folds, ApneaConfig().cv_score) == ("cv", 5, "accuracy")
     assert ApneaConfig.for_arch("v1").selection == "holdout"
     det = ApneaDetector(arch="v2", epochs=1, cv_folds=2, restarts=1, seed=0).fit(train, progress=False)
     det.save(tmp_path / "cv.pkd")
@@ -227,7 +244,7 @@ def test_selection_defaults_and_save_load(tmp_path, train):
     del state["config"]["selection"], state["config"]["cv_folds"]  # a file from before the fields
     old = ApneaDetector._from_state(state)
     assert (old.config.selection, old.config.cv_folds) == ("holdout", 5)
-    for field, bad in (("selection", "kfold"), ("cv_folds", 50), ("cv_folds", 1)):
+    for field, bad in (("selection", "kfold"), ("cv_folds", 50), ("cv_folds", 1), ("cv_score", "auc")):
         state = det._get_state()
         state["config"][field] = bad
         with pytest.raises(DataFormatError, match=field):
