@@ -12,17 +12,20 @@ Two ways to decide how long to train and which initialisation to keep (``ApneaCo
 ``"cv"``
     k-fold cross-validation over subjects chooses the EPOCH COUNT, then the final net trains on
     all the subjects. The subjects are cut into ``cv_folds`` folds; fold f's net trains on the
-    other folds for the whole schedule and its validation loss on fold f is recorded after every
-    epoch. Each window of the training data is out-of-fold for exactly one of these nets, so the
-    pooled curve ``L(e) = sum_f n_f L_f(e) / sum_f n_f`` is the cross-validated loss of "train
-    for e epochs" on every subject, and ``e* = argmin L(e)``. Only the epoch count is compared
-    across folds, never one fold's score against another's, so a hard fold shifts the curve of
-    every candidate count alike instead of favouring whichever run it happened to validate.
-    Then ``restarts`` nets train on all the subjects for ``e*`` epochs (the same schedule, cut at
-    ``e*``) and the one with the lowest training loss is kept: with no held-out subjects left,
-    the training loss ranks the initialisations by how well they optimised (a quadratic network
-    sometimes starts in a poor basin), which on a net of a few hundred weights and a thousand
-    windows is what differs between them. It costs ``cv_folds`` full trainings more than one fit.
+    other folds for the whole schedule and is scored on fold f after every epoch (accuracy, or
+    the loss with ``cv_score="loss"``). Each window of the training data is out-of-fold for
+    exactly one of these nets, so the pooled curve ``S(e) = sum_f n_f S_f(e) / sum_f n_f`` is the
+    cross-validated score of "train for e epochs" on every subject, and ``e*`` is its best
+    epoch (:func:`choose_epochs`). Only the epoch count is compared across folds, never one
+    fold's score against another's, so a hard fold shifts the curve of every candidate count
+    alike instead of favouring whichever run it happened to validate. Then ``restarts`` nets
+    train on all the subjects for ``e*`` epochs (the same schedule, cut at ``e*``) and the one
+    with the lowest training loss is kept: with no held-out subjects left, the training loss
+    ranks the initialisations by how well they optimised (a quadratic network sometimes starts
+    in a poor basin), which on a net of a few hundred weights and a thousand windows is what
+    differs between them. It costs ``cv_folds`` full trainings more than one fit.
+    The accuracy is the default score because the pooled cross-entropy bottoms out early (the
+    nets grow confident) while the accuracy still rises: bench/apnea_seeds.py measured both.
 
 Both use the same per-epoch step: AdamW, an optional cosine decay, an optional moving average
 of the weights (whose BatchNorm statistics are recomputed before it is scored), the activation
@@ -332,6 +335,9 @@ def _fit_cv(det: Any, data: Any, x: np.ndarray, y: np.ndarray, val: Any, bar: An
         pooled = -pooled
     det.cv_curve = pooled.tolist()
     det.cv_epochs = n_epochs = choose_epochs(pooled, cfg.cv_score, cfg.min_epochs)
+    if hasattr(tr.bar, "refresh"):  # the final restarts run e* epochs, not the whole schedule
+        tr.bar.total = len(folds) * cfg.epochs + cfg.restarts * n_epochs + cfg.finetune_epochs
+        tr.bar.refresh()
     log.info("cross-validated epoch count %d of %d (pooled validation %s %.4f over %d folds)", n_epochs,
              cfg.epochs, cfg.cv_score, pooled[n_epochs - 1] if cfg.epochs else float("nan"), cfg.cv_folds)
     chosen: tuple[float, dict[str, torch.Tensor], int] | None = None
