@@ -25,13 +25,26 @@ import numpy as np
 import torch
 
 from .. import nn as pnn
-from ..fhe.program import _as_range
-from ..api import PrivacyReport, PrivateModel, check_config, check_plain, check_state_tensors
+from ..api import (
+    PrivacyReport,
+    PrivateModel,
+    check_config,
+    check_plain,
+    check_state_tensors,
+)
 from ..errors import DataFormatError, ParameterError, ShapeError
-from .apnea_train import _ema_copy, _ema_update, _refresh_batchnorm, _subject_split, fit_detector, subject_folds
+from ..fhe.program import _as_range
+from .apnea_train import (
+    _ema_copy,
+    _ema_update,
+    _refresh_batchnorm,
+    _subject_split,
+    fit_detector,
+    subject_folds,
+)
 
 # the training helpers live in apnea_train; their names stay importable from here
-_TRAINING_HELPERS = (_ema_copy, _ema_update, _refresh_batchnorm, subject_folds)
+_TRAINING_HELPERS = (_ema_copy, _ema_update, _refresh_batchnorm, _subject_split, subject_folds)
 
 __all__ = ["ApneaConfig", "ApneaDetector", "build_apnea_model"]
 
