@@ -69,9 +69,10 @@ def test_subject_split_holds_out_whole_subjects_and_restarts_need_it(data):
     kept = set(np.unique(train.subject[np.isin(train.x[:, 0], xs[:, 0])]))
     assert not held & kept
     with pytest.raises(ParameterError, match="val_fraction"):
-        ApneaDetector(arch="v2", epochs=1, val_fraction=0.0, restarts=2).fit(train, progress=False)
-    with pytest.raises(ParameterError, match="subject"):
-        ApneaDetector(arch="v2", epochs=1, restarts=1).fit((train.x, train.y), progress=False)
+        ApneaDetector(arch="v2", epochs=1, val_fraction=0.0, restarts=2, selection="holdout").fit(train, progress=False)
+    for selection in ("holdout", "cv"):
+        with pytest.raises(ParameterError, match="subject"):
+            ApneaDetector(arch="v2", epochs=1, restarts=1, selection=selection).fit((train.x, train.y), progress=False)
     with pytest.raises(ParameterError, match="arch"):
         ApneaConfig(arch="v3")
 
@@ -89,7 +90,7 @@ def test_activation_penalty_keeps_quadratic_inputs_small(data):
             h.remove()
         return max(seen)
 
-    kw = dict(arch="v2", epochs=4, val_fraction=0.0, restarts=1, act_bound=0.5, seed=2)
+    kw = dict(arch="v2", epochs=4, val_fraction=0.0, restarts=1, act_bound=0.5, seed=2, selection="holdout")
     free = ApneaDetector(act_penalty=0.0, **kw).fit(train, progress=False)
     tight = ApneaDetector(act_penalty=100.0, **kw).fit(train, progress=False)
     assert largest(tight) < largest(free)

@@ -25,9 +25,26 @@ import numpy as np
 import torch
 
 from .. import nn as pnn
-from ..fhe.program import _as_range
-from ..api import PrivacyReport, PrivateModel, check_config, check_plain, check_state_tensors
+from ..api import (
+    PrivacyReport,
+    PrivateModel,
+    check_config,
+    check_plain,
+    check_state_tensors,
+)
 from ..errors import DataFormatError, ParameterError, ShapeError
+from ..fhe.program import _as_range
+from .apnea_train import (
+    _ema_copy,
+    _ema_update,
+    _refresh_batchnorm,
+    _subject_split,
+    fit_detector,
+    subject_folds,
+)
+
+# the training helpers live in apnea_train; their names stay importable from here
+_TRAINING_HELPERS = (_ema_copy, _ema_update, _refresh_batchnorm, _subject_split, subject_folds)
 
 __all__ = ["ApneaConfig", "ApneaDetector", "build_apnea_model"]
 
@@ -107,15 +124,30 @@ class ApneaConfig:
     #: ``patience`` (0: from the first). The validation loss of a few held-out subjects can be
     #: lowest while the learning rate is still high, and stopping there keeps a half-trained net
     min_epochs: int = 0
+    #: how the epoch count and the initialisation are chosen (privkit/apps/apnea_train.py):
+    #: "cv" (k-fold cross-validation over subjects picks the epoch count, then ``restarts`` nets
+    #: train on ALL the subjects and the lowest training loss is kept) or "holdout" (one split of
+    #: ``val_fraction`` of the subjects: early stopping, the best restart by validation loss;
+    #: v2's training before "cv", and how detectors saved before this field load)
+    selection: str = "cv"
+    #: folds of subjects for ``selection="cv"`` (each fold's net trains on the others)
+    cv_folds: int = 5
+    #: what the pooled cross-validation curve ranks the epoch counts by: "accuracy" (its
+    #: 5-epoch moving average) or "loss" (the class-weighted cross-entropy, which bottoms out
+    #: while the accuracy is still rising)
+    cv_score: str = "accuracy"
 
     @classmethod
     def for_arch(cls, arch: str = "v2", **overrides: Any) -> ApneaConfig:
         """The measured defaults of an architecture, then ``overrides``.
 
-        v2: first kernel 32 with stride 8, stride 2 in blocks 2-3, 60 epochs of AdamW at lr 1e-2 with a
-        cosine decay, a moving average of the weights (decay 0.99), 20% of the subjects held out
-        for early stopping (patience 20) and the best of 5 restarts (docs/encrypted_inference.md
-        has the measurements). ``ema_decay=0`` gives v2's training before the moving average.
+        v2: first kernel 32 with stride 8, stride 2 in blocks 2-3, AdamW at lr 1e-2 with a cosine
+        decay over 60 epochs, a moving average of the weights (decay 0.99), the epoch count chosen
+        by 5-fold cross-validation over the subjects, then the best of 5 restarts on all the
+        subjects by training loss (docs/encrypted_inference.md has the measurements).
+        ``selection="holdout"`` gives v2's training before cross-validation (20% of the subjects
+        held out for early stopping, patience 20, the best restart by validation loss), and with
+        ``ema_decay=0`` too, its training before the moving average.
 
         >>> ApneaConfig.for_arch("v2").kernel1, ApneaConfig.for_arch("v2", seed=3).seed
         (32, 3)
@@ -144,6 +176,12 @@ class ApneaConfig:
             raise ParameterError(f"min_epochs must be an integer >= 0, got {self.min_epochs!r}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ParameterError(f"ema_decay must be in [0, 1) (0 turns the weight average off), got {self.ema_decay!r}")
+        if self.selection not in ("cv", "holdout"):
+            raise ParameterError(f"selection must be 'cv' or 'holdout', got {self.selection!r}")
+        if self.cv_score not in ("accuracy", "loss"):
+            raise ParameterError(f"cv_score must be 'accuracy' or 'loss', got {self.cv_score!r}")
+        if isinstance(self.cv_folds, bool) or not isinstance(self.cv_folds, int) or not 2 <= self.cv_folds <= 20:
+            raise ParameterError(f"cv_folds must be an integer in 2..20, got {self.cv_folds!r}")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ParameterError(f"label_smoothing must be in [0, 1), got {self.label_smoothing!r}")
 
@@ -153,7 +191,7 @@ class ApneaConfig:
 _ARCH_DEFAULTS: dict[str, dict[str, Any]] = {
     "v1": {"kernel1": 16, "stride1": 4, "stride2": 4, "epochs": 12, "finetune_epochs": 2, "lr": 3e-3,
            "lr_schedule": "constant", "val_fraction": 0.0, "patience": 6, "restarts": 1,
-           "linear_method": "diag", "ema_decay": 0.0, "min_epochs": 0},
+           "linear_method": "diag", "ema_decay": 0.0, "min_epochs": 0, "selection": "holdout"},
     "v2": {},
 }
 
@@ -165,7 +203,7 @@ _LIMITS: dict[str, tuple[float, float]] = {
     "weight_decay": (0, 100), "seed": (0, 2**63), "calibration_margin": (0, 1e3),
     "blocks": (0, 3), "val_fraction": (0, 0.9), "patience": (1, 1e6), "act_penalty": (0, 1e6),
     "act_bound": (0, 1e6), "restarts": (1, 100), "min_quadratic": (0, 1e6),
-    "ema_decay": (0, 1), "label_smoothing": (0, 1), "min_epochs": (0, 1e6),
+    "ema_decay": (0, 1), "label_smoothing": (0, 1), "min_epochs": (0, 1e6), "cv_folds": (2, 20),
 }
 
 
@@ -213,24 +251,6 @@ def _as_xy(data: Any) -> tuple[np.ndarray, np.ndarray]:
     raise ShapeError("data must be ECGWindows or a tuple (x, y) with x of shape (n, window)")
 
 
-def _subject_split(data: Any, x: np.ndarray, y: np.ndarray, fraction: float,
-                   seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
-    """Hold out ``fraction`` of the subjects (whole subjects, so validation is on unseen people)."""
-    if fraction <= 0:
-        return x, y, None, None
-    subj = getattr(data, "subject", None)
-    if subj is None or len(subj) != len(x):
-        raise ParameterError("val_fraction > 0 needs data with subject ids (ECGWindows); pass "
-                             "val_fraction=0 for a plain (x, y) tuple")
-    ids = np.unique(np.asarray(subj))
-    if len(ids) < 2:
-        raise ParameterError(f"val_fraction needs at least 2 subjects, the data has {len(ids)}")
-    rng = np.random.default_rng(seed)
-    n_val = min(len(ids) - 1, max(1, int(round(len(ids) * fraction))))
-    held = np.isin(np.asarray(subj), rng.choice(ids, n_val, replace=False))
-    return x[~held], y[~held], x[held], y[held]
-
-
 def binary_metrics(y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
     """Accuracy, sensitivity (recall of apnea=1) and specificity (recall of 0)."""
     y, pred = np.asarray(y), np.asarray(pred)
@@ -268,129 +288,37 @@ class ApneaDetector(PrivateModel):
         #: each restart's kept weights from the last ``fit`` (diagnostics: bench/apnea_seeds.py
         #: --detail compares their validation and test accuracy); not saved
         self._restart_states: list[dict[str, torch.Tensor]] = []
+        self._restart_scores: list[float] = []
+        #: with ``selection="cv"``: the pooled cross-validated loss after each epoch, and the
+        #: epoch count it chose (diagnostics of the last ``fit``; not saved)
+        self.cv_curve: list[float] | None = None
+        self.cv_epochs: int | None = None
 
     # -- training ------------------------------------------------------------------------------
     def fit(self, data: Any, val: Any = None, *, progress: bool = True) -> ApneaDetector:
         """Train in plaintext with the approximations in the loop, calibrate, fine-tune.
 
-        With ``config.val_fraction > 0`` a fraction of the training subjects is held out: the
-        weights of the epoch with the lowest validation loss are kept, and training stops after
-        ``config.patience`` epochs without improvement. ``val`` (optional) is only reported.
+        ``config.selection="cv"`` (v2's default): k-fold cross-validation over the training
+        subjects chooses the number of epochs, then ``config.restarts`` nets train on all the
+        subjects for that many epochs and the one with the lowest training loss is kept.
+        ``"holdout"``: with ``config.val_fraction > 0`` a fraction of the training subjects is held
+        out, the epoch with the lowest validation loss is kept (training stops after
+        ``config.patience`` epochs without improvement) and the best restart by that loss wins.
+        Both need data with subject ids (``ECGWindows``) unless ``selection="holdout"`` and
+        ``val_fraction=0``. ``val`` (optional) is only reported. ``privkit/apps/apnea_train.py``
+        explains the choice.
         """
         cfg = self.config
         x, y = _as_xy(data)
         if x.ndim != 2 or x.shape[1] != cfg.window:
             raise ShapeError(f"expected windows of shape (n, {cfg.window}), got {x.shape}")
-        gen = torch.Generator().manual_seed(cfg.seed)
-        torch.manual_seed(cfg.seed)
         mid, half = (float(x.max()) + float(x.min())) / 2, (float(x.max()) - float(x.min())) / 2
         self.input_range = (mid - half * cfg.calibration_margin, mid + half * cfg.calibration_margin)
-        xs, ys, xv, yv = _subject_split(data, x, y, cfg.val_fraction, cfg.seed)
-        if cfg.restarts > 1 and xv is None:
-            raise ParameterError("restarts > 1 picks the restart by validation loss: set val_fraction > 0")
-        xt, yt = torch.from_numpy(xs)[:, None, :], torch.from_numpy(ys)
-        counts = np.bincount(ys, minlength=2).astype(np.float32)
-        weight = torch.tensor(counts.sum() / np.maximum(counts, 1) / 2)
-        loss_fn = torch.nn.CrossEntropyLoss(weight=weight, label_smoothing=cfg.label_smoothing)
-        val_loss_fn = torch.nn.CrossEntropyLoss(weight=weight)
-        seen: list[torch.Tensor] = []
-        bar = _progress(cfg.restarts * cfg.epochs + cfg.finetune_epochs, progress, "train")
-        opt: Any = None
-        ema: torch.nn.Module | None = None
-
-        def epoch_pass(epoch: int) -> dict[str, float]:
-            self.model.train()
-            self._eval_model = None
-            perm = torch.randperm(len(xt), generator=gen)
-            tot, nb = 0.0, 0
-            for i in range(0, len(xt), cfg.batch_size):
-                idx = perm[i : i + cfg.batch_size]
-                opt.zero_grad()
-                seen.clear()
-                loss = loss_fn(self.model(xt[idx]), yt[idx])
-                if seen:  # activation inputs beyond act_bound are penalised (small encrypted values)
-                    loss = loss + cfg.act_penalty * sum(
-                        torch.relu(a.abs() - cfg.act_bound).pow(2).mean() for a in seen)
-                loss.backward()
-                opt.step()
-                if cfg.min_quadratic > 0:
-                    with torch.no_grad():  # one sign for every a2: the compiler folds each quadratic into one level
-                        for m in self.model.modules():
-                            if isinstance(m, pnn.PolyAct) and m.learnable and m.degree == 2:
-                                m.coeffs[:, 2].clamp_(min=cfg.min_quadratic)
-                if ema is not None:
-                    _ema_update(ema, self.model, cfg.ema_decay)
-                tot += float(loss.detach())
-                nb += 1
-            rec: dict[str, float] = {"epoch": epoch + 1, "loss": tot / max(nb, 1)}
-            if xv is not None:
-                judged = self.model if ema is None else ema
-                if ema is not None:  # BatchNorm statistics of the averaged weights, not the live ones
-                    _refresh_batchnorm(ema, xt)
-                judged.eval()
-                with torch.no_grad():
-                    out = judged(torch.from_numpy(xv)[:, None, :])
-                    rec["val_loss"] = float(val_loss_fn(out, torch.from_numpy(yv)))
-                    rec["val_accuracy"] = float((out.argmax(1).numpy() == yv).mean())
-            if val is not None:
-                rec.update({f"heldout_{k}": v for k, v in self.evaluate(val).items() if k != "n"})
-            self.history.append(rec)
-            bar.set_postfix({k: round(v, 4) for k, v in rec.items() if k != "epoch"})
-            bar.update(1)
-            return rec
-
-        def snapshot() -> dict[str, torch.Tensor]:
-            return {k: v.detach().clone() for k, v in (self.model if ema is None else ema).state_dict().items()}
-
-        chosen: tuple[float, dict[str, torch.Tensor], int] | None = None
-        self._restart_states = []
-        hooks: list[Any] = []
+        runs = cfg.cv_folds + cfg.restarts if cfg.selection == "cv" else cfg.restarts
+        bar = _progress(runs * cfg.epochs + cfg.finetune_epochs, progress, "train")
         try:
-            for r in range(cfg.restarts):
-                if r > 0:  # a fresh initialisation; the restart with the best validation loss wins
-                    torch.manual_seed(cfg.seed + 7919 * r)
-                    self.model = build_apnea_model(cfg)
-                for h in hooks:
-                    h.remove()
-                ema = _ema_copy(self.model) if cfg.ema_decay > 0 else None
-                acts = [m for m in self.model.modules() if isinstance(m, pnn.PolyAct)] if cfg.act_penalty > 0 else []
-                hooks = [m.register_forward_pre_hook(lambda _m, inp: seen.append(inp[0])) for m in acts]
-                opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-                sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(cfg.epochs, 1), eta_min=cfg.lr / 100)
-                         if cfg.lr_schedule == "cosine" else None)
-                best: tuple[float, dict[str, torch.Tensor]] | None = None
-                stale = 0
-                for epoch in range(cfg.epochs):
-                    rec = epoch_pass(epoch)
-                    if sched is not None:
-                        sched.step()
-                    if xv is None or cfg.keep_epoch == "last" or epoch + 1 < min(cfg.min_epochs, cfg.epochs):
-                        continue
-                    if best is None or rec["val_loss"] < best[0]:
-                        best, stale = (rec["val_loss"], snapshot()), 0
-                    else:
-                        stale += 1
-                        if stale >= cfg.patience:
-                            log.info("early stop after epoch %d (best validation loss %.4f)", epoch + 1, best[0])
-                            break
-                if best is None:  # keep_epoch "last", or no validation split
-                    best = (self.history[-1].get("val_loss", float("inf")) if cfg.epochs else float("inf"), snapshot())
-                self._restart_states.append(best[1])
-                if chosen is None or best[0] < chosen[0]:
-                    chosen = (best[0], best[1], r)
-            assert chosen is not None
-            log.info("kept restart %d of %d (validation loss %.4f)", chosen[2] + 1, cfg.restarts, chosen[0])
-            self.model.load_state_dict(chosen[1])
-            ema = None  # the fine-tuning epochs train the kept weights themselves
-            # freeze the approximations' input ranges at what the data shows, then fine-tune
-            pnn.calibrate(self.model, xt, margin=cfg.calibration_margin)
-            if cfg.finetune_epochs:
-                opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr / 5, weight_decay=cfg.weight_decay)
-            for epoch in range(cfg.epochs, cfg.epochs + cfg.finetune_epochs):
-                epoch_pass(epoch)
+            fit_detector(self, data, x, y, val, bar, build_apnea_model)
         finally:
-            for h in hooks:
-                h.remove()
             bar.close()
         self.model.eval()
         with torch.no_grad():
@@ -496,6 +424,9 @@ class ApneaDetector(PrivateModel):
         if isinstance(raw, dict) and "arch" not in raw:
             # written before v2 existed: a v1 model, whose fields take v1's settings
             raw = {**_ARCH_DEFAULTS["v1"], **raw, "arch": "v1"}
+        if isinstance(raw, dict) and "selection" not in raw:
+            # written before cross-validated selection existed: it was trained with one split
+            raw = {**raw, "selection": "holdout"}
         cfg = check_config(ApneaConfig, raw, _LIMITS, "ApneaDetector")
         with torch.device("meta"):
             ref = build_apnea_model(cfg)
@@ -518,50 +449,6 @@ class ApneaDetector(PrivateModel):
             raise DataFormatError(f"ApneaDetector output_bound_hint must be a finite number >= 0, got {hint!r:.40}")
         det.output_bound_hint = None if hint is None else float(hint)
         return det
-
-
-def _ema_copy(model: torch.nn.Module) -> torch.nn.Module:
-    """A frozen copy of ``model`` that holds the moving average (no hooks, no gradients)."""
-    import copy
-
-    avg = copy.deepcopy(model)
-    for m in avg.modules():
-        m._forward_pre_hooks.clear()
-        m._forward_hooks.clear()
-    for p in avg.parameters():
-        p.requires_grad_(False)
-    return avg
-
-
-@torch.no_grad()
-def _ema_update(avg: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
-    """``avg = decay * avg + (1 - decay) * model`` for every float tensor of the state (BatchNorm's
-    running statistics included; integer counters are copied)."""
-    live = model.state_dict()
-    for k, v in avg.state_dict().items():
-        if v.is_floating_point():
-            v.mul_(decay).add_(live[k], alpha=1 - decay)
-        else:
-            v.copy_(live[k])
-
-
-@torch.no_grad()
-def _refresh_batchnorm(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 256) -> None:
-    """Recompute every BatchNorm's running statistics on ``x`` for ``model``'s own weights (an
-    average of weights is not normalised by the statistics the live weights gathered)."""
-    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    if not bns:
-        return
-    saved = [m.momentum for m in bns]
-    for m in bns:
-        m.reset_running_stats()
-        m.momentum = None  # a cumulative average over the batches below
-    model.train()
-    for i in range(0, len(x), batch_size):
-        model(x[i : i + batch_size])
-    for m, mom in zip(bns, saved):
-        m.momentum = mom
-    model.eval()
 
 
 class _NoBar:

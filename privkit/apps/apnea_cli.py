@@ -59,11 +59,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     d.set_defaults(n_windows=1200)  # v2's measured setting (bench/apnea_v2.py): 0.945 on unseen subjects
     d.add_argument("--encrypted", type=int, default=6, help="held-out windows to run encrypted")
     d.add_argument("--epochs", type=int, default=None,
-                   help="training epochs (default: v2 60 with early stopping, v1 12; 1 with --smoke)")
+                   help="training epochs (default: v2 at most 60, the count chosen by cross-validation over "
+                        "subjects; v1 12; 1 with --smoke)")
     d.add_argument("--backend", default="seal", choices=["seal", "sim"], help=_BACKEND_HELP)
     d.add_argument("--arch", default="v2", choices=["v1", "v2"],
                    help="v2 (the default): trainable quadratic, 3 blocks, global average pool, "
-                        "early stopping on held-out subjects; v1: PolyReLU, 2 blocks, flatten + "
+                        "its epoch count cross-validated on held-out subjects; v1: PolyReLU, 2 blocks, flatten + "
                         "linear (less accurate)")
     d.add_argument("--png", default=_DEFAULT_PNG,
                    help="where to save the figure ('' for none)")
@@ -75,10 +76,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--out", required=True, help="model file to write (e.g. apnea.privkit)")
     t.add_argument("--arch", default="v2", choices=["v1", "v2"],
                    help="v2 (the default): trainable quadratic, 3 blocks, global average pool, "
-                        "early stopping on held-out subjects (needs subject ids: synthetic data "
+                        "its epoch count cross-validated on held-out subjects (needs subject ids: synthetic data "
                         "and the ECG readers have them); v1: PolyReLU, flatten + linear")
     t.add_argument("--epochs", type=int, default=None,
-                   help="training epochs (default: v2 60 with early stopping, v1 12; 1 with --smoke)")
+                   help="training epochs (default: v2 at most 60, the count chosen by cross-validation over "
+                        "subjects; v1 12; 1 with --smoke)")
     t.add_argument("--blocks", type=int, default=0,
                    help="conv blocks (0: the architecture's default, v1 2, v2 3)")
     t.add_argument("--pool", choices=["avg", "max"], default="avg",
@@ -316,7 +318,7 @@ def run_demo(args: argparse.Namespace) -> int:
     print(f"privkit apnea demo: synthetic ECG (effect {args.effect}), {len(ytr)} training windows, "
           f"{len(yte)} test windows of unseen subjects ({xtr.shape[1]} samples at 128 Hz)", file=sys.stderr)
     t = time.perf_counter()
-    if getattr(args, "arch", "v2") == "v2":  # its own schedule; the subjects give the early-stopping split
+    if getattr(args, "arch", "v2") == "v2":  # its own schedule; the subjects give the cross-validation folds
         kw = {"epochs": args.epochs} if args.epochs is not None else {}
         if args.smoke:
             kw.update(epochs=1, restarts=1)
@@ -362,7 +364,7 @@ def run_train(args: argparse.Namespace) -> int:
     train, test, by_subject = _split(data, 0.8, args.seed)
     if args.arch == "v2":
         if not by_subject:
-            raise ParameterError("--arch v2 stops early on held-out subjects, and these data carry "
+            raise ParameterError("--arch v2 cross-validates on held-out subjects, and these data carry "
                                  "no subject ids (or only one subject); use --arch v1")
         kw: dict[str, Any] = {"epochs": args.epochs} if args.epochs is not None else {}
         if args.smoke:
