@@ -94,7 +94,7 @@ def write_png(runs: dict, path: str, command: str) -> None:
             y = 100 * m["har_acc_anon"] / max(m["har_acc_real"], 1e-9)
             xs.append(x)
             ys.append(y)
-            remove = strat.startswith("remove")
+            remove = "remove" in strat
             ax.plot(x, y, "o" if remove else "s", color="tab:blue" if remove else "tab:red",
                     ms=7)
             dx, dy = offsets[i % len(offsets)]

@@ -39,7 +39,7 @@ def main() -> None:
                          judge_fc=32, judge_lr=3e-3, ae_channels=(8, 16, 16), bottleneck=16,
                          disc_channels=(8, 16, 16), mapper_hidden=(64,), batch_size=16,
                          select_extra_epochs=0, selection_critics=1, progress=False,
-                         removal_dim=8, removal_strength=args.strength)
+                         removal_dim=8, removal_strength=args.strength, removal_min_steps=0)
         attacker_epochs = 2
     else:
         data = {"n_subjects": 8, "n_activities": 4, "trials": 3, "seconds": 12, "window": 64, "step": 32}

@@ -12,7 +12,7 @@ from privkit.data.imu import MinMaxNormaliser, split_recordings, synthetic_imu
 from privkit.errors import ParameterError
 
 TINY = dict(ae_epochs=1, judge_epochs=1, gan_epochs=2, judge_filters=8, progress=False,
-            selection_critics=1, removal_dim=8)
+            selection_critics=1, removal_dim=8, removal_min_steps=0)
 
 
 @pytest.mark.parametrize("bad", [{"removal_strength": -0.1}, {"removal_strength": 1.5},
@@ -163,3 +163,21 @@ def test_labels_come_from_the_critic_or_the_head(tmp_path):
     save_state(tmp_path / "old.privkit", IMUAnonymiser.model_kind, state)
     old = IMUAnonymiser.load(tmp_path / "old.privkit")
     assert old.config.removal_labels == "head" and old.generator.labeller is None
+
+
+def test_small_data_sets_get_more_removal_epochs_within_a_cap():
+    from privkit.anon.removal import removal_epochs
+
+    cfg = AnonConfig(gan_epochs=5, removal_min_steps=60, batch_size=16)
+    assert removal_epochs(cfg, 16 * 40) == 5          # 40 steps per epoch: gan_epochs suffice
+    assert removal_epochs(cfg, 16 * 4) == 15          # 4 steps per epoch: 60 steps need 15
+    assert removal_epochs(cfg, 10) == 20              # capped at 4 x gan_epochs
+    assert removal_epochs(AnonConfig(gan_epochs=5, removal_min_steps=0), 10) == 5
+    with pytest.raises(ParameterError, match="removal_min_steps"):
+        AnonConfig(removal_min_steps=-1)
+    ds = synthetic_imu(n_subjects=3, n_activities=2, trials=2, seconds=8, window=32, step=16)
+    train = ds.with_windows(MinMaxNormaliser.fit(ds.windows).transform(ds.windows))
+    cfg = AnonConfig(**{**TINY, "removal_min_steps": 10_000, "batch_size": 16},
+                     select_extra_epochs=0, selection="score", patience=100)
+    hist = IMUAnonymiser(strategy="remove", config=cfg).fit(train).history_["gan"]
+    assert len(hist) == 4 * cfg.gan_epochs  # the budget grew, to its cap

@@ -91,6 +91,13 @@ class AnonConfig:
     #: real watch data where 3 kept 77%
     removal_utility_weight: float = 10.0
     removal_lr: float = 3e-4
+    #: the removal stage trains at least this many optimiser steps: on a small data set its
+    #: epoch budget grows to ``ceil(removal_min_steps / batches per epoch)`` when that is more
+    #: than ``gan_epochs``, up to ``4 x gan_epochs`` (early stopping still ends it; 0 = off;
+    #: :func:`privkit.anon.removal.removal_epochs`). On the watch data (about 24 batches
+    #: per epoch) one training seed needed 32 epochs to reach the activity floor; on 10,000
+    #: windows (about 130 batches) 8 epochs did
+    removal_min_steps: int = 1500
     #: where the decoder's activity label comes from when anonymising: "critic" (an activity
     #: network trained on the real windows, the judges' architecture, kept with the model) or
     #: "head" (the small head on the identity-free code)
@@ -155,6 +162,10 @@ class AnonConfig:
         if self.removal_labels not in REMOVAL_LABELS:
             raise ParameterError(f"removal_labels must be one of {REMOVAL_LABELS}, got "
                                  f"{self.removal_labels!r}")
+        if isinstance(self.removal_min_steps, bool) or not isinstance(
+                self.removal_min_steps, int) or self.removal_min_steps < 0:
+            raise ParameterError(f"removal_min_steps must be an integer >= 0, got "
+                                 f"{self.removal_min_steps!r}")
         if not self.removal_lr > 0:
             raise ParameterError(f"removal_lr must be > 0, got {self.removal_lr!r}")
         for name in ("utility_weight", "adaptive_weight", "content_weight", "removal_adv_weight",

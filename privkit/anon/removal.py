@@ -53,7 +53,7 @@ from .config import AnonConfig
 from .networks import ConvAutoencoder, Discriminator
 from .train import _bar, _batches, discriminator_step
 
-__all__ = ["RemovalGenerator", "grad_reverse", "train_removal"]
+__all__ = ["RemovalGenerator", "grad_reverse", "removal_epochs", "train_removal"]
 
 
 class _GradReverse(torch.autograd.Function):
@@ -147,6 +147,20 @@ class RemovalGenerator(nn.Module):
             finally:
                 self.labeller.train(was)
         return self.activity_head(self.squeeze(x) if u is None else u).argmax(1)
+
+
+def removal_epochs(cfg: AnonConfig, n_train: int) -> int:
+    """The removal stage's epoch budget: ``gan_epochs``, or more on a small data set so that
+    at least ``removal_min_steps`` optimiser steps are taken, but never more than
+    ``4 x gan_epochs`` (a tiny data set must not turn into thousands of epochs).
+
+    >>> cfg = AnonConfig(gan_epochs=20, removal_min_steps=1500, batch_size=64)
+    >>> removal_epochs(cfg, 1500), removal_epochs(cfg, 9000), removal_epochs(cfg, 100)
+    (66, 20, 80)
+    """
+    per_epoch = max(n_train // cfg.batch_size if n_train >= cfg.batch_size else 1, 1)
+    return min(max(cfg.gan_epochs, math.ceil(cfg.removal_min_steps / per_epoch)),
+               4 * cfg.gan_epochs)
 
 
 def train_removal(

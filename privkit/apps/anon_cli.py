@@ -29,7 +29,7 @@ __all__ = ["prepare_data", "register", "results_table", "save_plots"]
 _SMOKE = {"ae_epochs": 2, "judge_epochs": 2, "gan_epochs": 2, "judge_filters": 8, "judge_fc": 32,
           "ae_channels": (8, 16, 16), "bottleneck": 16, "disc_channels": (8, 16, 16),
           "mapper_hidden": (64,), "batch_size": 32, "select_extra_epochs": 0,
-          "selection_critics": 1, "patience": 2}
+          "selection_critics": 1, "patience": 2, "removal_min_steps": 0}
 SMOKE_DATA = {"subjects": 4, "activities": 3, "seconds": 6.0}
 _DATA_DEFAULTS = {"subjects": 8, "activities": 4, "seconds": 12.0}
 

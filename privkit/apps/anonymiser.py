@@ -17,6 +17,7 @@ True
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import time
 import warnings
@@ -36,7 +37,7 @@ from ..anon.attackers import (
 )
 from ..anon.metrics import accuracy, mmd_rbf, transfer_rate, weighted_f1
 from ..anon.networks import TCNNIMU, ConvAutoencoder, Discriminator, Generator
-from ..anon.removal import RemovalGenerator, train_removal
+from ..anon.removal import RemovalGenerator, removal_epochs, train_removal
 from ..anon.selection import EpochSelector
 from ..anon.train import (
     STRATEGIES,
@@ -296,9 +297,11 @@ class IMUAnonymiser(PrivateModel):
             return out
 
         if self.strategy == "remove":
+            # on small data sets the removal stage gets more epochs (removal_min_steps)
+            rcfg = dataclasses.replace(cfg, gan_epochs=removal_epochs(cfg, len(tr)))
             self.history_["gan"] = train_removal(
-                self.generator, self.discriminator, X[tr], A[tr], S[tr], cfg,
-                validate=validate, selector=EpochSelector(cfg, K), utility_critic=critic)
+                self.generator, self.discriminator, X[tr], A[tr], S[tr], rcfg,
+                validate=validate, selector=EpochSelector(rcfg, K), utility_critic=critic)
         else:
             self.history_["gan"] = train_gan(
                 self.generator, self.discriminator, self.reid, self.strategy, X[tr], A[tr],
