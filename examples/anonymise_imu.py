@@ -28,7 +28,7 @@ def main() -> None:
     ap.add_argument("--strategy", choices=("remove", "ag", "acg", "dfi"), default="remove",
                     help="remove (the default: identity removed from the code) or one of the "
                          "paper's strategies")
-    ap.add_argument("--strength", type=float, default=0.75,
+    ap.add_argument("--strength", type=float, default=0.5,
                     help="remove: removal strength in [0, 1]")
     args = ap.parse_args()
     torch.set_num_threads(2)

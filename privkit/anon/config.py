@@ -79,7 +79,7 @@ class AnonConfig:
     #: 0 = autoencoder with an activity-conditioned decoder (utility max), 1 = the decoder
     #: sees only the activity label and noise (privacy max); in between, the bottleneck noise
     #: share and the gradient-reversal weight grow with it
-    removal_strength: float = 0.75
+    removal_strength: float = 0.5
     #: size of the small code the identity adversary reads
     removal_dim: int = 64
     #: gradient-reversal weight at strength 1 (it is scaled by the strength)
