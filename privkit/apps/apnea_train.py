@@ -271,18 +271,31 @@ def _fit_holdout(det: Any, data: Any, x: np.ndarray, y: np.ndarray, val: Any, ba
     if cfg.restarts > 1 and xv is None:
         raise ParameterError("restarts > 1 picks the restart by validation loss: set val_fraction > 0")
     tr = _Trainer(det, ys, val, bar)
-    chosen: tuple[float, dict[str, torch.Tensor], int] | None = None
-    for r in range(cfg.restarts):
+
+    def one(r: int) -> _RunResult:
         if r > 0:  # a fresh initialisation (restart 0 is the one built with the detector)
             _fresh(det, build, cfg.seed + _RESTART_STRIDE * r)
-        res = tr.run(xs, ys, xv, yv, epochs=cfg.epochs, early_stop=xv is not None, tag={})
+        return tr.run(xs, ys, xv, yv, epochs=cfg.epochs, early_stop=xv is not None, tag={})
+
+    score, state, r = _best_restart(det, cfg.restarts, one)
+    log.info("kept restart %d of %d (validation loss %.4f)", r + 1, cfg.restarts, score)
+    return tr, state, xs, ys
+
+
+def _best_restart(det: Any, restarts: int, run: Callable[[int], _RunResult]
+                  ) -> tuple[float, dict[str, torch.Tensor], int]:
+    """Run ``run(r)`` for every restart, record each on ``det`` and return the lowest score
+    with its state and index."""
+    chosen: tuple[float, dict[str, torch.Tensor], int] | None = None
+    for r in range(restarts):
+        res = run(r)
         det._restart_states.append(res.state)
         det._restart_scores.append(res.score)
         if chosen is None or res.score < chosen[0]:
             chosen = (res.score, res.state, r)
-    assert chosen is not None
-    log.info("kept restart %d of %d (validation loss %.4f)", chosen[2] + 1, cfg.restarts, chosen[0])
-    return tr, chosen[1], xs, ys
+    if chosen is None:
+        raise ParameterError(f"restarts must be >= 1, got {restarts}")
+    return chosen
 
 
 def choose_epochs(curve: Any, score: str, min_epochs: int = 0, smooth: int = CV_SMOOTH) -> int:
@@ -341,17 +354,14 @@ def _fit_cv(det: Any, data: Any, x: np.ndarray, y: np.ndarray, val: Any, bar: An
         tr.bar.refresh()
     log.info("cross-validated epoch count %d of %d (pooled validation %s %.4f over %d folds)", n_epochs,
              cfg.epochs, cfg.cv_score, pooled[n_epochs - 1] if cfg.epochs else float("nan"), cfg.cv_folds)
-    chosen: tuple[float, dict[str, torch.Tensor], int] | None = None
-    for r in range(cfg.restarts):
+
+    def one(r: int) -> _RunResult:
         _fresh(det, build, cfg.seed + _FINAL_OFFSET + _RESTART_STRIDE * r)
-        res = tr.run(x, y, None, None, epochs=n_epochs, early_stop=False, tag={"restart": r})
-        det._restart_states.append(res.state)
-        det._restart_scores.append(res.score)
-        if chosen is None or res.score < chosen[0]:
-            chosen = (res.score, res.state, r)
-    assert chosen is not None
-    log.info("kept final restart %d of %d (training loss %.4f)", chosen[2] + 1, cfg.restarts, chosen[0])
-    return tr, chosen[1], x, y
+        return tr.run(x, y, None, None, epochs=n_epochs, early_stop=False, tag={"restart": r})
+
+    score, state, r = _best_restart(det, cfg.restarts, one)
+    log.info("kept final restart %d of %d (training loss %.4f)", r + 1, cfg.restarts, score)
+    return tr, state, x, y
 
 
 def fit_detector(det: Any, data: Any, x: np.ndarray, y: np.ndarray, val: Any, bar: Any,
